@@ -1,0 +1,672 @@
+//! `plan`, `deploy`, `destroy` and `outputs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{Ctx, fleet};
+use crate::engine::{Engine, Prepared, Report, SharedState};
+use crate::error::{Error, Result};
+use crate::exit::ExitStatus;
+use crate::lock::StateLock;
+use crate::output::{self, Row};
+use crate::plan::{self, AgentAction, Plan, PlanInput};
+use crate::progress::Progress;
+use crate::provider::{Cloud, NetworkSpec, Observed, Provider, ServerSpec, StackId};
+use crate::secrets::Keyring;
+use crate::stack::model::HCLOUD_TOKEN_SECRET;
+use crate::stack::{Config, ProviderSettings};
+use crate::state::{State, StateStore};
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Exit 0 when there are no changes, 2 when there are, 1 on error (as Terraform)
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Query the cloud (default: only when state records something)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub refresh: Option<bool>,
+    /// Plan to replace this agent even if unchanged (repeatable)
+    #[arg(long, value_name = "AGENT")]
+    pub replace: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Do not ask for confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// How many agents to create or destroy at once
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallelism: u16,
+    /// Replace this agent even if unchanged (repeatable)
+    #[arg(long, value_name = "AGENT")]
+    pub replace: Vec<String>,
+    /// Show gateway tokens in the output
+    #[arg(long)]
+    pub show_secrets: bool,
+    /// Wait this long for another run's lock (e.g. 30s, 5m)
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Do not ask for confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// How many servers to destroy at once
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallelism: u16,
+    /// Wait this long for another run's lock (e.g. 30s, 5m)
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputsArgs {
+    /// Show gateway tokens
+    #[arg(long)]
+    pub show_secrets: bool,
+}
+
+fn stack_id(config: &Config) -> StackId {
+    StackId {
+        project: config.project.clone(),
+        stack: config.stack.clone(),
+    }
+}
+
+/// Connect to the stack's cloud.
+pub async fn cloud(ctx: &Ctx, config: &Config) -> Result<Cloud> {
+    let poll = ctx.env.poll_interval();
+    match &config.provider {
+        ProviderSettings::Aws {
+            region,
+            subnet_id,
+            metadata_hop_limit,
+        } => Ok(Cloud::Aws(
+            crate::provider::aws::AwsProvider::new(
+                region,
+                stack_id(config),
+                subnet_id.clone(),
+                *metadata_hop_limit,
+                poll,
+            )
+            .await,
+        )),
+        ProviderSettings::Hetzner { location } => {
+            let token = match ctx.env.get(crate::env::vars::HCLOUD_TOKEN) {
+                Some(t) => crate::secrets::Secret::new(t),
+                None => match config.secrets.get(HCLOUD_TOKEN_SECRET) {
+                    Some(r) => Keyring::load(&ctx.env)
+                        .resolve(r, &ctx.env)
+                        .map_err(|e| Error::secret(HCLOUD_TOKEN_SECRET, e))?,
+                    None => {
+                        return Err(Error::Input(format!(
+                            "no Hetzner API token: set {} or the `{HCLOUD_TOKEN_SECRET}` secret (`agent-army secrets set {HCLOUD_TOKEN_SECRET}`)",
+                            crate::env::vars::HCLOUD_TOKEN
+                        )));
+                    }
+                },
+            };
+            let endpoint = ctx
+                .env
+                .get(crate::env::vars::HCLOUD_ENDPOINT)
+                .unwrap_or(crate::provider::hetzner::DEFAULT_ENDPOINT)
+                .to_string();
+            Ok(Cloud::Hetzner(
+                crate::provider::hetzner::HetznerProvider::new(
+                    &endpoint,
+                    token,
+                    stack_id(config),
+                    location.clone(),
+                    poll,
+                )
+                .map_err(|e| provider_error(config, e))?,
+            ))
+        }
+    }
+}
+
+fn provider_error(config: &Config, e: crate::provider::ProviderError) -> Error {
+    Error::Provider {
+        provider: config.provider.kind().to_string(),
+        source: e,
+    }
+}
+
+fn ssh_cidrs(config: &Config) -> Vec<String> {
+    config
+        .allowed_ssh_cidrs
+        .iter()
+        .map(|c| c.to_string())
+        .collect()
+}
+
+fn check_replace(config: &Config, names: &[String]) -> Result<BTreeSet<String>> {
+    for n in names {
+        if config.agent(n).is_none() {
+            return Err(Error::Usage(format!(
+                "--replace {n}: no such agent (agents: {})",
+                config
+                    .agents
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    Ok(names.iter().cloned().collect())
+}
+
+fn print_plan(ctx: &Ctx, config: &Config, plan: &Plan) {
+    if ctx.json() {
+        return;
+    }
+    println!("{}", output::plan_text(config, plan));
+}
+
+pub async fn plan(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
+    let detailed = args.detailed_exitcode;
+    match plan_inner(ctx, args).await {
+        Ok(s) => Ok(s),
+        Err(e) if detailed => {
+            eprintln!("{}", e.render());
+            Ok(ExitStatus::Failure)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn plan_inner(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
+    let config = ctx.config()?;
+    let store = StateStore::new(&config.root, &config.stack, &ctx.env);
+    let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
+    let force = check_replace(&config, &args.replace)?;
+    let desired = fleet::desired(&config)?;
+    let refresh = args.refresh.unwrap_or(!state.is_empty());
+    let observed = if refresh {
+        let cloud = cloud(ctx, &config).await?;
+        Some(cloud.observe().await.map_err(|e| provider_error(&config, e))?)
+    } else {
+        None
+    };
+    let cidrs = ssh_cidrs(&config);
+    let plan = plan::plan(&PlanInput {
+        desired: &desired,
+        state: &state,
+        observed: observed.as_ref(),
+        ssh_cidrs: &cidrs,
+        force_replace: &force,
+        destroy: false,
+    });
+    if ctx.json() {
+        let doc = serde_json::json!({
+            "project": config.project,
+            "stack": config.stack,
+            "provider": config.provider.kind(),
+            "plan": plan,
+            "changes": plan.has_changes(),
+            "agents": config.agents.iter().map(|a| serde_json::json!({
+                "agent": a.name,
+                "hostname": a.fqdn,
+                "gateway_url": fleet::gateway_url(&a.fqdn, None),
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        print_plan(ctx, &config, &plan);
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        ExitStatus::Changes
+    } else {
+        ExitStatus::Success
+    })
+}
+
+/// Ask for confirmation, or require `--yes` when nobody can answer.
+fn approve(ctx: &Ctx, yes: bool, prompt: &str, expected: &str) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if ctx.env.is_ci() || !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "refusing to change the stack without confirmation in a non-interactive run: pass --yes".into(),
+        ));
+    }
+    use std::io::Write;
+    eprint!("{prompt} ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Error::Input(format!("cannot read the answer: {e}")))?;
+    if line.trim() == expected {
+        Ok(())
+    } else {
+        Err(Error::Declined)
+    }
+}
+
+fn lock(ctx: &Ctx, config: &Config, op: &str, timeout: Duration) -> Result<StateLock> {
+    let base = StateStore::base_dir(&config.root, &ctx.env);
+    let user = ctx
+        .env
+        .get("USER")
+        .or_else(|| ctx.env.get("LOGNAME"))
+        .unwrap_or("unknown");
+    StateLock::acquire(&base, &config.stack, op, user, timeout).map_err(|e| match e {
+        crate::lock::LockError::Held(holder) => Error::Locked {
+            stack: config.stack.clone(),
+            holder,
+        },
+        crate::lock::LockError::Io { path, source } => Error::Io { path, source },
+    })
+}
+
+/// First Ctrl-C / SIGTERM: stop starting new work. Second: exit at once.
+fn watch_interrupts(stop: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        loop {
+            #[cfg(unix)]
+            {
+                let term_fut = async {
+                    match term.as_mut() {
+                        Some(t) => {
+                            t.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term_fut => {},
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond interrupt: exiting now; the next run will converge");
+                std::process::exit(ExitStatus::Interrupted.code());
+            }
+            eprintln!(
+                "\ninterrupt: finishing calls in flight and saving state (interrupt again to exit now)"
+            );
+        }
+    });
+}
+
+fn rows_from(
+    config: &Config,
+    state: &State,
+    observed: Option<&Observed>,
+    report: Option<&Report>,
+    tokens: &BTreeMap<String, String>,
+) -> Vec<Row> {
+    config
+        .agents
+        .iter()
+        .map(|a| {
+            let st = state.agents.get(&a.name);
+            let server_id = st.and_then(|s| s.server_id.clone());
+            let outcome = report.and_then(|r| r.outcomes.iter().find(|o| o.agent == a.name));
+            let state_word = match (outcome, observed, &server_id) {
+                (Some(o), _, _) if o.error.is_some() => format!(
+                    "failed ({})",
+                    o.error.as_ref().map(|e| e.code.as_str()).unwrap_or("")
+                ),
+                (Some(_), _, Some(_)) => "running".into(),
+                (None, Some(obs), Some(id)) => obs
+                    .servers
+                    .iter()
+                    .find(|s| &s.id == id)
+                    .map(|s| s.state.to_string())
+                    .unwrap_or_else(|| "missing".into()),
+                (_, _, Some(_)) => "recorded".into(),
+                (_, _, None) => "not deployed".into(),
+            };
+            Row {
+                agent: a.name.clone(),
+                hostname: a.fqdn.clone(),
+                server_id,
+                state: state_word,
+                gateway_url: fleet::gateway_url(&a.fqdn, tokens.get(&a.name).map(String::as_str)),
+            }
+        })
+        .collect()
+}
+
+fn print_rows(ctx: &Ctx, config: &Config, rows: &[Row], extra: serde_json::Value) {
+    if ctx.json() {
+        let mut doc = serde_json::to_value(output::Outputs {
+            project: &config.project,
+            stack: &config.stack,
+            provider: config.provider.kind(),
+            agents: rows,
+        })
+        .unwrap_or_default();
+        if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
+            d.extend(e.clone());
+        }
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        print!("{}", output::table(rows));
+    }
+}
+
+pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
+    let config = ctx.config()?;
+    let force = check_replace(&config, &args.replace)?;
+    // Every secret must resolve before anything is touched.
+    let keyring = Keyring::load(&ctx.env);
+    let mut secrets = BTreeMap::new();
+    for a in &config.agents {
+        secrets.insert(
+            a.name.clone(),
+            fleet::resolve_secrets(&config, a, &keyring, &ctx.env)?,
+        );
+    }
+    let _lock = lock(ctx, &config, "deploy", args.lock_timeout)?;
+    let store = StateStore::new(&config.root, &config.stack, &ctx.env);
+    let mut state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
+    // Gateway keys are decrypted (or created) before any cloud call, so a wrong identity
+    // stops the run while nothing has changed.
+    let (keys, keys_changed) = fleet::ensure_keys(&mut state, &config, &keyring, &ctx.env)?;
+    let desired = fleet::desired(&config)?;
+    let mut prepared = BTreeMap::new();
+    for (a, d) in config.agents.iter().zip(&desired) {
+        let Some(key) = keys.get(&a.name) else { continue };
+        let Some(s) = secrets.get(&a.name) else { continue };
+        let user_data = fleet::real_user_data(&config, a, s, key)?;
+        prepared.insert(
+            a.name.clone(),
+            Prepared {
+                spec: ServerSpec {
+                    agent: a.name.clone(),
+                    hostname: a.hostname.clone(),
+                    instance_type: a.instance_type.clone(),
+                    image: a.image.clone(),
+                    disk_gb: a.disk_gb,
+                    user_data,
+                    fingerprint: d.fingerprint.clone(),
+                    client_token: String::new(),
+                    network_id: String::new(),
+                    ssh_key_id: None,
+                },
+                inputs: d.inputs.clone(),
+            },
+        );
+    }
+
+    let cloud = cloud(ctx, &config).await?;
+    let observed = cloud
+        .observe()
+        .await
+        .map_err(|e| provider_error(&config, e))?;
+    let cidrs = ssh_cidrs(&config);
+    let plan = plan::plan(&PlanInput {
+        desired: &desired,
+        state: &state,
+        observed: Some(&observed),
+        ssh_cidrs: &cidrs,
+        force_replace: &force,
+        destroy: false,
+    });
+    print_plan(ctx, &config, &plan);
+    let tokens: BTreeMap<String, String> = if args.show_secrets {
+        keys.iter().map(|(k, v)| (k.clone(), v.token())).collect()
+    } else {
+        BTreeMap::new()
+    };
+
+    if !plan.has_changes() && !plan.has_state_changes() {
+        if keys_changed {
+            store.write(&mut state)?;
+        }
+        let rows = rows_from(&config, &state, Some(&observed), None, &tokens);
+        print_rows(ctx, &config, &rows, serde_json::json!({"changed": false}));
+        return Ok(ExitStatus::Success);
+    }
+    if plan.has_changes() {
+        approve(
+            ctx,
+            args.yes,
+            "Do you want to perform these actions? Only 'yes' will be accepted:",
+            "yes",
+        )?;
+    }
+    store.write(&mut state)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_interrupts(stop.clone());
+    let break_glass = if config.provider.kind() == crate::stack::ProviderKind::Hetzner {
+        Some(ensure_break_glass(ctx, &config, &keyring, &store, &mut state)?)
+    } else {
+        None
+    };
+    let engine = Engine {
+        provider: Arc::new(cloud),
+        state: SharedState::new(state, store.clone()),
+        progress: Progress::new(ctx.env.is_ci()),
+        parallelism: args.parallelism as usize,
+        stop: stop.clone(),
+    };
+    let network = NetworkSpec {
+        ssh_cidrs: cidrs,
+        ssh_public_key: break_glass,
+    };
+    let report = engine.apply(&plan, &prepared, &network).await;
+    let final_state = engine.state.snapshot();
+    let rows = rows_from(&config, &final_state, None, Some(&report), &tokens);
+    print_rows(
+        ctx,
+        &config,
+        &rows,
+        serde_json::json!({"changed": true, "failed": report.failed()}),
+    );
+    for o in report.outcomes.iter().filter(|o| o.error.is_some()) {
+        if let Some(e) = &o.error {
+            eprintln!("error: {}: {e}", o.agent);
+            if let Some(a) = &e.advice {
+                eprintln!("  help: {a}");
+            }
+        }
+    }
+    if let Some(e) = &report.network_error {
+        eprintln!("error: network: {e}");
+    }
+    if report.interrupted {
+        return Err(Error::Interrupted);
+    }
+    let failed = report.failed();
+    if failed > 0 {
+        return Err(Error::Apply {
+            failed,
+            total: report.outcomes.len() + 1,
+        });
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// The stack's break-glass SSH key (Hetzner): generated once, kept encrypted in state.
+/// Returns its public key line.
+fn ensure_break_glass(
+    ctx: &Ctx,
+    config: &Config,
+    keyring: &Keyring,
+    store: &StateStore,
+    state: &mut State,
+) -> Result<String> {
+    if let Some(armored) = &state.break_glass_key {
+        let seed = keyring
+            .decrypt(armored)
+            .map_err(|e| Error::secret("break-glass ssh key", e))?;
+        let key = crate::token::GatewayKey::from_seed_hex(seed.expose()).map_err(|e| {
+            Error::secret(
+                "break-glass ssh key",
+                crate::secrets::SecretError::Corrupt(e.to_string()),
+            )
+        })?;
+        return Ok(key.public_openssh());
+    }
+    let key = crate::token::GatewayKey::generate();
+    let to = crate::secrets::EncryptTo::for_stack(&config.recipients, &ctx.env)
+        .map_err(|e| Error::secret("break-glass ssh key", e))?;
+    state.break_glass_key = Some(
+        to.encrypt(key.seed_hex().as_bytes())
+            .map_err(|e| Error::secret("break-glass ssh key", e))?,
+    );
+    store.write(state)?;
+    Ok(key.public_openssh())
+}
+
+pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
+    let config = ctx.config()?;
+    let _lock = lock(ctx, &config, "destroy", args.lock_timeout)?;
+    let store = StateStore::new(&config.root, &config.stack, &ctx.env);
+    let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
+    let cloud = cloud(ctx, &config).await?;
+    let observed = cloud
+        .observe()
+        .await
+        .map_err(|e| provider_error(&config, e))?;
+    // Servers recorded in state but not returned by the tag search (tags removed by hand)
+    // are destroyed too.
+    let mut observed = observed;
+    for (agent, a) in &state.agents {
+        if let Some(id) = &a.server_id
+            && !observed.servers.iter().any(|s| &s.id == id) {
+                observed.servers.push(crate::provider::ObservedServer {
+                    id: id.clone(),
+                    agent: agent.clone(),
+                    fingerprint: None,
+                    state: crate::provider::ServerState::Other("recorded in state".into()),
+                    name: String::new(),
+                    created: String::new(),
+                });
+            }
+    }
+    if let Some(n) = &state.network
+        && !observed.networks.iter().any(|o| o.id == n.id) {
+            observed.networks.push(crate::provider::ObservedNetwork {
+                id: n.id.clone(),
+                ssh_cidrs: vec![],
+                ssh_key_id: n.ssh_key_id.clone(),
+            });
+        }
+    let plan = plan::plan(&PlanInput {
+        desired: &[],
+        state: &state,
+        observed: Some(&observed),
+        ssh_cidrs: &[],
+        force_replace: &BTreeSet::new(),
+        destroy: true,
+    });
+    print_plan(ctx, &config, &plan);
+    let servers = plan
+        .agents
+        .iter()
+        .filter(|a| matches!(a, AgentAction::Delete { .. }))
+        .count();
+    if servers == 0 && plan.network.is_empty() {
+        store.remove()?;
+        if ctx.json() {
+            println!("{}", serde_json::json!({"stack": config.stack, "destroyed": {"servers": 0, "networks": 0}}));
+        } else {
+            println!("Nothing to destroy for stack `{}`.", config.stack);
+        }
+        return Ok(ExitStatus::Success);
+    }
+    approve(
+        ctx,
+        args.yes,
+        &format!(
+            "This destroys {servers} server(s) of stack `{}`. Type the stack name to confirm:",
+            config.stack
+        ),
+        &config.stack,
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_interrupts(stop.clone());
+    let networks = plan.network.len();
+    let engine = Engine {
+        provider: Arc::new(cloud),
+        state: SharedState::new(state, store.clone()),
+        progress: Progress::new(ctx.env.is_ci()),
+        parallelism: args.parallelism as usize,
+        stop,
+    };
+    let report = engine
+        .apply(
+            &plan,
+            &BTreeMap::new(),
+            &NetworkSpec {
+                ssh_cidrs: vec![],
+                ssh_public_key: None,
+            },
+        )
+        .await;
+    let failed = report.failed();
+    for o in &report.outcomes {
+        if let Some(e) = &o.error {
+            eprintln!("error: {}: {e}", o.agent);
+        }
+    }
+    if let Some(e) = &report.network_error {
+        eprintln!("error: network: {e}");
+    }
+    if report.interrupted {
+        return Err(Error::Interrupted);
+    }
+    if failed > 0 {
+        return Err(Error::Apply {
+            failed,
+            total: servers + networks,
+        });
+    }
+    store.remove()?;
+    if ctx.json() {
+        println!(
+            "{}",
+            serde_json::json!({"stack": config.stack, "destroyed": {"servers": servers, "networks": networks}})
+        );
+    } else {
+        println!(
+            "Destroyed {servers} server(s) and {networks} {}(s) of stack `{}`; state cleared.",
+            output::network_noun(config.provider.kind()),
+            config.stack
+        );
+    }
+    Ok(ExitStatus::Success)
+}
+
+pub fn outputs(ctx: &Ctx, args: OutputsArgs) -> Result<ExitStatus> {
+    let config = ctx.config()?;
+    let store = StateStore::new(&config.root, &config.stack, &ctx.env);
+    let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
+    let tokens = if args.show_secrets {
+        let keyring = Keyring::load(&ctx.env);
+        fleet::load_keys(
+            &state,
+            &keyring,
+            config.agents.iter().map(|a| a.name.clone()),
+        )?
+        .into_iter()
+        .map(|(k, v)| (k, v.token()))
+        .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let rows = rows_from(&config, &state, None, None, &tokens);
+    print_rows(ctx, &config, &rows, serde_json::json!({}));
+    Ok(ExitStatus::Success)
+}

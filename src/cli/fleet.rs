@@ -1,0 +1,171 @@
+//! Pieces shared by plan, deploy, destroy, render and outputs.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::env::Env;
+use crate::error::{Error, Result};
+use crate::plan::DesiredAgent;
+use crate::render::{self, Values};
+use crate::secrets::{EncryptTo, Keyring, Secret};
+use crate::stack::model::{BOOT_ONLY_SECRETS, TAILSCALE_AUTH_KEY};
+use crate::stack::{Agent, Config, ProviderSettings};
+use crate::state::{Inputs, State};
+use crate::token::GatewayKey;
+
+/// The default image when the stack sets none.
+pub fn default_image(config: &Config) -> &'static str {
+    match config.provider {
+        ProviderSettings::Aws { .. } => "ubuntu-24.04 (newest Canonical AMI)",
+        ProviderSettings::Hetzner { .. } => "ubuntu-24.04",
+    }
+}
+
+/// The inputs that force a replacement when they change. Computed without any secret
+/// plaintext: user data is hashed in its masked form, secrets by their stored form.
+pub fn inputs(config: &Config, agent: &Agent) -> Result<Inputs> {
+    let masked = render::render(config, agent, &Values::Masked)?;
+    let secrets = agent
+        .secrets
+        .iter()
+        .filter(|(k, _)| !BOOT_ONLY_SECRETS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.fingerprint()))
+        .collect();
+    Ok(Inputs {
+        instance_type: agent.instance_type.clone(),
+        image: agent
+            .image
+            .clone()
+            .unwrap_or_else(|| default_image(config).to_string()),
+        disk_gb: agent.disk_gb,
+        place: config.provider.place().to_string(),
+        user_data: hex::encode(Sha256::digest(masked.as_bytes()))[..16].to_string(),
+        secrets,
+    })
+}
+
+pub fn desired(config: &Config) -> Result<Vec<DesiredAgent>> {
+    config
+        .agents
+        .iter()
+        .map(|a| {
+            let inputs = inputs(config, a)?;
+            Ok(DesiredAgent {
+                name: a.name.clone(),
+                fingerprint: inputs.fingerprint(),
+                inputs,
+            })
+        })
+        .collect()
+}
+
+/// Decrypt the gateway keys state holds for `names`.
+pub fn load_keys(
+    state: &State,
+    keyring: &Keyring,
+    names: impl IntoIterator<Item = String>,
+) -> Result<BTreeMap<String, GatewayKey>> {
+    let mut out = BTreeMap::new();
+    for name in names {
+        if let Some(armored) = state.gateway_keys.get(&name) {
+            let label = format!("gateway key of {name}");
+            let seed = keyring
+                .decrypt(armored)
+                .map_err(|e| Error::secret(&label, e))?;
+            let key = GatewayKey::from_seed_hex(seed.expose()).map_err(|e| {
+                Error::secret(
+                    &label,
+                    crate::secrets::SecretError::Corrupt(e.to_string()),
+                )
+            })?;
+            out.insert(name, key);
+        }
+    }
+    Ok(out)
+}
+
+/// Decrypt existing gateway keys and create (and encrypt into `state`) any missing ones.
+/// Returns whether `state` changed.
+pub fn ensure_keys(
+    state: &mut State,
+    config: &Config,
+    keyring: &Keyring,
+    env: &Env,
+) -> Result<(BTreeMap<String, GatewayKey>, bool)> {
+    let names: Vec<String> = config.agents.iter().map(|a| a.name.clone()).collect();
+    let mut keys = load_keys(state, keyring, names.clone())?;
+    let mut changed = false;
+    let missing: Vec<&String> = names.iter().filter(|n| !keys.contains_key(*n)).collect();
+    if !missing.is_empty() {
+        let to = EncryptTo::for_stack(&config.recipients, env)
+            .map_err(|e| Error::secret("gateway keys", e))?;
+        for name in missing {
+            let key = GatewayKey::generate();
+            let armored = to
+                .encrypt(key.seed_hex().as_bytes())
+                .map_err(|e| Error::secret("gateway keys", e))?;
+            state.gateway_keys.insert(name.clone(), armored);
+            keys.insert(name.clone(), key);
+            changed = true;
+        }
+    }
+    Ok((keys, changed))
+}
+
+/// Plaintext secrets of one agent.
+pub struct AgentSecrets {
+    pub auth_key: Secret,
+    pub env: BTreeMap<String, Secret>,
+}
+
+/// Resolve every secret an agent needs.
+pub fn resolve_secrets(
+    config: &Config,
+    agent: &Agent,
+    keyring: &Keyring,
+    env: &Env,
+) -> Result<AgentSecrets> {
+    let auth_ref = config
+        .secrets
+        .get(TAILSCALE_AUTH_KEY)
+        .ok_or_else(|| Error::Input(format!("missing secret `{TAILSCALE_AUTH_KEY}`")))?;
+    let auth_key = keyring
+        .resolve(auth_ref, env)
+        .map_err(|e| Error::secret(TAILSCALE_AUTH_KEY, e))?;
+    let mut vals = BTreeMap::new();
+    for (name, r) in &agent.secrets {
+        let v = keyring
+            .resolve(r, env)
+            .map_err(|e| Error::secret(name, e))?;
+        vals.insert(name.clone(), v);
+    }
+    Ok(AgentSecrets {
+        auth_key,
+        env: vals,
+    })
+}
+
+/// `https://<fqdn>/?token=...`, masked unless a token is given.
+pub fn gateway_url(fqdn: &str, token: Option<&str>) -> String {
+    format!(
+        "https://{fqdn}/?token={}",
+        token.unwrap_or(crate::secrets::MASK)
+    )
+}
+
+/// Render the real user data of an agent.
+pub fn real_user_data(
+    config: &Config,
+    agent: &Agent,
+    secrets: &AgentSecrets,
+    key: &GatewayKey,
+) -> Result<Vec<u8>> {
+    let token = key.token();
+    let values = Values::Real {
+        tailscale_auth_key: &secrets.auth_key,
+        env: secrets.env.clone(),
+        gateway_token: &token,
+    };
+    Ok(render::user_data(config, agent, &values)?)
+}

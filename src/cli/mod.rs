@@ -1,0 +1,147 @@
+//! Command-line interface: clap types, and one module per subcommand.
+
+pub mod apply;
+pub mod fleet;
+pub mod init;
+pub mod render;
+pub mod secrets;
+pub mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::env::Env;
+use crate::error::{Error, Result};
+use crate::exit::ExitStatus;
+use crate::stack::{Config, Project};
+
+/// Deploy a private fleet of OpenClaw agent VMs on AWS EC2 or Hetzner Cloud, reachable only
+/// over your Tailscale tailnet.
+#[derive(Debug, Parser)]
+#[command(name = "agent-army", version, about, long_about = None, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXAMPLES: &str = "Examples:
+  agent-army init                      scaffold a project and an age identity
+  agent-army --stack dev plan          show what deploy would do (works offline)
+  agent-army --stack dev render --out rendered/
+  agent-army --stack prod deploy --yes --output json
+  agent-army --stack prod destroy";
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Stack to operate on (`stacks/<STACK>.toml`) [env: AGENT_ARMY_STACK]
+    #[arg(long, short = 's', global = true)]
+    pub stack: Option<String>,
+    /// Project directory (default: search upwards from the current directory)
+    #[arg(long, short = 'C', global = true, value_name = "DIR")]
+    pub project_dir: Option<PathBuf>,
+    /// Output format
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// More logging (-v info, -vv debug, -vvv trace); never logs secret values
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scaffold a project, create an age identity if there is none, and add .gitignore entries
+    Init(init::InitArgs),
+    /// Check the configuration, that every secret resolves, and render every agent
+    Validate,
+    /// Show what `deploy` would change (works offline when nothing is deployed)
+    Plan(apply::PlanArgs),
+    /// Create, replace and destroy servers so the cloud matches the stack
+    Deploy(apply::DeployArgs),
+    /// Destroy everything the stack created
+    Destroy(apply::DestroyArgs),
+    /// Print the deployed agents' hostnames and gateway URLs from state
+    Outputs(apply::OutputsArgs),
+    /// Write each agent's cloud-init user data to a folder for inspection
+    Render(render::RenderArgs),
+    /// Manage encrypted secrets in the stack file
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCmd),
+}
+
+/// What every command gets: the environment seam and global flags.
+pub struct Ctx {
+    pub env: Env,
+    pub cwd: PathBuf,
+    pub global: Global,
+}
+
+impl Ctx {
+    pub fn json(&self) -> bool {
+        self.global.output == Output::Json
+    }
+
+    /// Locate the project and stack.
+    pub fn project(&self) -> Result<Project> {
+        let start = self
+            .global
+            .project_dir
+            .as_ref()
+            .map(|d| self.cwd.join(d))
+            .unwrap_or_else(|| self.cwd.clone());
+        Ok(Project::locate(
+            &start,
+            self.global.stack.as_deref(),
+            &self.env,
+        )?)
+    }
+
+    /// Load and validate the configuration, printing warnings.
+    pub fn config(&self) -> Result<Config> {
+        let project = self.project()?;
+        let config = crate::stack::load(&project)?;
+        for w in &config.warnings {
+            eprintln!("warning: {w}");
+        }
+        Ok(config)
+    }
+}
+
+/// Run a parsed command line.
+pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
+    let ctx = Ctx {
+        env,
+        cwd,
+        global: cli.global,
+    };
+    match cli.command {
+        Command::Init(a) => init::run(&ctx, a),
+        Command::Validate => validate::run(&ctx),
+        Command::Plan(a) => apply::plan(&ctx, a).await,
+        Command::Deploy(a) => apply::deploy(&ctx, a).await,
+        Command::Destroy(a) => apply::destroy(&ctx, a).await,
+        Command::Outputs(a) => apply::outputs(&ctx, a),
+        Command::Render(a) => render::run(&ctx, a),
+        Command::Secrets(c) => secrets::run(&ctx, c),
+    }
+}
+
+/// Ask a yes/no question on the terminal. Non-interactive runs never get here.
+pub fn confirm(prompt: &str) -> Result<bool> {
+    use std::io::Write;
+    eprint!("{prompt} ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Error::Input(format!("cannot read the answer: {e}")))?;
+    Ok(line.trim() == "yes")
+}

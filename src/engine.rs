@@ -1,0 +1,405 @@
+//! Executes a plan: bounded concurrency, progress, and a state write after every change.
+//!
+//! Crash safety: a create is recorded in state as an intent (with its idempotency token)
+//! *before* the API call, and every server carries the stack's tags from the moment it is
+//! created, so a run that dies at any point leaves something the next run finds and adopts
+//! or removes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+
+use crate::plan::{AgentAction, NetworkAction, Plan};
+use crate::progress::Progress;
+use crate::provider::{NetworkSpec, ObservedNetwork, Provider, ProviderError, ServerSpec};
+use crate::state::{AgentState, Inputs, NetworkState, PendingCreate, State, StateError, StateStore};
+
+/// A server ready to be created for an agent (everything but ids and token).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub spec: ServerSpec,
+    pub inputs: Inputs,
+}
+
+/// How one agent's action ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub agent: String,
+    pub action: &'static str,
+    pub server_id: Option<String>,
+    pub error: Option<ProviderError>,
+}
+
+/// Result of an apply.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub outcomes: Vec<Outcome>,
+    pub network_error: Option<ProviderError>,
+    pub interrupted: bool,
+}
+
+impl Report {
+    pub fn failed(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.error.is_some()).count()
+            + usize::from(self.network_error.is_some())
+    }
+}
+
+/// Shared, saved-on-write state.
+#[derive(Clone)]
+pub struct SharedState {
+    inner: Arc<Mutex<State>>,
+    store: StateStore,
+}
+
+impl SharedState {
+    pub fn new(state: State, store: StateStore) -> Self {
+        SharedState {
+            inner: Arc::new(Mutex::new(state)),
+            store,
+        }
+    }
+
+    /// Apply `f` and write the file before returning.
+    pub fn update(&self, f: impl FnOnce(&mut State)) -> Result<(), StateError> {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard);
+        self.store.write(&mut guard)
+    }
+
+    pub fn snapshot(&self) -> State {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+pub struct Engine<P: Provider> {
+    pub provider: Arc<P>,
+    pub state: SharedState,
+    pub progress: Progress,
+    pub parallelism: usize,
+    /// Set on the first interrupt: no new work starts.
+    pub stop: Arc<AtomicBool>,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+fn new_client_token() -> String {
+    use rand_core::RngCore;
+    let mut b = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut b);
+    format!("agent-army-{}", hex::encode(b))
+}
+
+fn state_err(e: StateError) -> ProviderError {
+    ProviderError::new("StateWriteFailed", e.to_string())
+}
+
+impl<P: Provider> Engine<P> {
+    /// Apply `plan`. `prepared` holds a server spec for every agent to create or replace.
+    pub async fn apply(
+        &self,
+        plan: &Plan,
+        prepared: &BTreeMap<String, Prepared>,
+        network: &NetworkSpec,
+    ) -> Report {
+        let mut report = Report::default();
+
+        // 1. The stack's network comes first: every server is created inside it.
+        let mut network_id = self.state.snapshot().network.map(|n| (n.id, n.ssh_key_id));
+        let mut extra_networks = Vec::new();
+        for action in &plan.network {
+            let line = self.progress.line("network");
+            let r = match action {
+                NetworkAction::Create => {
+                    line.set("creating firewall");
+                    match self.provider.create_network(network).await {
+                        Ok(n) => {
+                            network_id = Some((n.id.clone(), n.ssh_key_id.clone()));
+                            self.state
+                                .update(|s| {
+                                    s.network = Some(NetworkState {
+                                        id: n.id.clone(),
+                                        ssh_key_id: n.ssh_key_id.clone(),
+                                    })
+                                })
+                                .map_err(state_err)
+                                .map(|_| format!("created {}", n.id))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                NetworkAction::UpdateRules { id } => {
+                    line.set("updating inbound rules");
+                    self.provider
+                        .update_network(id, network)
+                        .await
+                        .map(|_| format!("updated {id}"))
+                }
+                NetworkAction::NoChange { id } => {
+                    if network_id.as_ref().map(|n| &n.0) != Some(id) {
+                        network_id = Some((id.clone(), None));
+                        let _ = self.state.update(|s| {
+                            s.network = Some(NetworkState {
+                                id: id.clone(),
+                                ssh_key_id: None,
+                            })
+                        });
+                    }
+                    Ok(format!("{id} unchanged"))
+                }
+                NetworkAction::Delete { id } => {
+                    extra_networks.push(id.clone());
+                    Ok(format!("{id} to delete after servers"))
+                }
+            };
+            match r {
+                Ok(msg) => line.done(&msg),
+                Err(e) => {
+                    line.fail(&e.to_string());
+                    report.network_error = Some(e);
+                }
+            }
+        }
+
+        // 2. Agents, concurrently.
+        let sem = Arc::new(Semaphore::new(self.parallelism.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for action in plan.agents.iter().cloned() {
+            if !action.mutates() && !matches!(action, AgentAction::Adopt { .. }) {
+                continue;
+            }
+            let provider = self.provider.clone();
+            let state = self.state.clone();
+            let progress = self.progress.clone();
+            let sem = sem.clone();
+            let stop = self.stop.clone();
+            let prep = prepared.get(action.agent()).cloned();
+            let net = network_id.clone();
+            let net_failed = report.network_error.clone();
+            tasks.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let agent = action.agent().to_string();
+                let line = progress.line(&agent);
+                if stop.load(Ordering::SeqCst) {
+                    line.fail("skipped: interrupted");
+                    return (agent, "skipped", None, Some(ProviderError::new("Interrupted", "not started")));
+                }
+                let (label, r) = run_agent(&*provider, &state, &line, action, prep, net, net_failed).await;
+                match &r {
+                    Ok(id) => line.done(&format!("{label} {}", id.as_deref().unwrap_or(""))),
+                    Err(e) => line.fail(&e.to_string()),
+                }
+                let (id, err) = match r {
+                    Ok(id) => (id, None),
+                    Err(e) => (None, Some(e)),
+                };
+                (agent, label, id, err)
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((agent, action, server_id, error)) => report.outcomes.push(Outcome {
+                    agent,
+                    action,
+                    server_id,
+                    error,
+                }),
+                Err(e) => report.outcomes.push(Outcome {
+                    agent: "?".into(),
+                    action: "panic",
+                    server_id: None,
+                    error: Some(ProviderError::new("Internal", e.to_string())),
+                }),
+            }
+        }
+        report.outcomes.sort_by(|a, b| a.agent.cmp(&b.agent));
+
+        // 3. Forget agents that exist nowhere any more.
+        if !plan.forget.is_empty() {
+            let _ = self.state.update(|s| {
+                for a in &plan.forget {
+                    s.agents.remove(a);
+                    s.gateway_keys.remove(a);
+                }
+            });
+        }
+
+        // 4. Extra / destroyed networks, once their servers are gone.
+        let servers_failed = report.outcomes.iter().any(|o| o.error.is_some());
+        for id in extra_networks {
+            let line = self.progress.line("network");
+            if servers_failed {
+                line.fail(&format!("{id} kept: some servers could not be deleted"));
+                continue;
+            }
+            line.set(&format!("deleting {id}"));
+            let ssh_key_id = self
+                .state
+                .snapshot()
+                .network
+                .filter(|n| n.id == id)
+                .and_then(|n| n.ssh_key_id);
+            let net = ObservedNetwork {
+                id: id.clone(),
+                ssh_cidrs: vec![],
+                ssh_key_id,
+            };
+            match self.provider.delete_network(&net).await {
+                Ok(()) => {
+                    let _ = self.state.update(|s| {
+                        if s.network.as_ref().map(|n| &n.id) == Some(&id) {
+                            s.network = None;
+                        }
+                    });
+                    line.done(&format!("deleted {id}"));
+                }
+                Err(e) => {
+                    line.fail(&e.to_string());
+                    report.network_error = Some(e);
+                }
+            }
+        }
+        report.interrupted = self.stop.load(Ordering::SeqCst);
+        report
+    }
+}
+
+async fn run_agent<P: Provider>(
+    provider: &P,
+    state: &SharedState,
+    line: &crate::progress::Line,
+    action: AgentAction,
+    prep: Option<Prepared>,
+    network: Option<(String, Option<String>)>,
+    network_failed: Option<ProviderError>,
+) -> (&'static str, Result<Option<String>, ProviderError>) {
+    match action {
+        AgentAction::Delete { agent, id, reason } => {
+            line.set(&format!("destroying {id} ({reason})"));
+            let r = delete(provider, state, &agent, &id, true).await;
+            ("destroyed", r.map(|_| Some(id)))
+        }
+        AgentAction::Adopt { agent, id } => {
+            let r = match prep {
+                Some(p) => state
+                    .update(|s| {
+                        let e = s.agents.entry(agent.clone()).or_default();
+                        e.server_id = Some(id.clone());
+                        e.pending_create = None;
+                        e.fingerprint = p.spec.fingerprint.clone();
+                        e.inputs = p.inputs.clone();
+                    })
+                    .map_err(state_err),
+                None => Err(ProviderError::new("Internal", "no inputs prepared for adopted agent")),
+            };
+            ("adopted", r.map(|_| Some(id)))
+        }
+        AgentAction::Replace { agent, old_id, .. } => {
+            line.set(&format!("destroying old server {old_id}"));
+            if let Err(e) = delete(provider, state, &agent, &old_id, false).await {
+                return ("replace", Err(e));
+            }
+            let r = create(provider, state, line, &agent, prep, network, network_failed).await;
+            ("replaced", r.map(Some))
+        }
+        AgentAction::Create { agent } => {
+            let r = create(provider, state, line, &agent, prep, network, network_failed).await;
+            ("created", r.map(Some))
+        }
+        AgentAction::NoChange { id, .. } => ("unchanged", Ok(Some(id))),
+    }
+}
+
+async fn delete<P: Provider>(
+    provider: &P,
+    state: &SharedState,
+    agent: &str,
+    id: &str,
+    forget_key: bool,
+) -> Result<(), ProviderError> {
+    provider.delete_server(id).await?;
+    provider.wait_deleted(&[id.to_string()]).await?;
+    state
+        .update(|s| {
+            if let Some(a) = s.agents.get_mut(agent)
+                && a.server_id.as_deref() == Some(id) {
+                    a.server_id = None;
+                    if forget_key {
+                        s.agents.remove(agent);
+                        s.gateway_keys.remove(agent);
+                    }
+                }
+        })
+        .map_err(state_err)
+}
+
+async fn create<P: Provider>(
+    provider: &P,
+    state: &SharedState,
+    line: &crate::progress::Line,
+    agent: &str,
+    prep: Option<Prepared>,
+    network: Option<(String, Option<String>)>,
+    network_failed: Option<ProviderError>,
+) -> Result<String, ProviderError> {
+    let Some(prep) = prep else {
+        return Err(ProviderError::new("Internal", "no server spec prepared"));
+    };
+    let Some((network_id, ssh_key_id)) = network else {
+        return Err(network_failed
+            .unwrap_or_else(|| ProviderError::new("NoNetwork", "the stack's firewall does not exist")));
+    };
+    let mut spec = prep.spec.clone();
+    spec.network_id = network_id;
+    spec.ssh_key_id = ssh_key_id;
+    // Reuse the token of an interrupted create with the same inputs: on EC2 the retried
+    // call then returns the instance the first one made instead of launching a second.
+    let existing = state.snapshot().agents.get(agent).and_then(|a| a.pending_create.clone());
+    spec.client_token = match existing {
+        Some(p) if p.fingerprint == spec.fingerprint => p.client_token,
+        _ => new_client_token(),
+    };
+    let pending = PendingCreate {
+        client_token: spec.client_token.clone(),
+        started: now(),
+        fingerprint: spec.fingerprint.clone(),
+    };
+    state
+        .update(|s| {
+            let e = s.agents.entry(agent.to_string()).or_insert_with(AgentState::default);
+            e.pending_create = Some(pending);
+        })
+        .map_err(state_err)?;
+    line.set("creating server");
+    let id = match provider.create_server(&spec).await {
+        Ok(id) => id,
+        Err(e) => {
+            // A definite refusal created nothing; a transport failure may have, so the
+            // intent stays until the next run finds the server by its tags.
+            if !e.transient {
+                let _ = state.update(|s| {
+                    if let Some(a) = s.agents.get_mut(agent) {
+                        a.pending_create = None;
+                    }
+                });
+            }
+            return Err(e);
+        }
+    };
+    state
+        .update(|s| {
+            let e = s.agents.entry(agent.to_string()).or_default();
+            e.server_id = Some(id.clone());
+            e.pending_create = None;
+            e.fingerprint = spec.fingerprint.clone();
+            e.inputs = prep.inputs.clone();
+        })
+        .map_err(state_err)?;
+    line.set(&format!("waiting for {id} to run"));
+    provider.wait_running(&id).await?;
+    Ok(id)
+}

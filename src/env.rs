@@ -1,0 +1,128 @@
+//! The one seam through which agent-army reads its environment.
+//!
+//! Every environment variable the tool reads is declared in [`vars`]; code never calls
+//! `std::env::var` directly, so tests can hand the program an exact environment and nothing
+//! leaks in from the developer's shell. (The AWS SDK reads its own standard variables, such as
+//! `AWS_ENDPOINT_URL`, through its own provider chain.)
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Names of every environment variable agent-army reads.
+pub mod vars {
+    /// Stack to operate on when `--stack` is not given.
+    pub const STACK: &str = "AGENT_ARMY_STACK";
+    /// Path of the age identity file used to decrypt secrets.
+    pub const IDENTITY: &str = "AGENT_ARMY_IDENTITY";
+    /// Passphrase for passphrase-encrypted stacks (CI).
+    pub const PASSPHRASE: &str = "AGENT_ARMY_PASSPHRASE";
+    /// Directory that holds state, locks and known_hosts (default `<project>/.agent-army`).
+    pub const STATE_DIR: &str = "AGENT_ARMY_STATE_DIR";
+    /// Log filter for `tracing` (same syntax as `RUST_LOG`).
+    pub const LOG: &str = "AGENT_ARMY_LOG";
+    /// Set by CI systems; makes agent-army non-interactive with plain log lines.
+    pub const CI: &str = "CI";
+    /// Hetzner Cloud API token (as the `hcloud` CLI).
+    pub const HCLOUD_TOKEN: &str = "HCLOUD_TOKEN";
+    /// Hetzner Cloud API base URL (as the `hcloud` CLI).
+    pub const HCLOUD_ENDPOINT: &str = "HCLOUD_ENDPOINT";
+    /// Disables colour.
+    pub const NO_COLOR: &str = "NO_COLOR";
+    /// Home directory, for the default identity path.
+    pub const HOME: &str = "HOME";
+    /// Seconds between provider polls (tests shorten it).
+    pub const POLL_INTERVAL_MS: &str = "AGENT_ARMY_POLL_INTERVAL_MS";
+}
+
+/// A snapshot of the process environment.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    /// Snapshot the real process environment (only called from `main`).
+    pub fn from_process() -> Self {
+        Env {
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        }
+    }
+
+    /// An environment made of exactly these pairs (tests).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Env {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// The value of `name`, if set and non-empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Whether we run under CI (`CI` set to anything but `false`/`0`).
+    pub fn is_ci(&self) -> bool {
+        matches!(self.get(vars::CI), Some(v) if v != "false" && v != "0")
+    }
+
+    /// The user's home directory.
+    pub fn home(&self) -> Option<PathBuf> {
+        self.get(vars::HOME).map(PathBuf::from)
+    }
+
+    /// Default location of the age identity file.
+    pub fn identity_path(&self) -> Option<PathBuf> {
+        if let Some(p) = self.get(vars::IDENTITY) {
+            return Some(PathBuf::from(p));
+        }
+        self.home()
+            .map(|h| h.join(".config").join("agent-army").join("identity.txt"))
+    }
+
+    /// Poll interval for waiting on cloud state.
+    pub fn poll_interval(&self) -> std::time::Duration {
+        let ms = self
+            .get(vars::POLL_INTERVAL_MS)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(3000);
+        std::time::Duration::from_millis(ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ci_detection() {
+        assert!(Env::from_pairs([("CI", "true")]).is_ci());
+        assert!(Env::from_pairs([("CI", "1")]).is_ci());
+        assert!(!Env::from_pairs([("CI", "false")]).is_ci());
+        assert!(!Env::from_pairs([("CI", "")]).is_ci());
+        assert!(!Env::from_pairs::<[(&str, &str); 0], _, _>([]).is_ci());
+    }
+
+    #[test]
+    fn identity_path_prefers_variable() {
+        let env = Env::from_pairs([("HOME", "/home/u"), ("AGENT_ARMY_IDENTITY", "/k.txt")]);
+        assert_eq!(env.identity_path(), Some(PathBuf::from("/k.txt")));
+        let env = Env::from_pairs([("HOME", "/home/u")]);
+        assert_eq!(
+            env.identity_path(),
+            Some(PathBuf::from("/home/u/.config/agent-army/identity.txt"))
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! The crate's error, rendered once at the edge (`main`) with the fix to make.
+
+use std::path::PathBuf;
+
+use crate::exit::ExitStatus;
+use crate::provider::ProviderError;
+use crate::render::RenderError;
+use crate::secrets::SecretError;
+use crate::stack::StackError;
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("secret `{name}`: {source}")]
+    Secret { name: String, source: SecretError },
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("{provider}: {source}")]
+    Provider {
+        provider: String,
+        source: ProviderError,
+    },
+    #[error("{failed} of {total} operations failed (see above); state records what exists")]
+    Apply { failed: usize, total: usize },
+    #[error("cancelled: nothing was changed")]
+    Declined,
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Input(String),
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the state of stack `{stack}` is locked by {holder}")]
+    Locked { stack: String, holder: String },
+    #[error("interrupted; state was saved")]
+    Interrupted,
+}
+
+impl Error {
+    pub fn secret(name: &str, source: SecretError) -> Self {
+        Error::Secret {
+            name: name.to_string(),
+            source,
+        }
+    }
+
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            Error::Stack(_) | Error::State(_) | Error::Render(_) | Error::Input(_) => {
+                ExitStatus::Config
+            }
+            Error::Secret { .. } => ExitStatus::Secrets,
+            Error::Provider { .. } | Error::Apply { .. } | Error::Io { .. } => ExitStatus::Failure,
+            Error::Declined => ExitStatus::Declined,
+            Error::Usage(_) => ExitStatus::Usage,
+            Error::Locked { .. } => ExitStatus::Locked,
+            Error::Interrupted => ExitStatus::Interrupted,
+        }
+    }
+
+    pub fn help(&self) -> Option<String> {
+        match self {
+            Error::Stack(e) => e.help(),
+            Error::State(e) => e.help(),
+            Error::Secret { source, .. } => source.help(),
+            Error::Provider { source, .. } => source.advice.clone(),
+            Error::Render(RenderError::TooLarge { .. }) => Some(
+                "shrink the agent's workspace folder or env; large files belong in a repository the agent clones".into(),
+            ),
+            Error::Locked { .. } => Some(
+                "wait for the other run to finish, or pass --lock-timeout; if its process is gone, run `agent-army force-unlock`".into(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// The message as printed to stderr.
+    pub fn render(&self) -> String {
+        let mut s = format!("error: {self}");
+        if let Some(h) = self.help() {
+            s.push_str(&format!("\n  help: {h}"));
+        }
+        s
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

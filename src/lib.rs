@@ -1,0 +1,23 @@
+//! agent-army: a stack file in, a private fleet of OpenClaw agent VMs out.
+//!
+//! The crate is split into a pure core (config, naming, tokens, rendering, planning) and thin
+//! edges (providers, process and environment access) so the core can be unit-tested without a
+//! cloud.
+
+pub mod cli;
+pub mod engine;
+pub mod env;
+pub mod error;
+pub mod exit;
+pub mod fsutil;
+pub mod lock;
+pub mod naming;
+pub mod output;
+pub mod plan;
+pub mod progress;
+pub mod provider;
+pub mod render;
+pub mod secrets;
+pub mod stack;
+pub mod state;
+pub mod token;

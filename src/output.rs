@@ -1,0 +1,190 @@
+//! Human and JSON output of plans and fleet outputs.
+
+use serde::Serialize;
+
+use crate::cli::fleet::gateway_url;
+use crate::plan::{AgentAction, NetworkAction, Plan};
+use crate::stack::{Config, ProviderKind};
+
+/// Words for the stack's network resource on each cloud.
+pub fn network_noun(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Aws => "security group",
+        ProviderKind::Hetzner => "firewall",
+    }
+}
+
+/// The plan as a diff, Terraform style.
+pub fn plan_text(config: &Config, plan: &Plan) -> String {
+    let kind = config.provider.kind();
+    let mut out = format!(
+        "Stack `{}` of project `{}` on {} {} ({} agents declared)\n",
+        config.stack,
+        config.project,
+        kind,
+        config.provider.place(),
+        config.agents.len()
+    );
+    if !plan.refreshed {
+        out.push_str("(cloud not queried: nothing recorded in state for this stack)\n");
+    }
+    out.push('\n');
+    let inbound = if config.allowed_ssh_cidrs.is_empty() {
+        "inbound: none".to_string()
+    } else {
+        format!(
+            "inbound: tcp/22 from {}",
+            config
+                .allowed_ssh_cidrs
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let noun = network_noun(kind);
+    for n in &plan.network {
+        match n {
+            NetworkAction::Create => {
+                out.push_str(&format!("  + {noun} ({inbound})\n"));
+                if kind == ProviderKind::Hetzner {
+                    out.push_str("  + break-glass ssh key (keeps Hetzner from mailing root passwords)\n");
+                }
+            }
+            NetworkAction::UpdateRules { id } => {
+                out.push_str(&format!("  ~ {noun} {id}: update rules ({inbound})\n"))
+            }
+            NetworkAction::NoChange { id } => {
+                out.push_str(&format!("  = {noun} {id} ({inbound})\n"))
+            }
+            NetworkAction::Delete { id } => out.push_str(&format!("  - {noun} {id}\n")),
+        }
+    }
+    let server = match kind {
+        ProviderKind::Aws => "instance",
+        ProviderKind::Hetzner => "server",
+    };
+    for a in &plan.agents {
+        let agent = config.agent(a.agent());
+        let detail = |out: &mut String| {
+            if let Some(ag) = agent {
+                out.push_str(&format!(
+                    "      {server}: {}, {}, {} GB disk\n      hostname: {}\n      gateway:  {}\n",
+                    ag.instance_type,
+                    ag.image.as_deref().unwrap_or(crate::cli::fleet::default_image(config)),
+                    ag.disk_gb,
+                    ag.fqdn,
+                    gateway_url(&ag.fqdn, None)
+                ));
+            }
+        };
+        match a {
+            AgentAction::Create { agent: name } => {
+                out.push_str(&format!("  + {name}\n"));
+                detail(&mut out);
+            }
+            AgentAction::Replace {
+                agent: name,
+                old_id,
+                reasons,
+            } => {
+                out.push_str(&format!(
+                    "-/+ {name} (replace {old_id}: {})\n",
+                    reasons.join("; ")
+                ));
+                detail(&mut out);
+            }
+            AgentAction::Delete {
+                agent: name,
+                id,
+                reason,
+            } => {
+                let name = if name.is_empty() { "(untagged)" } else { name };
+                out.push_str(&format!("  - {name} (destroy {id}: {reason})\n"));
+            }
+            AgentAction::Adopt { agent: name, id } => out.push_str(&format!(
+                "  ~ {name} (no change; adopt {id}, found by its tags but missing from state)\n"
+            )),
+            AgentAction::NoChange { agent: name, id } => {
+                out.push_str(&format!("  ~ {name} (no change, {id})\n"))
+            }
+        }
+    }
+    for f in &plan.forget {
+        out.push_str(&format!("  . {f} (already gone; dropped from state)\n"));
+    }
+    let (c, r, d, n) = plan.counts();
+    let net_changes = plan
+        .network
+        .iter()
+        .filter(|n| !matches!(n, NetworkAction::NoChange { .. }))
+        .count();
+    out.push('\n');
+    if plan.has_changes() {
+        out.push_str(&format!(
+            "Plan: {c} to create, {r} to replace, {d} to destroy, {n} unchanged; {net_changes} {noun} change(s).\n"
+        ));
+    } else {
+        out.push_str(&format!(
+            "No changes: the cloud matches the configuration ({n} agents unchanged).\n"
+        ));
+    }
+    out
+}
+
+/// One line of the outputs table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub agent: String,
+    pub hostname: String,
+    pub server_id: Option<String>,
+    pub state: String,
+    pub gateway_url: String,
+}
+
+/// The outputs document (`--output json`).
+#[derive(Debug, Serialize)]
+pub struct Outputs<'a> {
+    pub project: &'a str,
+    pub stack: &'a str,
+    pub provider: ProviderKind,
+    pub agents: &'a [Row],
+}
+
+pub fn table(rows: &[Row]) -> String {
+    let headers = ["AGENT", "HOSTNAME", "SERVER", "STATE", "GATEWAY"];
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.agent.clone(),
+                r.hostname.clone(),
+                r.server_id.clone().unwrap_or_else(|| "-".into()),
+                r.state.clone(),
+                r.gateway_url.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = headers.map(|h| h.len());
+    for row in &cells {
+        for (i, c) in row.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cols: [&str; 5]| {
+        let mut s = String::new();
+        for (i, c) in cols.iter().enumerate() {
+            if i == 4 {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers);
+    for r in &cells {
+        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    }
+    out
+}

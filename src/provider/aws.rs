@@ -1,0 +1,570 @@
+//! AWS EC2: a security group with no ingress, one instance per agent, tags on everything.
+//!
+//! Credentials come from the standard aws-config chain (env, profile, SSO, instance role);
+//! `AWS_ENDPOINT_URL` is honoured by the SDK itself. Throttling (`RequestLimitExceeded`) and
+//! 5xx responses are retried by the SDK's standard retry mode with jittered exponential
+//! backoff, which is exactly the policy AWS documents for EC2; we only raise the attempt count.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, InstanceStateName, IpPermission, IpRange, Ipv6Range,
+    ResourceType, Tag, TagSpecification, VolumeType,
+};
+use base64::Engine as _;
+use tokio::sync::OnceCell;
+
+use super::{
+    NetworkSpec, Observed, ObservedNetwork, ObservedServer, Provider, ProviderError, ServerSpec,
+    ServerState, StackId, tags,
+};
+use crate::stack::ProviderKind;
+
+/// Canonical's AWS account.
+pub const CANONICAL_OWNER: &str = "099720109477";
+/// Newest Ubuntu 24.04 LTS (noble) amd64 server image on gp3.
+pub const UBUNTU_NOBLE_PATTERN: &str =
+    "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*";
+
+/// Tag key with agent-army's prefix.
+pub fn tag_key(k: &str) -> String {
+    format!("agent-army:{k}")
+}
+
+pub struct AwsProvider {
+    client: Client,
+    stack: StackId,
+    subnet_id: Option<String>,
+    hop_limit: i32,
+    poll: Duration,
+    ami: OnceCell<(String, String)>,
+}
+
+impl AwsProvider {
+    /// Build a client for `region` from the default credential chain.
+    pub async fn new(
+        region: &str,
+        stack: StackId,
+        subnet_id: Option<String>,
+        hop_limit: u32,
+        poll: Duration,
+    ) -> Self {
+        let retry = aws_config::retry::RetryConfig::standard()
+            .with_max_attempts(8)
+            .with_initial_backoff(Duration::from_millis(500));
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()))
+            .retry_config(retry)
+            .load()
+            .await;
+        AwsProvider {
+            client: Client::new(&conf),
+            stack,
+            subnet_id,
+            hop_limit: hop_limit as i32,
+            poll,
+            ami: OnceCell::new(),
+        }
+    }
+
+    fn stack_filters(&self) -> Vec<Filter> {
+        vec![
+            Filter::builder()
+                .name(format!("tag:{}", tag_key(tags::PROJECT)))
+                .values(&self.stack.project)
+                .build(),
+            Filter::builder()
+                .name(format!("tag:{}", tag_key(tags::STACK)))
+                .values(&self.stack.stack)
+                .build(),
+        ]
+    }
+
+    fn tags(&self, role: &str, agent: Option<&str>, name: &str, fp: Option<&str>) -> Vec<Tag> {
+        let t = |k: String, v: &str| Tag::builder().key(k).value(v).build();
+        let mut v = vec![
+            t(tag_key(tags::PROJECT), &self.stack.project),
+            t(tag_key(tags::STACK), &self.stack.stack),
+            t(tag_key(tags::ROLE), role),
+            t("Name".into(), name),
+        ];
+        if let Some(a) = agent {
+            v.push(t(tag_key(tags::AGENT), a));
+        }
+        if let Some(f) = fp {
+            v.push(t(tag_key(tags::FINGERPRINT), f));
+        }
+        v
+    }
+
+    /// The AMI id and its root device name: newest Ubuntu noble, or the configured image.
+    async fn image(&self, configured: Option<&str>) -> Result<(String, String), ProviderError> {
+        if let Some(id) = configured {
+            let out = self
+                .client
+                .describe_images()
+                .image_ids(id)
+                .send()
+                .await
+                .map_err(err)?;
+            let img = out.images().first().ok_or_else(|| {
+                ProviderError::new("InvalidAMIID.NotFound", format!("image {id} not found"))
+            })?;
+            return Ok((
+                id.to_string(),
+                img.root_device_name().unwrap_or("/dev/sda1").to_string(),
+            ));
+        }
+        self.ami
+            .get_or_try_init(|| async {
+                let out = self
+                    .client
+                    .describe_images()
+                    .owners(CANONICAL_OWNER)
+                    .filters(Filter::builder().name("name").values(UBUNTU_NOBLE_PATTERN).build())
+                    .filters(Filter::builder().name("state").values("available").build())
+                    .send()
+                    .await
+                    .map_err(err)?;
+                let newest = out
+                    .images()
+                    .iter()
+                    .filter(|i| i.image_id().is_some())
+                    .max_by(|a, b| a.creation_date().cmp(&b.creation_date()))
+                    .ok_or_else(|| {
+                        ProviderError::new(
+                            "NoImage",
+                            format!("no Ubuntu 24.04 image from owner {CANONICAL_OWNER} in this region"),
+                        )
+                        .with_advice("set `image = \"ami-...\"` in the stack file")
+                    })?;
+                Ok((
+                    newest.image_id().unwrap_or_default().to_string(),
+                    newest.root_device_name().unwrap_or("/dev/sda1").to_string(),
+                ))
+            })
+            .await
+            .cloned()
+    }
+
+    async fn vpc_id(&self) -> Result<String, ProviderError> {
+        if let Some(subnet) = &self.subnet_id {
+            let out = self
+                .client
+                .describe_subnets()
+                .subnet_ids(subnet)
+                .send()
+                .await
+                .map_err(err)?;
+            return out
+                .subnets()
+                .first()
+                .and_then(|s| s.vpc_id())
+                .map(str::to_string)
+                .ok_or_else(|| ProviderError::new("InvalidSubnetID.NotFound", format!("subnet {subnet} not found")));
+        }
+        let out = self
+            .client
+            .describe_vpcs()
+            .filters(Filter::builder().name("is-default").values("true").build())
+            .send()
+            .await
+            .map_err(err)?;
+        out.vpcs()
+            .first()
+            .and_then(|v| v.vpc_id())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ProviderError::new("NoDefaultVpc", "the region has no default VPC")
+                    .with_advice("set `[aws] subnet_id = \"subnet-...\"` in the stack file")
+            })
+    }
+
+    fn ssh_permissions(cidrs: &[String]) -> Vec<IpPermission> {
+        if cidrs.is_empty() {
+            return Vec::new();
+        }
+        let mut p = IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(22)
+            .to_port(22);
+        for c in cidrs {
+            if c.contains(':') {
+                p = p.ipv6_ranges(
+                    Ipv6Range::builder()
+                        .cidr_ipv6(c)
+                        .description("agent-army allowed_ssh_cidrs")
+                        .build(),
+                );
+            } else {
+                p = p.ip_ranges(
+                    IpRange::builder()
+                        .cidr_ip(c)
+                        .description("agent-army allowed_ssh_cidrs")
+                        .build(),
+                );
+            }
+        }
+        vec![p.build()]
+    }
+
+    async fn instance_states(&self, ids: &[String]) -> Result<Vec<(String, ServerState)>, ProviderError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .describe_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(p) => p,
+                Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => return Ok(Vec::new()),
+                Err(e) => return Err(err(e)),
+            };
+            for r in page.reservations() {
+                for i in r.instances() {
+                    out.push((
+                        i.instance_id().unwrap_or_default().to_string(),
+                        map_state(i.state().and_then(|s| s.name())),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn map_state(s: Option<&InstanceStateName>) -> ServerState {
+    match s {
+        Some(InstanceStateName::Pending) => ServerState::Pending,
+        Some(InstanceStateName::Running) => ServerState::Running,
+        Some(InstanceStateName::Stopping) => ServerState::Stopping,
+        Some(InstanceStateName::Stopped) => ServerState::Stopped,
+        Some(InstanceStateName::ShuttingDown) => ServerState::Deleting,
+        Some(InstanceStateName::Terminated) => ServerState::Gone,
+        Some(other) => ServerState::Other(other.as_str().to_string()),
+        None => ServerState::Other("unknown".into()),
+    }
+}
+
+/// AWS's error code and message, or the transport failure.
+fn err<E, R>(e: SdkError<E, R>) -> ProviderError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let transient = matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_));
+    let code = e.code().map(str::to_string);
+    let message = e.message().map(str::to_string);
+    match (code, message) {
+        (Some(code), message) => {
+            let advice = match code.as_str() {
+                "AuthFailure" | "UnauthorizedOperation" => {
+                    Some("check your AWS credentials (AWS_PROFILE, `aws sso login`) and IAM permissions for EC2")
+                }
+                "InsufficientInstanceCapacity" => {
+                    Some("try another instance type or region, or retry later")
+                }
+                "InvalidParameterValue" | "Unsupported" => {
+                    Some("check instance_type, image and region in the stack file")
+                }
+                _ => None,
+            };
+            ProviderError {
+                code,
+                message: message.unwrap_or_default(),
+                advice: advice.map(str::to_string),
+                transient,
+            }
+        }
+        (None, _) => ProviderError {
+            code: "RequestFailed".into(),
+            message: aws_sdk_ec2::error::DisplayErrorContext(&e).to_string(),
+            advice: Some("check network access to EC2 (or AWS_ENDPOINT_URL) and your credentials".into()),
+            transient,
+        },
+    }
+}
+
+fn tag_value(tags: &[Tag], key: &str) -> Option<String> {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+        .map(str::to_string)
+}
+
+impl Provider for AwsProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Aws
+    }
+
+    async fn observe(&self) -> Result<Observed, ProviderError> {
+        let mut obs = Observed::default();
+        let mut pages = self
+            .client
+            .describe_instances()
+            .set_filters(Some(self.stack_filters()))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(err)?;
+            for r in page.reservations() {
+                for i in r.instances() {
+                    let state = map_state(i.state().and_then(|s| s.name()));
+                    if state == ServerState::Gone {
+                        continue;
+                    }
+                    let t = i.tags();
+                    obs.servers.push(ObservedServer {
+                        id: i.instance_id().unwrap_or_default().to_string(),
+                        agent: tag_value(t, &tag_key(tags::AGENT)).unwrap_or_default(),
+                        fingerprint: tag_value(t, &tag_key(tags::FINGERPRINT)),
+                        state,
+                        name: tag_value(t, "Name").unwrap_or_default(),
+                        created: i
+                            .launch_time()
+                            .map(|d| d.secs().to_string())
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        let sgs = self
+            .client
+            .describe_security_groups()
+            .set_filters(Some(self.stack_filters()))
+            .send()
+            .await
+            .map_err(err)?;
+        for g in sgs.security_groups() {
+            let mut cidrs = Vec::new();
+            for p in g.ip_permissions() {
+                cidrs.extend(p.ip_ranges().iter().filter_map(|r| r.cidr_ip().map(str::to_string)));
+                cidrs.extend(p.ipv6_ranges().iter().filter_map(|r| r.cidr_ipv6().map(str::to_string)));
+                // Any rule that is not a port-22 CIDR rule counts as drift.
+                let ssh = p.ip_protocol() == Some("tcp") && p.from_port() == Some(22) && p.to_port() == Some(22);
+                if !ssh || !p.user_id_group_pairs().is_empty() || !p.prefix_list_ids().is_empty() {
+                    cidrs.push(format!("(rule {:?} {:?}-{:?})", p.ip_protocol(), p.from_port(), p.to_port()));
+                }
+            }
+            obs.networks.push(ObservedNetwork {
+                id: g.group_id().unwrap_or_default().to_string(),
+                ssh_cidrs: cidrs,
+                ssh_key_id: None,
+            });
+        }
+        obs.servers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(obs)
+    }
+
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<ObservedNetwork, ProviderError> {
+        let vpc = self.vpc_id().await?;
+        let name = format!("agent-army-{}-{}", self.stack.project, self.stack.stack);
+        let out = self
+            .client
+            .create_security_group()
+            .group_name(&name)
+            .description(format!(
+                "agent-army {}/{}: no inbound access; agents are reached over Tailscale",
+                self.stack.project, self.stack.stack
+            ))
+            .vpc_id(vpc)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::SecurityGroup)
+                    .set_tags(Some(self.tags(tags::ROLE_NETWORK, None, &name, None)))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(err)?;
+        let id = out.group_id().unwrap_or_default().to_string();
+        let perms = Self::ssh_permissions(&spec.ssh_cidrs);
+        if !perms.is_empty() {
+            self.client
+                .authorize_security_group_ingress()
+                .group_id(&id)
+                .set_ip_permissions(Some(perms))
+                .send()
+                .await
+                .map_err(err)?;
+        }
+        Ok(ObservedNetwork {
+            id,
+            ssh_cidrs: spec.ssh_cidrs.clone(),
+            ssh_key_id: None,
+        })
+    }
+
+    async fn update_network(&self, id: &str, spec: &NetworkSpec) -> Result<(), ProviderError> {
+        let out = self
+            .client
+            .describe_security_groups()
+            .group_ids(id)
+            .send()
+            .await
+            .map_err(err)?;
+        let existing: Vec<IpPermission> = out
+            .security_groups()
+            .first()
+            .map(|g| g.ip_permissions().to_vec())
+            .unwrap_or_default();
+        if !existing.is_empty() {
+            self.client
+                .revoke_security_group_ingress()
+                .group_id(id)
+                .set_ip_permissions(Some(existing))
+                .send()
+                .await
+                .map_err(err)?;
+        }
+        let perms = Self::ssh_permissions(&spec.ssh_cidrs);
+        if !perms.is_empty() {
+            self.client
+                .authorize_security_group_ingress()
+                .group_id(id)
+                .set_ip_permissions(Some(perms))
+                .send()
+                .await
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    async fn delete_network(&self, network: &ObservedNetwork) -> Result<(), ProviderError> {
+        // Real EC2 refuses while terminated instances' interfaces still reference the group
+        // (DependencyViolation); that clears within minutes, so retry for a while.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        loop {
+            match self
+                .client
+                .delete_security_group()
+                .group_id(&network.id)
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.code() == Some("InvalidGroup.NotFound") => return Ok(()),
+                Err(e)
+                    if e.code() == Some("DependencyViolation")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(self.poll.max(Duration::from_millis(100)) * 2).await;
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
+    }
+
+    async fn create_server(&self, spec: &ServerSpec) -> Result<String, ProviderError> {
+        let (ami, root_device) = self.image(spec.image.as_deref()).await?;
+        let volume_tags = self.tags(tags::ROLE_SERVER, Some(&spec.agent), &spec.hostname, None);
+        let instance_tags = self.tags(
+            tags::ROLE_SERVER,
+            Some(&spec.agent),
+            &spec.hostname,
+            Some(&spec.fingerprint),
+        );
+        let mut req = self
+            .client
+            .run_instances()
+            .image_id(ami)
+            .instance_type(spec.instance_type.as_str().into())
+            .min_count(1)
+            .max_count(1)
+            .client_token(&spec.client_token)
+            .user_data(base64::engine::general_purpose::STANDARD.encode(&spec.user_data))
+            .security_group_ids(&spec.network_id)
+            .metadata_options(
+                InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(HttpTokensState::Required)
+                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    .http_put_response_hop_limit(self.hop_limit)
+                    .build(),
+            )
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name(root_device)
+                    .ebs(
+                        EbsBlockDevice::builder()
+                            .volume_size(spec.disk_gb as i32)
+                            .volume_type(VolumeType::Gp3)
+                            .delete_on_termination(true)
+                            .encrypted(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(instance_tags))
+                    .build(),
+            )
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Volume)
+                    .set_tags(Some(volume_tags))
+                    .build(),
+            );
+        if let Some(subnet) = &self.subnet_id {
+            req = req.subnet_id(subnet);
+        }
+        let out = req.send().await.map_err(err)?;
+        out.instances()
+            .first()
+            .and_then(|i| i.instance_id())
+            .map(str::to_string)
+            .ok_or_else(|| ProviderError::new("EmptyResponse", "RunInstances returned no instance"))
+    }
+
+    async fn wait_running(&self, id: &str) -> Result<(), ProviderError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+        loop {
+            let states = self.instance_states(&[id.to_string()]).await?;
+            match states.first().map(|(_, s)| s) {
+                Some(ServerState::Running) => return Ok(()),
+                Some(ServerState::Pending) | None => {}
+                Some(other) => {
+                    return Err(ProviderError::new(
+                        "UnexpectedState",
+                        format!("instance {id} is {other} instead of running"),
+                    ));
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ProviderError::new("Timeout", format!("instance {id} did not reach running in 15 minutes")));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    async fn delete_server(&self, id: &str) -> Result<(), ProviderError> {
+        match self.client.terminate_instances().instance_ids(id).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Ok(()),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    async fn wait_deleted(&self, ids: &[String]) -> Result<(), ProviderError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+        loop {
+            let states = self.instance_states(ids).await?;
+            if states.iter().all(|(_, s)| *s == ServerState::Gone) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ProviderError::new("Timeout", "instances did not terminate in 15 minutes"));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+}

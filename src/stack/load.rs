@@ -1,0 +1,586 @@
+//! Finding, parsing and validating the project and stack files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::diag::{Diagnostic, Source, suggest};
+use super::model::*;
+use super::{PROJECT_FILE, STACKS_DIR, StackError};
+use crate::env::{Env, vars};
+use crate::naming;
+use crate::secrets::SecretRef;
+
+/// Default root disk size in GB.
+pub const DEFAULT_DISK_GB: u32 = 30;
+/// Default IMDS hop limit (containers on the VM cannot reach instance metadata).
+pub const DEFAULT_HOP_LIMIT: u32 = 1;
+
+/// A located project: its root and the stack selected for this run.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+    pub stack: String,
+}
+
+impl Project {
+    /// Find the project from `start` upwards, and pick the stack: `--stack` beats
+    /// `AGENT_ARMY_STACK` beats `default_stack` in the project file.
+    pub fn locate(start: &Path, flag: Option<&str>, env: &Env) -> Result<Project, StackError> {
+        let root = find_root(start)?;
+        let stack = match flag.or_else(|| env.get(vars::STACK)) {
+            Some(s) => s.to_string(),
+            None => default_stack(&root)?.ok_or_else(|| StackError::NoStack {
+                available: available_stacks(&root),
+            })?,
+        };
+        Ok(Project { root, stack })
+    }
+
+    pub fn stack_file(&self) -> PathBuf {
+        self.root.join(STACKS_DIR).join(format!("{}.toml", self.stack))
+    }
+
+    /// The stack file path as shown to users (relative to the project root).
+    pub fn stack_file_display(&self) -> PathBuf {
+        Path::new(STACKS_DIR).join(format!("{}.toml", self.stack))
+    }
+}
+
+fn find_root(start: &Path) -> Result<PathBuf, StackError> {
+    let mut dir = Some(start);
+    while let Some(d) = dir {
+        if d.join(PROJECT_FILE).is_file() {
+            return Ok(d.to_path_buf());
+        }
+        dir = d.parent();
+    }
+    Err(StackError::NoProject(start.to_path_buf()))
+}
+
+fn default_stack(root: &Path) -> Result<Option<String>, StackError> {
+    let path = root.join(PROJECT_FILE);
+    let text = read(&path)?;
+    // Only the one key is needed; a broken file is reported properly by `load`.
+    Ok(toml::from_str::<toml::Table>(&text)
+        .ok()
+        .and_then(|t| {
+            t.get("project")?
+                .get("default_stack")?
+                .as_str()
+                .map(str::to_string)
+        }))
+}
+
+/// Names of the stacks in `stacks/`.
+pub fn available_stacks(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join(STACKS_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".toml").map(str::to_string)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn read(path: &Path) -> Result<String, StackError> {
+    std::fs::read_to_string(path).map_err(|source| StackError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Load and validate the project and its selected stack. Nothing is decrypted here.
+pub fn load(project: &Project) -> Result<Config, StackError> {
+    let project_path = project.root.join(PROJECT_FILE);
+    let stack_path = project.stack_file();
+    if !stack_path.is_file() {
+        return Err(StackError::UnknownStack {
+            name: project.stack.clone(),
+            path: project.stack_file_display(),
+            available: available_stacks(&project.root),
+        });
+    }
+    let project_text = read(&project_path)?;
+    let stack_text = read(&stack_path)?;
+    let pshow = PathBuf::from(PROJECT_FILE);
+    let sshow = project.stack_file_display();
+    let psrc = Source::new(&pshow, &project_text);
+    let ssrc = Source::new(&sshow, &stack_text);
+
+    let mut diags = Vec::new();
+    let raw_project = toml::from_str::<RawProject>(&project_text).map_err(|e| psrc.from_toml(&e));
+    let raw_stack = toml::from_str::<RawStack>(&stack_text).map_err(|e| ssrc.from_toml(&e));
+    let (raw_project, raw_stack) = match (raw_project, raw_stack) {
+        (Ok(p), Ok(s)) => (p, s),
+        (p, s) => {
+            diags.extend(p.err());
+            diags.extend(s.err());
+            return Err(StackError::Invalid(diags));
+        }
+    };
+    let mut v = Validator {
+        psrc: &psrc,
+        ssrc: &ssrc,
+        diags: Vec::new(),
+    };
+    let config = v.build(project, raw_project, raw_stack);
+    if v.diags.is_empty() {
+        Ok(config)
+    } else {
+        Err(StackError::Invalid(v.diags))
+    }
+}
+
+struct Validator<'a> {
+    psrc: &'a Source<'a>,
+    ssrc: &'a Source<'a>,
+    diags: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn perr<T>(&mut self, s: &Spanned<T>, field: &str, msg: String, help: Option<String>) {
+        let mut d = self.psrc.at(s.span(), field, msg);
+        d.help = help;
+        self.diags.push(d);
+    }
+    fn serr<T>(&mut self, s: &Spanned<T>, field: &str, msg: String, help: Option<String>) {
+        let mut d = self.ssrc.at(s.span(), field, msg);
+        d.help = help;
+        self.diags.push(d);
+    }
+
+    fn build(&mut self, project: &Project, p: RawProject, s: RawStack) -> Config {
+        let stack = project.stack.clone();
+        let mut warnings = Vec::new();
+
+        // Project name and stack name end up in tags, labels and hostnames.
+        let name = p.project.name.get_ref().clone();
+        if let Err(e) = naming::check_dns_label(&name) {
+            self.perr(&p.project.name, "project.name", format!("project name `{name}` {e}"), None);
+        }
+        if let Err(e) = naming::check_dns_label(&stack) {
+            self.diags.push(Diagnostic {
+                file: project.stack_file_display(),
+                line: 1,
+                col: 1,
+                field: "stack".into(),
+                message: format!("stack name `{stack}` (from the file name) {e}"),
+                help: Some("rename the stack file to a lowercase DNS label such as `dev`".into()),
+            });
+        }
+
+        // Provider settings.
+        let kind = *s.provider.get_ref();
+        let (place_key, type_key, wrong_place, wrong_type) = match kind {
+            ProviderKind::Aws => ("region", "instance_type", &s.location, &s.server_type),
+            ProviderKind::Hetzner => ("location", "server_type", &s.region, &s.instance_type),
+        };
+        let (right_place, right_type) = match kind {
+            ProviderKind::Aws => (&s.region, &s.instance_type),
+            ProviderKind::Hetzner => (&s.location, &s.server_type),
+        };
+        let provider_name = match kind {
+            ProviderKind::Aws => "AWS",
+            ProviderKind::Hetzner => "Hetzner",
+        };
+        if let Some(w) = wrong_place {
+            let other = if place_key == "region" { "location" } else { "region" };
+            self.serr(w, other, format!("`{other}` is not a setting of {provider_name} stacks"), Some(format!("use `{place_key}`")));
+        }
+        if let Some(w) = wrong_type {
+            let other = if type_key == "instance_type" { "server_type" } else { "instance_type" };
+            self.serr(w, other, format!("`{other}` is not a setting of {provider_name} stacks"), Some(format!("use `{type_key}`")));
+        }
+        let place = match right_place {
+            Some(p) if !p.get_ref().trim().is_empty() => p.get_ref().clone(),
+            Some(p) => {
+                self.serr(p, place_key, "must not be empty".into(), None);
+                String::new()
+            }
+            None => {
+                self.serr(&s.provider, place_key, format!("missing required key `{place_key}` for provider `{kind}`"), Some(format!("add `{place_key} = ...`")));
+                String::new()
+            }
+        };
+        let default_type = right_type.as_ref().map(|t| t.get_ref().clone());
+        if let Some(aws) = &s.aws
+            && kind != ProviderKind::Aws {
+                self.serr(aws, "aws", "`[aws]` settings are only valid when `provider = \"aws\"`".into(), None);
+            }
+        let provider = match kind {
+            ProviderKind::Aws => {
+                let aws = s.aws.as_ref().map(|a| a.get_ref());
+                let hop = match aws.and_then(|a| a.metadata_hop_limit.as_ref()) {
+                    Some(h) if !(1..=64).contains(h.get_ref()) => {
+                        self.serr(h, "aws.metadata_hop_limit", format!("{} is out of range; AWS accepts 1 to 64", h.get_ref()), Some("use 1 (default) unless containers must reach instance metadata".into()));
+                        DEFAULT_HOP_LIMIT
+                    }
+                    Some(h) => *h.get_ref(),
+                    None => DEFAULT_HOP_LIMIT,
+                };
+                let subnet_id = aws.and_then(|a| a.subnet_id.as_ref()).map(|sub| {
+                    if !sub.get_ref().starts_with("subnet-") {
+                        self.serr(sub, "aws.subnet_id", format!("`{}` is not a subnet id", sub.get_ref()), Some("subnet ids look like `subnet-0123456789abcdef0`".into()));
+                    }
+                    sub.get_ref().clone()
+                });
+                ProviderSettings::Aws { region: place, subnet_id, metadata_hop_limit: hop }
+            }
+            ProviderKind::Hetzner => ProviderSettings::Hetzner { location: place },
+        };
+
+        // Tailnet.
+        let tailnet = s.tailnet.get_ref().trim().trim_end_matches('.').to_lowercase();
+        let tailnet_ok = tailnet.contains('.')
+            && tailnet.split('.').all(|l| naming::check_dns_label(l).is_ok());
+        if !tailnet_ok {
+            self.serr(&s.tailnet, "tailnet", format!("`{}` is not a tailnet DNS name", s.tailnet.get_ref()), Some("use your tailnet's MagicDNS suffix, e.g. `tail12345.ts.net` (admin console → DNS)".into()));
+        }
+
+        // CIDRs.
+        let mut cidrs = Vec::new();
+        for c in &s.allowed_ssh_cidrs {
+            match c.get_ref().parse::<ipnet::IpNet>() {
+                Ok(n) => cidrs.push(n),
+                Err(_) => self.serr(c, "allowed_ssh_cidrs", format!("`{}` is not a CIDR block", c.get_ref()), Some("write an address and prefix length, e.g. `203.0.113.7/32`".into())),
+            }
+        }
+        if !cidrs.is_empty() {
+            warnings.push(format!(
+                "stacks/{stack}.toml: `allowed_ssh_cidrs` opens port 22 to {}; agents are reachable over Tailscale SSH without it",
+                cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+
+        // Recipients.
+        let mut recipients = Vec::new();
+        for r in &s.age_recipients {
+            if r.get_ref().parse::<age::x25519::Recipient>().is_err() {
+                self.serr(r, "age_recipients", format!("`{}` is not an age X25519 recipient", r.get_ref()), Some("recipients look like `age1...`; `agent-army init` prints yours".into()));
+            } else {
+                recipients.push(r.get_ref().clone());
+            }
+        }
+
+        // Defaults.
+        let default_disk = self.disk(&p.defaults.disk_gb, "defaults.disk_gb", true).unwrap_or(DEFAULT_DISK_GB);
+        let stack_disk = self.disk(&s.disk_gb, "disk_gb", false);
+        let default_env = self.env_table(&p.defaults.env, "defaults.env");
+        let openclaw_version = p
+            .defaults
+            .openclaw_version
+            .as_ref()
+            .map(|v| {
+                let ok = !v.get_ref().is_empty()
+                    && v.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || ".-+".contains(c));
+                if !ok {
+                    self.perr(v, "defaults.openclaw_version", format!("`{}` is not an npm version or tag", v.get_ref()), Some("use e.g. `latest` or `2026.1.5`".into()));
+                }
+                v.get_ref().clone()
+            })
+            .unwrap_or_else(|| "latest".into());
+
+        // Secrets.
+        let secrets = self.secret_table(&s.secrets, "secrets");
+        if !secrets.contains_key(TAILSCALE_AUTH_KEY) {
+            self.diags.push(Diagnostic {
+                file: self.ssrc.path.to_path_buf(),
+                line: 1,
+                col: 1,
+                field: format!("secrets.{TAILSCALE_AUTH_KEY}"),
+                message: "missing required secret `tailscale_auth_key`".into(),
+                help: Some(format!("run `agent-army secrets set {TAILSCALE_AUTH_KEY} --stack {stack}` (reads the key from stdin), or set it to `env:TS_AUTHKEY`")),
+            });
+        }
+
+        // Agents.
+        let mut agents = Vec::new();
+        let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for a in &p.agents {
+            let aname = a.name.get_ref().clone();
+            let field = "agents.name";
+            if let Some((l, _)) = seen.get(&aname) {
+                let line = *l;
+                self.perr(&a.name, field, format!("duplicate agent name `{aname}` (first defined on line {line})"), Some("agent names must be unique".into()));
+                continue;
+            }
+            seen.insert(aname.clone(), self.psrc.position(a.name.span().start));
+            if let Err(e) = naming::check_dns_label(&aname) {
+                self.perr(&a.name, field, format!("agent name `{aname}` {e}"), Some("use lowercase letters, digits and '-', e.g. `agent-pm`".into()));
+                continue;
+            }
+            let host = naming::hostname(&stack, &aname);
+            if let Err(e) = naming::check_dns_label(&host) {
+                self.perr(&a.name, field, format!("hostname `{host}` {e}"), Some(format!("shorten the agent name to at most {} characters", 63usize.saturating_sub(stack.len() + 1))));
+                continue;
+            }
+            if a.role.get_ref().trim().is_empty() {
+                self.perr(&a.role, "agents.role", "must not be empty".into(), Some("describe what the agent does, e.g. `Product manager`".into()));
+            }
+            let instance_type = match (&a.instance_type, &default_type) {
+                (Some(t), _) => t.get_ref().clone(),
+                (None, Some(t)) => t.clone(),
+                (None, None) => {
+                    self.perr(&a.name, "agents.instance_type", format!("agent `{aname}` has no instance type and the stack sets no `{type_key}`"), Some(format!("add `{type_key} = ...` to {}", self.ssrc.path.display())));
+                    String::new()
+                }
+            };
+            let disk_gb = self.disk(&a.disk_gb, "agents.disk_gb", true).or(stack_disk).unwrap_or(default_disk);
+            let mut env = default_env.clone();
+            env.extend(self.env_table(&a.env, "agents.env"));
+            let workspace_files = match &a.workspace {
+                Some(w) => self.workspace(&project.root, w),
+                None => BTreeMap::new(),
+            };
+            agents.push(Agent {
+                name: aname.clone(),
+                role: a.role.get_ref().clone(),
+                hostname: host,
+                fqdn: naming::fqdn(&stack, &aname, &tailnet),
+                instance_type,
+                image: s.image.as_ref().map(|i| i.get_ref().clone()),
+                disk_gb,
+                env,
+                workspace_files,
+                secrets: secrets.iter().filter(|(k, _)| naming::is_env_name(k) && !RESERVED_SECRETS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            });
+        }
+
+        // Per-agent secrets.
+        for (agent, table) in &s.agent_secrets {
+            let field = format!("agent_secrets.{}", agent.get_ref());
+            let parsed = self.secret_table(table, &field);
+            match agents.iter_mut().find(|a| &a.name == agent.get_ref()) {
+                Some(a) => {
+                    for (k, v) in parsed {
+                        if RESERVED_SECRETS.contains(&k.as_str()) {
+                            continue;
+                        }
+                        a.secrets.insert(k, v);
+                    }
+                }
+                None => {
+                    let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
+                    let help = suggest(agent.get_ref(), &names).map(|s| format!("did you mean `{s}`?")).or_else(|| Some(format!("agents are: {}", names.join(", "))));
+                    self.serr(agent, &field, format!("no agent named `{}` in {PROJECT_FILE}", agent.get_ref()), help);
+                }
+            }
+        }
+        // Reserved secret names are stack-level only.
+        for (agent, table) in &s.agent_secrets {
+            for k in table.keys() {
+                if RESERVED_SECRETS.contains(&k.get_ref().as_str()) {
+                    self.serr(k, &format!("agent_secrets.{}.{}", agent.get_ref(), k.get_ref()), format!("`{}` is a stack-wide secret", k.get_ref()), Some("move it to `[secrets]`".into()));
+                }
+            }
+        }
+
+        Config {
+            project: name,
+            stack,
+            root: project.root.clone(),
+            stack_file: project.stack_file_display(),
+            provider,
+            tailnet,
+            allowed_ssh_cidrs: cidrs,
+            recipients,
+            openclaw_version,
+            secrets,
+            agents,
+            warnings,
+        }
+    }
+
+    fn disk(&mut self, d: &Option<Spanned<u32>>, field: &str, in_project: bool) -> Option<u32> {
+        let d = d.as_ref()?;
+        let v = *d.get_ref();
+        if !(8..=16384).contains(&v) {
+            let msg = format!("{v} GB is out of range; use 8 to 16384");
+            if in_project {
+                self.perr(d, field, msg, None);
+            } else {
+                self.serr(d, field, msg, None);
+            }
+            return None;
+        }
+        Some(v)
+    }
+
+    fn env_table(&mut self, t: &BTreeMap<Spanned<String>, Spanned<String>>, field: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (k, v) in t {
+            if !naming::is_env_name(k.get_ref()) {
+                self.perr(k, &format!("{field}.{}", k.get_ref()), format!("`{}` is not a valid environment variable name", k.get_ref()), Some("use letters, digits and '_', not starting with a digit".into()));
+                continue;
+            }
+            if v.get_ref().contains('\0') {
+                self.perr(v, &format!("{field}.{}", k.get_ref()), "value contains a NUL character".into(), None);
+                continue;
+            }
+            out.insert(k.get_ref().clone(), v.get_ref().clone());
+        }
+        out
+    }
+
+    fn secret_table(&mut self, t: &BTreeMap<Spanned<String>, Spanned<String>>, field: &str) -> BTreeMap<String, SecretRef> {
+        let mut out = BTreeMap::new();
+        let reserved: Vec<String> = RESERVED_SECRETS.iter().map(|s| s.to_string()).collect();
+        for (k, v) in t {
+            let name = k.get_ref();
+            let f = format!("{field}.{name}");
+            if !RESERVED_SECRETS.contains(&name.as_str()) && !naming::is_env_name(name) {
+                self.serr(k, &f, format!("`{name}` is not a known secret or an environment variable name"), suggest(name, &reserved).map(|s| format!("did you mean `{s}`?")));
+                continue;
+            }
+            if !RESERVED_SECRETS.contains(&name.as_str()) && name.chars().any(|c| c.is_ascii_lowercase()) {
+                let help = suggest(name, &reserved).map(|s| format!("did you mean `{s}`?")).unwrap_or_else(|| format!("agent environment secrets are upper-case (e.g. `{}`); agent-army's own are: {}", name.to_uppercase(), reserved.join(", ")));
+                self.serr(k, &f, format!("`{name}` is not a known secret"), Some(help));
+                continue;
+            }
+            match SecretRef::parse(v.get_ref()) {
+                Ok(r) => {
+                    out.insert(name.clone(), r);
+                }
+                Err(e) => {
+                    let help = e.help();
+                    self.serr(v, &f, e.to_string(), help);
+                }
+            }
+        }
+        out
+    }
+
+    fn workspace(&mut self, root: &Path, w: &Spanned<String>) -> BTreeMap<String, Vec<u8>> {
+        let rel = Path::new(w.get_ref());
+        let dir = root.join(rel);
+        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            self.perr(w, "agents.workspace", format!("`{}` must be a folder inside the project", w.get_ref()), None);
+            return BTreeMap::new();
+        }
+        if !dir.is_dir() {
+            self.perr(w, "agents.workspace", format!("folder `{}` does not exist", w.get_ref()), Some("create it, or remove `workspace`".into()));
+            return BTreeMap::new();
+        }
+        let mut files = BTreeMap::new();
+        let mut stack = vec![dir.clone()];
+        let mut seen_dirs = BTreeSet::new();
+        while let Some(d) = stack.pop() {
+            if !seen_dirs.insert(d.clone()) {
+                continue;
+            }
+            let entries = match std::fs::read_dir(&d) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.perr(w, "agents.workspace", format!("cannot read {}: {e}", d.display()), None);
+                    continue;
+                }
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                let Ok(ft) = e.file_type() else { continue };
+                if ft.is_dir() {
+                    stack.push(path);
+                } else if ft.is_file() {
+                    let Ok(relp) = path.strip_prefix(&dir) else { continue };
+                    let relp = relp.to_string_lossy().replace('\\', "/");
+                    if relp.chars().any(|c| c.is_control()) {
+                        self.perr(w, "agents.workspace", format!("file name {relp:?} contains control characters"), None);
+                        continue;
+                    }
+                    match std::fs::read(&path) {
+                        Ok(bytes) => {
+                            files.insert(relp, bytes);
+                        }
+                        Err(e) => self.perr(w, "agents.workspace", format!("cannot read {}: {e}", path.display()), None),
+                    }
+                }
+            }
+        }
+        files
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn write_project(dir: &Path, project: &str, stack: &str) -> Project {
+        std::fs::create_dir_all(dir.join("stacks")).unwrap();
+        std::fs::write(dir.join(PROJECT_FILE), project).unwrap();
+        std::fs::write(dir.join("stacks/dev.toml"), stack).unwrap();
+        Project { root: dir.to_path_buf(), stack: "dev".into() }
+    }
+
+    const PROJECT: &str = "[project]\nname = \"demo\"\n\n[[agents]]\nname = \"agent-pm\"\nrole = \"PM\"\n";
+    const STACK: &str = "provider = \"hetzner\"\nlocation = \"fsn1\"\nserver_type = \"cx22\"\ntailnet = \"tail1.ts.net\"\n\n[secrets]\ntailscale_auth_key = \"env:TS_AUTHKEY\"\n";
+
+    fn errs(project: &str, stack: &str) -> Vec<String> {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_project(d.path(), project, stack);
+        match load(&p) {
+            Err(StackError::Invalid(ds)) => ds.iter().map(|d| d.to_string()).collect(),
+            Err(e) => vec![format!("other: {e}")],
+            Ok(_) => vec![],
+        }
+    }
+
+    #[test]
+    fn good_config_loads() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_project(d.path(), PROJECT, STACK);
+        let c = load(&p).unwrap();
+        assert_eq!(c.agents[0].hostname, "dev-agent-pm");
+        assert_eq!(c.agents[0].fqdn, "dev-agent-pm.tail1.ts.net");
+        assert_eq!(c.agents[0].instance_type, "cx22");
+        assert_eq!(c.agents[0].disk_gb, DEFAULT_DISK_GB);
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_suggests() {
+        let e = errs(PROJECT, &STACK.replace("location", "locaton"));
+        assert_eq!(e[0], "stacks/dev.toml:2:1: `locaton`: unknown key `locaton`\n  help: did you mean `location`?");
+    }
+
+    #[test]
+    fn duplicate_agents() {
+        let p = format!("{PROJECT}\n[[agents]]\nname = \"agent-pm\"\nrole = \"again\"\n");
+        let e = errs(&p, STACK);
+        assert_eq!(e, vec!["agent-army.toml:9:8: `agents.name`: duplicate agent name `agent-pm` (first defined on line 5)\n  help: agent names must be unique".to_string()]);
+    }
+
+    #[test]
+    fn hostname_too_long() {
+        let long = "a".repeat(60);
+        let e = errs(&PROJECT.replace("agent-pm", &long), STACK);
+        assert!(e[0].contains(&format!("hostname `dev-{long}` is 64 characters long; the limit is 63")), "{e:?}");
+    }
+
+    #[test]
+    fn bad_cidr_and_warning() {
+        let e = errs(PROJECT, &format!("allowed_ssh_cidrs = [\"10.0.0.0/33\"]\n{STACK}"));
+        assert_eq!(e[0], "stacks/dev.toml:1:22: `allowed_ssh_cidrs`: `10.0.0.0/33` is not a CIDR block\n  help: write an address and prefix length, e.g. `203.0.113.7/32`");
+        let d = tempfile::tempdir().unwrap();
+        let p = write_project(d.path(), PROJECT, &format!("allowed_ssh_cidrs = [\"203.0.113.7/32\"]\n{STACK}"));
+        let c = load(&p).unwrap();
+        assert!(c.warnings[0].contains("opens port 22 to 203.0.113.7/32"));
+    }
+
+    #[test]
+    fn missing_required() {
+        let e = errs(PROJECT, &STACK.replace("tailnet = \"tail1.ts.net\"\n", ""));
+        assert!(e[0].contains("`tailnet`: missing required key `tailnet`"), "{e:?}");
+    }
+
+    #[test]
+    fn wrong_provider_key() {
+        let e = errs(PROJECT, &STACK.replace("location", "region"));
+        assert!(e.iter().any(|x| x.contains("`region` is not a setting of Hetzner stacks")), "{e:?}");
+    }
+}

@@ -1,0 +1,193 @@
+//! The two input files as written on disk (`agent-army.toml`, `stacks/<stack>.toml`), and the
+//! validated configuration built from them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::secrets::SecretRef;
+
+/// `agent-army.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProject {
+    pub project: RawProjectSection,
+    #[serde(default)]
+    pub defaults: RawDefaults,
+    #[serde(default)]
+    pub agents: Vec<RawAgent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProjectSection {
+    pub name: Spanned<String>,
+    /// Stack used when neither `--stack` nor `AGENT_ARMY_STACK` is given.
+    pub default_stack: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    pub disk_gb: Option<Spanned<u32>>,
+    /// npm version or dist-tag of `openclaw` to install.
+    pub openclaw_version: Option<Spanned<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub name: Spanned<String>,
+    pub role: Spanned<String>,
+    pub instance_type: Option<Spanned<String>>,
+    pub disk_gb: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub env: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// Folder (relative to the project) whose files are copied into the agent's workspace.
+    pub workspace: Option<Spanned<String>>,
+}
+
+/// Which cloud a stack runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Aws,
+    Hetzner,
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProviderKind::Aws => "aws",
+            ProviderKind::Hetzner => "hetzner",
+        })
+    }
+}
+
+/// `stacks/<stack>.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStack {
+    pub provider: Spanned<ProviderKind>,
+    /// AWS region.
+    pub region: Option<Spanned<String>>,
+    /// Hetzner location.
+    pub location: Option<Spanned<String>>,
+    /// AWS instance type.
+    pub instance_type: Option<Spanned<String>>,
+    /// Hetzner server type.
+    pub server_type: Option<Spanned<String>>,
+    pub image: Option<Spanned<String>>,
+    pub disk_gb: Option<Spanned<u32>>,
+    /// MagicDNS suffix of the tailnet, e.g. `tail12345.ts.net`.
+    pub tailnet: Spanned<String>,
+    #[serde(default)]
+    pub allowed_ssh_cidrs: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub age_recipients: Vec<Spanned<String>>,
+    pub aws: Option<Spanned<RawAws>>,
+    #[serde(default)]
+    pub secrets: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub agent_secrets: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAws {
+    pub subnet_id: Option<Spanned<String>>,
+    pub metadata_hop_limit: Option<Spanned<u32>>,
+}
+
+/// Provider-specific settings of a validated stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderSettings {
+    Aws {
+        region: String,
+        subnet_id: Option<String>,
+        metadata_hop_limit: u32,
+    },
+    Hetzner {
+        location: String,
+    },
+}
+
+impl ProviderSettings {
+    pub fn kind(&self) -> ProviderKind {
+        match self {
+            ProviderSettings::Aws { .. } => ProviderKind::Aws,
+            ProviderSettings::Hetzner { .. } => ProviderKind::Hetzner,
+        }
+    }
+    /// Region or location.
+    pub fn place(&self) -> &str {
+        match self {
+            ProviderSettings::Aws { region, .. } => region,
+            ProviderSettings::Hetzner { location } => location,
+        }
+    }
+}
+
+/// Secret names with a meaning to agent-army itself. Every other secret name must be an
+/// environment-variable name and is exported to the agent's gateway environment.
+pub const RESERVED_SECRETS: &[&str] = &[
+    TAILSCALE_AUTH_KEY,
+    HCLOUD_TOKEN_SECRET,
+    "tailscale_api_key",
+    "tailscale_oauth_client_id",
+    "tailscale_oauth_client_secret",
+];
+pub const TAILSCALE_AUTH_KEY: &str = "tailscale_auth_key";
+pub const HCLOUD_TOKEN_SECRET: &str = "hcloud_token";
+
+/// Secrets whose change must not replace a running agent: they are only used at first boot
+/// (or by agent-army itself), so rotating them must not rebuild the fleet.
+pub const BOOT_ONLY_SECRETS: &[&str] = &[TAILSCALE_AUTH_KEY, HCLOUD_TOKEN_SECRET];
+
+/// A validated agent.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub name: String,
+    pub role: String,
+    /// `<stack>-<agent>`
+    pub hostname: String,
+    /// `<stack>-<agent>.<tailnet>`
+    pub fqdn: String,
+    pub instance_type: String,
+    pub image: Option<String>,
+    pub disk_gb: u32,
+    pub env: BTreeMap<String, String>,
+    /// Relative path → contents.
+    pub workspace_files: BTreeMap<String, Vec<u8>>,
+    /// Secrets exported to this agent (stack-wide ones merged with its own).
+    pub secrets: BTreeMap<String, SecretRef>,
+}
+
+/// A validated project + stack.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub project: String,
+    pub stack: String,
+    pub root: PathBuf,
+    pub stack_file: PathBuf,
+    pub provider: ProviderSettings,
+    pub tailnet: String,
+    pub allowed_ssh_cidrs: Vec<ipnet::IpNet>,
+    pub recipients: Vec<String>,
+    pub openclaw_version: String,
+    /// Stack-wide secrets (reserved names and agent environment).
+    pub secrets: BTreeMap<String, SecretRef>,
+    pub agents: Vec<Agent>,
+    /// Things worth telling the user that are not errors.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    pub fn agent(&self, name: &str) -> Option<&Agent> {
+        self.agents.iter().find(|a| a.name == name)
+    }
+}

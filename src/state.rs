@@ -1,0 +1,345 @@
+//! Per-stack state: `.agent-army/state/<stack>.json`.
+//!
+//! Versioned JSON, written atomically with mode 0600 after every change. It records resource
+//! ids, a fingerprint of each agent's inputs, create intents (so a crash never loses track of
+//! a create in flight), and the agents' gateway keys, encrypted with age.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::env::{Env, vars};
+use crate::stack::ProviderKind;
+
+/// Version of the state format this build writes.
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read state file {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write state file {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {} is damaged: {message}", .path.display())]
+    Corrupt { path: PathBuf, message: String },
+    #[error(
+        "state file {} has version {found}; this agent-army understands version {STATE_VERSION} and older",
+        .path.display()
+    )]
+    TooNew { path: PathBuf, found: u32 },
+    #[error(
+        "state file {} belongs to {found_project}/{found_stack}, not {project}/{stack}",
+        .path.display()
+    )]
+    Mismatch {
+        path: PathBuf,
+        project: String,
+        stack: String,
+        found_project: String,
+        found_stack: String,
+    },
+}
+
+impl StateError {
+    pub fn help(&self) -> Option<String> {
+        match self {
+            StateError::TooNew { .. } => Some("upgrade agent-army to the version that wrote it".into()),
+            StateError::Corrupt { .. } => Some("restore the file from backup; resources in the cloud are still found by their tags, so `agent-army destroy` or `deploy` can rebuild it after you move the damaged file away".into()),
+            _ => None,
+        }
+    }
+}
+
+/// What agent-army knows about one agent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AgentState {
+    /// Cloud id of the server, once created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
+    /// Set before a create call and cleared once its id is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_create: Option<PendingCreate>,
+    /// Fingerprint of the inputs the server was created from.
+    #[serde(default)]
+    pub fingerprint: String,
+    /// The inputs themselves (non-secret; secrets appear as fingerprints).
+    #[serde(default)]
+    pub inputs: Inputs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PendingCreate {
+    /// Idempotency token sent with the create call.
+    pub client_token: String,
+    pub started: String,
+    pub fingerprint: String,
+}
+
+/// The inputs of an agent's server that force a replacement when they change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Inputs {
+    pub instance_type: String,
+    pub image: String,
+    pub disk_gb: u32,
+    pub place: String,
+    /// SHA-256 (16 hex) of the masked user data.
+    pub user_data: String,
+    /// Secret name → fingerprint of its stored form.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl Inputs {
+    /// Fingerprint of all inputs (16 hex characters).
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(&json))[..16].to_string()
+    }
+
+    /// Human-readable differences from `old` to `self`.
+    pub fn diff(&self, old: &Inputs) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cmp = |name: &str, a: &str, b: &str| {
+            if a != b {
+                out.push(format!("{name} {a} → {b}"));
+            }
+        };
+        cmp("instance type", &old.instance_type, &self.instance_type);
+        cmp("image", &old.image, &self.image);
+        cmp("disk", &format!("{}GB", old.disk_gb), &format!("{}GB", self.disk_gb));
+        cmp("location", &old.place, &self.place);
+        if old.user_data != self.user_data {
+            out.push("user data changed".into());
+        }
+        for (k, v) in &self.secrets {
+            match old.secrets.get(k) {
+                None => out.push(format!("secret {k} added")),
+                Some(o) if o != v => out.push(format!("secret {k} changed")),
+                _ => {}
+            }
+        }
+        for k in old.secrets.keys() {
+            if !self.secrets.contains_key(k) {
+                out.push(format!("secret {k} removed"));
+            }
+        }
+        out
+    }
+}
+
+/// Stack-wide resources: the firewall / security group, and (Hetzner) the break-glass key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NetworkState {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    pub version: u32,
+    pub project: String,
+    pub stack: String,
+    pub provider: ProviderKind,
+    /// Incremented on every write.
+    pub serial: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkState>,
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentState>,
+    /// Agent → armored age encryption of its Ed25519 seed.
+    #[serde(default)]
+    pub gateway_keys: BTreeMap<String, String>,
+    /// Armored age encryption of the stack's break-glass SSH private key (Hetzner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass_key: Option<String>,
+}
+
+impl State {
+    pub fn new(project: &str, stack: &str, provider: ProviderKind) -> Self {
+        State {
+            version: STATE_VERSION,
+            project: project.into(),
+            stack: stack.into(),
+            provider,
+            serial: 0,
+            network: None,
+            agents: BTreeMap::new(),
+            gateway_keys: BTreeMap::new(),
+            break_glass_key: None,
+        }
+    }
+
+    /// Whether the state records no resources at all.
+    pub fn is_empty(&self) -> bool {
+        self.network.is_none()
+            && self
+                .agents
+                .values()
+                .all(|a| a.server_id.is_none() && a.pending_create.is_none())
+    }
+}
+
+/// Where a stack's state lives, and reading/writing it.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    pub dir: PathBuf,
+    pub path: PathBuf,
+}
+
+impl StateStore {
+    /// `$AGENT_ARMY_STATE_DIR` or `<root>/.agent-army`.
+    pub fn base_dir(root: &Path, env: &Env) -> PathBuf {
+        env.get(vars::STATE_DIR)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join(".agent-army"))
+    }
+
+    pub fn new(root: &Path, stack: &str, env: &Env) -> Self {
+        let dir = Self::base_dir(root, env);
+        let path = dir.join("state").join(format!("{stack}.json"));
+        StateStore { dir, path }
+    }
+
+    /// Read the state; `None` when nothing was ever recorded.
+    pub fn read(&self) -> Result<Option<State>, StateError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        // Look at the version before the full schema, so a newer file gets the right message.
+        #[derive(Deserialize)]
+        struct Head {
+            version: u32,
+        }
+        let head: Head = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        if head.version > STATE_VERSION {
+            return Err(StateError::TooNew {
+                path: self.path.clone(),
+                found: head.version,
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Read the state for this project/stack, or a fresh one.
+    pub fn read_or_new(
+        &self,
+        project: &str,
+        stack: &str,
+        provider: ProviderKind,
+    ) -> Result<State, StateError> {
+        match self.read()? {
+            Some(s) if s.project != project || s.stack != stack => Err(StateError::Mismatch {
+                path: self.path.clone(),
+                project: project.into(),
+                stack: stack.into(),
+                found_project: s.project,
+                found_stack: s.stack,
+            }),
+            Some(s) => Ok(s),
+            None => Ok(State::new(project, stack, provider)),
+        }
+    }
+
+    /// Write atomically, mode 0600, bumping the serial.
+    pub fn write(&self, state: &mut State) -> Result<(), StateError> {
+        state.serial += 1;
+        state.version = STATE_VERSION;
+        let mut json = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        json.push(b'\n');
+        crate::fsutil::write_private_atomic(&self.path, &json).map_err(|source| {
+            StateError::Write {
+                path: self.path.clone(),
+                source,
+            }
+        })
+    }
+
+    /// Remove the state file (after a complete destroy).
+    pub fn remove(&self) -> Result<(), StateError> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Write {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, StateStore) {
+        let d = tempfile::tempdir().unwrap();
+        let s = StateStore::new(d.path(), "dev", &Env::default());
+        (d, s)
+    }
+
+    #[test]
+    fn roundtrip_and_serial() {
+        let (_d, st) = store();
+        assert!(st.read().unwrap().is_none());
+        let mut s = State::new("p", "dev", ProviderKind::Aws);
+        s.agents.insert("a".into(), AgentState { server_id: Some("i-1".into()), ..Default::default() });
+        st.write(&mut s).unwrap();
+        st.write(&mut s).unwrap();
+        let back = st.read().unwrap().unwrap();
+        assert_eq!(back.serial, 2);
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn newer_version_is_refused() {
+        let (_d, st) = store();
+        std::fs::create_dir_all(st.path.parent().unwrap()).unwrap();
+        std::fs::write(&st.path, r#"{"version": 99, "whatever": true}"#).unwrap();
+        assert!(matches!(st.read(), Err(StateError::TooNew { found: 99, .. })));
+    }
+
+    #[test]
+    fn truncated_is_corrupt() {
+        let (_d, st) = store();
+        std::fs::create_dir_all(st.path.parent().unwrap()).unwrap();
+        std::fs::write(&st.path, r#"{"version": 1, "proj"#).unwrap();
+        assert!(matches!(st.read(), Err(StateError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn diff_names_changes() {
+        let a = Inputs { instance_type: "t3.small".into(), disk_gb: 30, ..Default::default() };
+        let mut b = a.clone();
+        b.instance_type = "t3.medium".into();
+        b.user_data = "x".into();
+        assert_eq!(b.diff(&a), vec!["instance type t3.small → t3.medium", "user data changed"]);
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+}
