@@ -14,7 +14,9 @@ use tokio::sync::Semaphore;
 use crate::plan::{AgentAction, NetworkAction, Plan};
 use crate::progress::Progress;
 use crate::provider::{NetworkSpec, ObservedNetwork, Provider, ProviderError, ServerSpec};
-use crate::state::{AgentState, Inputs, NetworkState, PendingCreate, State, StateError, StateStore};
+use crate::state::{
+    AgentState, Inputs, NetworkState, PendingCreate, State, StateError, StateStore,
+};
 
 /// A server ready to be created for an agent (everything but ids and token).
 #[derive(Debug, Clone)]
@@ -115,7 +117,7 @@ impl<P: Provider> Engine<P> {
             let line = self.progress.line("network");
             let r = match action {
                 NetworkAction::Create => {
-                    line.set("creating firewall");
+                    line.set("creating");
                     match self.provider.create_network(network).await {
                         Ok(n) => {
                             network_id = Some((n.id.clone(), n.ssh_key_id.clone()));
@@ -186,9 +188,15 @@ impl<P: Provider> Engine<P> {
                 let line = progress.line(&agent);
                 if stop.load(Ordering::SeqCst) {
                     line.fail("skipped: interrupted");
-                    return (agent, "skipped", None, Some(ProviderError::new("Interrupted", "not started")));
+                    return (
+                        agent,
+                        "skipped",
+                        None,
+                        Some(ProviderError::new("Interrupted", "not started")),
+                    );
                 }
-                let (label, r) = run_agent(&*provider, &state, &line, action, prep, net, net_failed).await;
+                let (label, r) =
+                    run_agent(&*provider, &state, &line, action, prep, net, net_failed).await;
                 match &r {
                     Ok(id) => line.done(&format!("{label} {}", id.as_deref().unwrap_or(""))),
                     Err(e) => line.fail(&e.to_string()),
@@ -294,7 +302,10 @@ async fn run_agent<P: Provider>(
                         e.inputs = p.inputs.clone();
                     })
                     .map_err(state_err),
-                None => Err(ProviderError::new("Internal", "no inputs prepared for adopted agent")),
+                None => Err(ProviderError::new(
+                    "Internal",
+                    "no inputs prepared for adopted agent",
+                )),
             };
             ("adopted", r.map(|_| Some(id)))
         }
@@ -326,13 +337,14 @@ async fn delete<P: Provider>(
     state
         .update(|s| {
             if let Some(a) = s.agents.get_mut(agent)
-                && a.server_id.as_deref() == Some(id) {
-                    a.server_id = None;
-                    if forget_key {
-                        s.agents.remove(agent);
-                        s.gateway_keys.remove(agent);
-                    }
+                && a.server_id.as_deref() == Some(id)
+            {
+                a.server_id = None;
+                if forget_key {
+                    s.agents.remove(agent);
+                    s.gateway_keys.remove(agent);
                 }
+            }
         })
         .map_err(state_err)
 }
@@ -350,15 +362,20 @@ async fn create<P: Provider>(
         return Err(ProviderError::new("Internal", "no server spec prepared"));
     };
     let Some((network_id, ssh_key_id)) = network else {
-        return Err(network_failed
-            .unwrap_or_else(|| ProviderError::new("NoNetwork", "the stack's firewall does not exist")));
+        return Err(network_failed.unwrap_or_else(|| {
+            ProviderError::new("NoNetwork", "the stack's firewall does not exist")
+        }));
     };
     let mut spec = prep.spec.clone();
     spec.network_id = network_id;
     spec.ssh_key_id = ssh_key_id;
     // Reuse the token of an interrupted create with the same inputs: on EC2 the retried
     // call then returns the instance the first one made instead of launching a second.
-    let existing = state.snapshot().agents.get(agent).and_then(|a| a.pending_create.clone());
+    let existing = state
+        .snapshot()
+        .agents
+        .get(agent)
+        .and_then(|a| a.pending_create.clone());
     spec.client_token = match existing {
         Some(p) if p.fingerprint == spec.fingerprint => p.client_token,
         _ => new_client_token(),
@@ -370,7 +387,10 @@ async fn create<P: Provider>(
     };
     state
         .update(|s| {
-            let e = s.agents.entry(agent.to_string()).or_insert_with(AgentState::default);
+            let e = s
+                .agents
+                .entry(agent.to_string())
+                .or_insert_with(AgentState::default);
             e.pending_create = Some(pending);
         })
         .map_err(state_err)?;

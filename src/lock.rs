@@ -135,9 +135,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let first = StateLock::acquire(d.path(), "dev", "deploy", "alice", Duration::ZERO).unwrap();
         // A second open file description conflicts even within one process.
-        let err = StateLock::acquire(d.path(), "dev", "destroy", "bob", Duration::from_millis(300))
-            .err()
-            .unwrap();
+        let err = StateLock::acquire(
+            d.path(),
+            "dev",
+            "destroy",
+            "bob",
+            Duration::from_millis(300),
+        )
+        .err()
+        .unwrap();
         let msg = err.to_string();
         assert!(msg.contains("`deploy` by alice@"), "{msg}");
         drop(first);

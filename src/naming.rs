@@ -77,7 +77,10 @@ mod tests {
     fn dns_label_rules() {
         assert_eq!(check_dns_label("dev-agent-pm"), Ok(()));
         assert_eq!(check_dns_label(&"a".repeat(63)), Ok(()));
-        assert_eq!(check_dns_label(&"a".repeat(64)), Err(LabelError::TooLong(64)));
+        assert_eq!(
+            check_dns_label(&"a".repeat(64)),
+            Err(LabelError::TooLong(64))
+        );
         assert_eq!(check_dns_label("Dev"), Err(LabelError::BadChar('D')));
         assert_eq!(check_dns_label("a_b"), Err(LabelError::BadChar('_')));
         assert_eq!(check_dns_label("-ab"), Err(LabelError::EdgeHyphen));

@@ -48,7 +48,9 @@ pub fn plan_text(config: &Config, plan: &Plan) -> String {
             NetworkAction::Create => {
                 out.push_str(&format!("  + {noun} ({inbound})\n"));
                 if kind == ProviderKind::Hetzner {
-                    out.push_str("  + break-glass ssh key (keeps Hetzner from mailing root passwords)\n");
+                    out.push_str(
+                        "  + break-glass ssh key (keeps Hetzner from mailing root passwords)\n",
+                    );
                 }
             }
             NetworkAction::UpdateRules { id } => {
@@ -66,9 +68,10 @@ pub fn plan_text(config: &Config, plan: &Plan) -> String {
     };
     for a in &plan.agents {
         let agent = config.agent(a.agent());
-        let detail = |out: &mut String| {
-            if let Some(ag) = agent {
-                out.push_str(&format!(
+        let detail =
+            |out: &mut String| {
+                if let Some(ag) = agent {
+                    out.push_str(&format!(
                     "      {server}: {}, {}, {} GB disk\n      hostname: {}\n      gateway:  {}\n",
                     ag.instance_type,
                     ag.image.as_deref().unwrap_or(crate::cli::fleet::default_image(config)),
@@ -76,8 +79,8 @@ pub fn plan_text(config: &Config, plan: &Plan) -> String {
                     ag.fqdn,
                     gateway_url(&ag.fqdn, None)
                 ));
-            }
-        };
+                }
+            };
         match a {
             AgentAction::Create { agent: name } => {
                 out.push_str(&format!("  + {name}\n"));

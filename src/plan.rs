@@ -21,9 +21,15 @@ pub struct DesiredAgent {
 pub enum NetworkAction {
     Create,
     /// Exists; ingress rules differ from `allowed_ssh_cidrs`.
-    UpdateRules { id: String },
-    NoChange { id: String },
-    Delete { id: String },
+    UpdateRules {
+        id: String,
+    },
+    NoChange {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
 }
 
 /// What happens to one agent.
@@ -143,10 +149,7 @@ pub fn plan(input: &PlanInput) -> Plan {
     match input.observed {
         Some(obs) => {
             for s in obs.servers.iter().filter(|s| is_live(s)) {
-                by_agent
-                    .entry(s.agent.clone())
-                    .or_default()
-                    .push(s.clone());
+                by_agent.entry(s.agent.clone()).or_default().push(s.clone());
             }
             // Servers recorded in state that the tag search did not return are gone (or were
             // re-tagged by hand): they are not ours to touch any more.
@@ -154,14 +157,17 @@ pub fn plan(input: &PlanInput) -> Plan {
         None => {
             for (name, a) in &state.agents {
                 if let Some(id) = &a.server_id {
-                    by_agent.entry(name.clone()).or_default().push(ObservedServer {
-                        id: id.clone(),
-                        agent: name.clone(),
-                        fingerprint: Some(a.fingerprint.clone()),
-                        state: crate::provider::ServerState::Running,
-                        name: String::new(),
-                        created: String::new(),
-                    });
+                    by_agent
+                        .entry(name.clone())
+                        .or_default()
+                        .push(ObservedServer {
+                            id: id.clone(),
+                            agent: name.clone(),
+                            fingerprint: Some(a.fingerprint.clone()),
+                            state: crate::provider::ServerState::Running,
+                            name: String::new(),
+                            created: String::new(),
+                        });
                 }
             }
         }
@@ -214,7 +220,9 @@ pub fn plan(input: &PlanInput) -> Plan {
         if input.force_replace.contains(&d.name) {
             reasons.push("replacement requested with --replace".to_string());
         } else if current_fp.as_deref() != Some(d.fingerprint.as_str()) {
-            if let Some(s) = st.filter(|_| known) { reasons.extend(d.inputs.diff(&s.inputs)) }
+            if let Some(s) = st.filter(|_| known) {
+                reasons.extend(d.inputs.diff(&s.inputs))
+            }
             if reasons.is_empty() {
                 reasons.push(format!(
                     "inputs changed (fingerprint {} → {})",

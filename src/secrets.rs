@@ -194,7 +194,11 @@ impl Keyring {
                     self.problem.clone().unwrap_or_else(|| "none loaded".into()),
                 ));
             }
-            decryptor.decrypt(self.identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
+            decryptor.decrypt(
+                self.identities
+                    .iter()
+                    .map(|i| i.as_ref() as &dyn age::Identity),
+            )
         };
         let mut reader = result.map_err(|e| match e {
             age::DecryptError::NoMatchingKeys | age::DecryptError::DecryptionFailed => {
@@ -306,7 +310,9 @@ pub fn ensure_identity(path: &Path) -> Result<(String, bool), SecretError> {
                     .and_then(|l| l.parse::<age::x25519::Identity>().ok())
                     .map(|i| i.to_public().to_string())
             })
-            .ok_or_else(|| SecretError::NoIdentity(format!("{} has no X25519 identity", path.display())))?;
+            .ok_or_else(|| {
+                SecretError::NoIdentity(format!("{} has no X25519 identity", path.display()))
+            })?;
         return Ok((public, false));
     }
     let (text, public) = generate_identity();
@@ -325,7 +331,10 @@ mod tests {
 
     fn keypair() -> (Keyring, String) {
         let (text, public) = generate_identity();
-        (Keyring::from_identity_str(text.expose_secret()).unwrap(), public)
+        (
+            Keyring::from_identity_str(text.expose_secret()).unwrap(),
+            public,
+        )
     }
 
     #[test]
@@ -335,7 +344,10 @@ mod tests {
         let armored = to.encrypt(b"s3cret value\nwith newline").unwrap();
         assert!(armored.starts_with(ARMOR_BEGIN));
         assert!(!armored.contains("s3cret"));
-        assert_eq!(kr.decrypt(&armored).unwrap().expose(), "s3cret value\nwith newline");
+        assert_eq!(
+            kr.decrypt(&armored).unwrap().expose(),
+            "s3cret value\nwith newline"
+        );
     }
 
     #[test]
@@ -344,7 +356,10 @@ mod tests {
         let (other, _) = keypair();
         let to = EncryptTo::for_stack(&[public], &Env::default()).unwrap();
         let armored = to.encrypt(b"x").unwrap();
-        assert!(matches!(other.decrypt(&armored), Err(SecretError::NoMatchingKey)));
+        assert!(matches!(
+            other.decrypt(&armored),
+            Err(SecretError::NoMatchingKey)
+        ));
     }
 
     #[test]
@@ -355,17 +370,34 @@ mod tests {
         let kr = Keyring::load(&env);
         assert_eq!(kr.decrypt(&armored).unwrap().expose(), "pp");
         let wrong = Keyring::load(&Env::from_pairs([("AGENT_ARMY_PASSPHRASE", "nope")]));
-        assert!(matches!(wrong.decrypt(&armored), Err(SecretError::NoMatchingKey)));
+        assert!(matches!(
+            wrong.decrypt(&armored),
+            Err(SecretError::NoMatchingKey)
+        ));
     }
 
     #[test]
     fn refs_parse() {
-        assert_eq!(SecretRef::parse("env:TS_KEY").unwrap(), SecretRef::Env("TS_KEY".into()));
-        assert!(matches!(SecretRef::parse("env:1x"), Err(SecretError::BadEnvName(_))));
-        assert!(matches!(SecretRef::parse("plaintext"), Err(SecretError::Unrecognised)));
+        assert_eq!(
+            SecretRef::parse("env:TS_KEY").unwrap(),
+            SecretRef::Env("TS_KEY".into())
+        );
+        assert!(matches!(
+            SecretRef::parse("env:1x"),
+            Err(SecretError::BadEnvName(_))
+        ));
+        assert!(matches!(
+            SecretRef::parse("plaintext"),
+            Err(SecretError::Unrecognised)
+        ));
         let env = Env::from_pairs([("TS_KEY", "v")]);
         let kr = Keyring::load(&env);
-        assert_eq!(kr.resolve(&SecretRef::Env("TS_KEY".into()), &env).unwrap().expose(), "v");
+        assert_eq!(
+            kr.resolve(&SecretRef::Env("TS_KEY".into()), &env)
+                .unwrap()
+                .expose(),
+            "v"
+        );
         assert!(matches!(
             kr.resolve(&SecretRef::Env("NOPE".into()), &env),
             Err(SecretError::EnvUnset(_))

@@ -114,7 +114,11 @@ impl Inputs {
         };
         cmp("instance type", &old.instance_type, &self.instance_type);
         cmp("image", &old.image, &self.image);
-        cmp("disk", &format!("{}GB", old.disk_gb), &format!("{}GB", self.disk_gb));
+        cmp(
+            "disk",
+            &format!("{}GB", old.disk_gb),
+            &format!("{}GB", self.disk_gb),
+        );
         cmp("location", &old.place, &self.place);
         if old.user_data != self.user_data {
             out.push("user data changed".into());
@@ -273,11 +277,9 @@ impl StateStore {
             message: e.to_string(),
         })?;
         json.push(b'\n');
-        crate::fsutil::write_private_atomic(&self.path, &json).map_err(|source| {
-            StateError::Write {
-                path: self.path.clone(),
-                source,
-            }
+        crate::fsutil::write_private_atomic(&self.path, &json).map_err(|source| StateError::Write {
+            path: self.path.clone(),
+            source,
         })
     }
 
@@ -309,7 +311,13 @@ mod tests {
         let (_d, st) = store();
         assert!(st.read().unwrap().is_none());
         let mut s = State::new("p", "dev", ProviderKind::Aws);
-        s.agents.insert("a".into(), AgentState { server_id: Some("i-1".into()), ..Default::default() });
+        s.agents.insert(
+            "a".into(),
+            AgentState {
+                server_id: Some("i-1".into()),
+                ..Default::default()
+            },
+        );
         st.write(&mut s).unwrap();
         st.write(&mut s).unwrap();
         let back = st.read().unwrap().unwrap();
@@ -322,7 +330,10 @@ mod tests {
         let (_d, st) = store();
         std::fs::create_dir_all(st.path.parent().unwrap()).unwrap();
         std::fs::write(&st.path, r#"{"version": 99, "whatever": true}"#).unwrap();
-        assert!(matches!(st.read(), Err(StateError::TooNew { found: 99, .. })));
+        assert!(matches!(
+            st.read(),
+            Err(StateError::TooNew { found: 99, .. })
+        ));
     }
 
     #[test]
@@ -335,11 +346,18 @@ mod tests {
 
     #[test]
     fn diff_names_changes() {
-        let a = Inputs { instance_type: "t3.small".into(), disk_gb: 30, ..Default::default() };
+        let a = Inputs {
+            instance_type: "t3.small".into(),
+            disk_gb: 30,
+            ..Default::default()
+        };
         let mut b = a.clone();
         b.instance_type = "t3.medium".into();
         b.user_data = "x".into();
-        assert_eq!(b.diff(&a), vec!["instance type t3.small → t3.medium", "user data changed"]);
+        assert_eq!(
+            b.diff(&a),
+            vec!["instance type t3.small → t3.medium", "user data changed"]
+        );
         assert_ne!(a.fingerprint(), b.fingerprint());
     }
 }

@@ -52,8 +52,8 @@ impl GatewayKey {
 
     /// Read an unencrypted OpenSSH private key file (as written by `ssh-keygen -t ed25519`).
     pub fn from_openssh(pem: &str) -> Result<Self, KeyError> {
-        let key =
-            ssh_key::PrivateKey::from_openssh(pem).map_err(|e| KeyError::BadOpenSsh(e.to_string()))?;
+        let key = ssh_key::PrivateKey::from_openssh(pem)
+            .map_err(|e| KeyError::BadOpenSsh(e.to_string()))?;
         let pair = key
             .key_data()
             .ed25519()
@@ -120,7 +120,10 @@ mod tests {
         let k = GatewayKey::generate();
         let t = k.token();
         assert_eq!(t.len(), TOKEN_LEN);
-        assert!(t.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
+        assert!(
+            t.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        );
         let again = GatewayKey::from_seed_hex(&k.seed_hex()).unwrap();
         assert_eq!(again.token(), t);
     }

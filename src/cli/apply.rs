@@ -193,7 +193,12 @@ async fn plan_inner(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
     let refresh = args.refresh.unwrap_or(!state.is_empty());
     let observed = if refresh {
         let cloud = cloud(ctx, &config).await?;
-        Some(cloud.observe().await.map_err(|e| provider_error(&config, e))?)
+        Some(
+            cloud
+                .observe()
+                .await
+                .map_err(|e| provider_error(&config, e))?,
+        )
     } else {
         None
     };
@@ -384,8 +389,12 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
     let desired = fleet::desired(&config)?;
     let mut prepared = BTreeMap::new();
     for (a, d) in config.agents.iter().zip(&desired) {
-        let Some(key) = keys.get(&a.name) else { continue };
-        let Some(s) = secrets.get(&a.name) else { continue };
+        let Some(key) = keys.get(&a.name) else {
+            continue;
+        };
+        let Some(s) = secrets.get(&a.name) else {
+            continue;
+        };
         let user_data = fleet::real_user_data(&config, a, s, key)?;
         prepared.insert(
             a.name.clone(),
@@ -449,7 +458,9 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
     let stop = Arc::new(AtomicBool::new(false));
     watch_interrupts(stop.clone());
     let break_glass = if config.provider.kind() == crate::stack::ProviderKind::Hetzner {
-        Some(ensure_break_glass(ctx, &config, &keyring, &store, &mut state)?)
+        Some(ensure_break_glass(
+            ctx, &config, &keyring, &store, &mut state,
+        )?)
     } else {
         None
     };
@@ -544,25 +555,27 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
     let mut observed = observed;
     for (agent, a) in &state.agents {
         if let Some(id) = &a.server_id
-            && !observed.servers.iter().any(|s| &s.id == id) {
-                observed.servers.push(crate::provider::ObservedServer {
-                    id: id.clone(),
-                    agent: agent.clone(),
-                    fingerprint: None,
-                    state: crate::provider::ServerState::Other("recorded in state".into()),
-                    name: String::new(),
-                    created: String::new(),
-                });
-            }
-    }
-    if let Some(n) = &state.network
-        && !observed.networks.iter().any(|o| o.id == n.id) {
-            observed.networks.push(crate::provider::ObservedNetwork {
-                id: n.id.clone(),
-                ssh_cidrs: vec![],
-                ssh_key_id: n.ssh_key_id.clone(),
+            && !observed.servers.iter().any(|s| &s.id == id)
+        {
+            observed.servers.push(crate::provider::ObservedServer {
+                id: id.clone(),
+                agent: agent.clone(),
+                fingerprint: None,
+                state: crate::provider::ServerState::Other("recorded in state".into()),
+                name: String::new(),
+                created: String::new(),
             });
         }
+    }
+    if let Some(n) = &state.network
+        && !observed.networks.iter().any(|o| o.id == n.id)
+    {
+        observed.networks.push(crate::provider::ObservedNetwork {
+            id: n.id.clone(),
+            ssh_cidrs: vec![],
+            ssh_key_id: n.ssh_key_id.clone(),
+        });
+    }
     let plan = plan::plan(&PlanInput {
         desired: &[],
         state: &state,
@@ -580,7 +593,10 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
     if servers == 0 && plan.network.is_empty() {
         store.remove()?;
         if ctx.json() {
-            println!("{}", serde_json::json!({"stack": config.stack, "destroyed": {"servers": 0, "networks": 0}}));
+            println!(
+                "{}",
+                serde_json::json!({"stack": config.stack, "destroyed": {"servers": 0, "networks": 0}})
+            );
         } else {
             println!("Nothing to destroy for stack `{}`.", config.stack);
         }

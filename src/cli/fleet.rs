@@ -74,10 +74,7 @@ pub fn load_keys(
                 .decrypt(armored)
                 .map_err(|e| Error::secret(&label, e))?;
             let key = GatewayKey::from_seed_hex(seed.expose()).map_err(|e| {
-                Error::secret(
-                    &label,
-                    crate::secrets::SecretError::Corrupt(e.to_string()),
-                )
+                Error::secret(&label, crate::secrets::SecretError::Corrupt(e.to_string()))
             })?;
             out.insert(name, key);
         }

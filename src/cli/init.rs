@@ -28,7 +28,9 @@ pub struct InitArgs {
 const GITIGNORE_LINES: &[&str] = &[".agent-army/", "rendered/"];
 
 pub fn run(ctx: &Ctx, args: InitArgs) -> Result<ExitStatus> {
-    let dir = ctx.cwd.join(args.dir.as_deref().unwrap_or(std::path::Path::new(".")));
+    let dir = ctx
+        .cwd
+        .join(args.dir.as_deref().unwrap_or(std::path::Path::new(".")));
     let stack = ctx.global.stack.clone().unwrap_or_else(|| "dev".into());
     let provider = if args.provider == "aws" {
         ProviderKind::Aws
@@ -53,7 +55,9 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<ExitStatus> {
     };
     // Check everything before writing anything.
     if let Err(e) = naming::check_dns_label(&name) {
-        return Err(Error::Usage(format!("project name `{name}` {e}; pass --name")));
+        return Err(Error::Usage(format!(
+            "project name `{name}` {e}; pass --name"
+        )));
     }
     if let Err(e) = naming::check_dns_label(&stack) {
         return Err(Error::Usage(format!("stack name `{stack}` {e}")));
@@ -69,10 +73,12 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<ExitStatus> {
         }
     }
     let identity = ctx.env.identity_path().ok_or_else(|| {
-        Error::Input("HOME is not set; set AGENT_ARMY_IDENTITY to where the identity should go".into())
+        Error::Input(
+            "HOME is not set; set AGENT_ARMY_IDENTITY to where the identity should go".into(),
+        )
     })?;
-    let (public, created) = crate::secrets::ensure_identity(&identity)
-        .map_err(|e| Error::secret("identity", e))?;
+    let (public, created) =
+        crate::secrets::ensure_identity(&identity).map_err(|e| Error::secret("identity", e))?;
 
     let write = |path: &PathBuf, text: &str| {
         crate::fsutil::write_atomic(path, text.as_bytes()).map_err(|source| Error::Io {
@@ -81,7 +87,10 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<ExitStatus> {
         })
     };
     write(&project_file, &project_template(&name, &stack))?;
-    write(&stack_file, &stack_template(provider, &args.tailnet, &public))?;
+    write(
+        &stack_file,
+        &stack_template(provider, &args.tailnet, &public),
+    )?;
     let gitignore = dir.join(".gitignore");
     let existing = std::fs::read_to_string(&gitignore).unwrap_or_default();
     let mut text = existing.clone();
@@ -102,8 +111,12 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<ExitStatus> {
     } else {
         eprintln!("using existing age identity {}", identity.display());
     }
-    println!("created {PROJECT_FILE} and {STACKS_DIR}/{stack}.toml; your public key {public} is a recipient");
-    println!("next: export TS_AUTHKEY=tskey-auth-...   (or: agent-army -s {stack} secrets set tailscale_auth_key)");
+    println!(
+        "created {PROJECT_FILE} and {STACKS_DIR}/{stack}.toml; your public key {public} is a recipient"
+    );
+    println!(
+        "next: export TS_AUTHKEY=tskey-auth-...   (or: agent-army -s {stack} secrets set tailscale_auth_key)"
+    );
     println!("      agent-army -s {stack} plan");
     Ok(ExitStatus::Success)
 }

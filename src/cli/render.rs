@@ -30,7 +30,12 @@ pub fn run(ctx: &Ctx, args: RenderArgs) -> Result<ExitStatus> {
         Some(n) => vec![config.agent(n).ok_or_else(|| {
             Error::Usage(format!(
                 "no agent `{n}` (agents: {})",
-                config.agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+                config
+                    .agents
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?],
         None => config.agents.iter().collect(),
@@ -86,7 +91,13 @@ pub fn run(ctx: &Ctx, args: RenderArgs) -> Result<ExitStatus> {
             .iter()
             .map(|(n, d)| serde_json::json!({"agent": n, "path": out.join(format!("{n}.yaml")), "bytes": d.len()}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"files": files, "secrets_shown": args.show_secrets})).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"files": files, "secrets_shown": args.show_secrets})
+            )
+            .unwrap_or_default()
+        );
     }
     Ok(ExitStatus::Success)
 }

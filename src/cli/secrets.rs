@@ -14,7 +14,9 @@ use crate::stack::model::RESERVED_SECRETS;
 #[derive(Debug, Subcommand)]
 pub enum SecretsCmd {
     /// Encrypt a value from stdin (or a hidden prompt) into the stack file
-    #[command(after_help = "Examples:\n  printf %s \"$TS_AUTHKEY\" | agent-army -s dev secrets set tailscale_auth_key\n  agent-army -s dev secrets set ANTHROPIC_API_KEY --agent agent-pm")]
+    #[command(
+        after_help = "Examples:\n  printf %s \"$TS_AUTHKEY\" | agent-army -s dev secrets set tailscale_auth_key\n  agent-army -s dev secrets set ANTHROPIC_API_KEY --agent agent-pm"
+    )]
     Set {
         /// `tailscale_auth_key`, `hcloud_token`, or an UPPER_CASE variable for the agents
         name: String,
@@ -72,7 +74,12 @@ fn check_agent(ctx: &Ctx, agent: Option<&str>) -> Result<()> {
         if config.agent(a).is_none() {
             return Err(Error::Usage(format!(
                 "no agent `{a}` (agents: {})",
-                config.agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+                config
+                    .agents
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     }
@@ -100,7 +107,9 @@ fn read_value(name: &str) -> Result<String> {
         s
     };
     if value.is_empty() {
-        return Err(Error::Input(format!("empty value for `{name}`: nothing stored")));
+        return Err(Error::Input(format!(
+            "empty value for `{name}`: nothing stored"
+        )));
     }
     Ok(value)
 }
@@ -112,9 +121,9 @@ fn stack_doc(ctx: &Ctx) -> Result<(std::path::PathBuf, toml_edit::DocumentMut)> 
         path: path.clone(),
         source,
     })?;
-    let doc = text.parse::<toml_edit::DocumentMut>().map_err(|e| {
-        Error::Input(format!("{}: {e}", project.stack_file_display().display()))
-    })?;
+    let doc = text
+        .parse::<toml_edit::DocumentMut>()
+        .map_err(|e| Error::Input(format!("{}: {e}", project.stack_file_display().display())))?;
     Ok((path, doc))
 }
 
@@ -151,7 +160,11 @@ fn set(ctx: &Ctx, name: &str, agent: Option<&str>) -> Result<ExitStatus> {
     let recipients: Vec<String> = doc
         .get("age_recipients")
         .and_then(|r| r.as_array())
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let to = EncryptTo::for_stack(&recipients, &ctx.env).map_err(|e| Error::secret(name, e))?;
     let value = read_value(name)?;
@@ -162,11 +175,9 @@ fn set(ctx: &Ctx, name: &str, agent: Option<&str>) -> Result<ExitStatus> {
     let table = table_mut(&mut doc, agent)
         .ok_or_else(|| Error::Input("`secrets` in the stack file is not a table".into()))?;
     table.insert(name, toml_edit::value(armored));
-    crate::fsutil::write_atomic(&path, doc.to_string().as_bytes()).map_err(|source| {
-        Error::Io {
-            path: path.clone(),
-            source,
-        }
+    crate::fsutil::write_atomic(&path, doc.to_string().as_bytes()).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
     })?;
     let scope = agent.map(|a| format!(" for agent {a}")).unwrap_or_default();
     eprintln!("stored `{name}`{scope} encrypted in {}", path.display());
@@ -216,7 +227,12 @@ fn get(ctx: &Ctx, name: &str, agent: Option<&str>, show: bool) -> Result<ExitSta
             .get(name),
         None => config.secrets.get(name),
     }
-    .ok_or_else(|| Error::Usage(format!("no secret `{name}` in {}", config.stack_file.display())))?;
+    .ok_or_else(|| {
+        Error::Usage(format!(
+            "no secret `{name}` in {}",
+            config.stack_file.display()
+        ))
+    })?;
     if !show {
         println!("{MASK}");
         eprintln!("(masked; pass --show to print the value)");
@@ -231,15 +247,15 @@ fn get(ctx: &Ctx, name: &str, agent: Option<&str>, show: bool) -> Result<ExitSta
 
 fn rm(ctx: &Ctx, name: &str, agent: Option<&str>) -> Result<ExitStatus> {
     let (path, mut doc) = stack_doc(ctx)?;
-    let removed = table_mut(&mut doc, agent).and_then(|t| t.remove(name)).is_some();
+    let removed = table_mut(&mut doc, agent)
+        .and_then(|t| t.remove(name))
+        .is_some();
     if !removed {
         return Err(Error::Usage(format!("no secret `{name}` to remove")));
     }
-    crate::fsutil::write_atomic(&path, doc.to_string().as_bytes()).map_err(|source| {
-        Error::Io {
-            path: path.clone(),
-            source,
-        }
+    crate::fsutil::write_atomic(&path, doc.to_string().as_bytes()).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
     })?;
     eprintln!("removed `{name}` from {}", path.display());
     Ok(ExitStatus::Success)

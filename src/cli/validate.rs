@@ -14,11 +14,18 @@ pub fn run(ctx: &Ctx) -> Result<ExitStatus> {
     let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
     // Existing gateway keys must decrypt; agents without one yet get a throwaway key, which
     // has the same size, so the size check is exact.
-    let keys = fleet::load_keys(&state, &keyring, config.agents.iter().map(|a| a.name.clone()))?;
+    let keys = fleet::load_keys(
+        &state,
+        &keyring,
+        config.agents.iter().map(|a| a.name.clone()),
+    )?;
     let mut sizes = Vec::new();
     for agent in &config.agents {
         let secrets = fleet::resolve_secrets(&config, agent, &keyring, &ctx.env)?;
-        let key = keys.get(&agent.name).cloned().unwrap_or_else(GatewayKey::generate);
+        let key = keys
+            .get(&agent.name)
+            .cloned()
+            .unwrap_or_else(GatewayKey::generate);
         let data = fleet::real_user_data(&config, agent, &secrets, &key)?;
         sizes.push((agent.name.clone(), data.len()));
     }

@@ -124,7 +124,12 @@ impl AwsProvider {
                     .client
                     .describe_images()
                     .owners(CANONICAL_OWNER)
-                    .filters(Filter::builder().name("name").values(UBUNTU_NOBLE_PATTERN).build())
+                    .filters(
+                        Filter::builder()
+                            .name("name")
+                            .values(UBUNTU_NOBLE_PATTERN)
+                            .build(),
+                    )
                     .filters(Filter::builder().name("state").values("available").build())
                     .send()
                     .await
@@ -137,7 +142,9 @@ impl AwsProvider {
                     .ok_or_else(|| {
                         ProviderError::new(
                             "NoImage",
-                            format!("no Ubuntu 24.04 image from owner {CANONICAL_OWNER} in this region"),
+                            format!(
+                                "no Ubuntu 24.04 image from owner {CANONICAL_OWNER} in this region"
+                            ),
                         )
                         .with_advice("set `image = \"ami-...\"` in the stack file")
                     })?;
@@ -164,7 +171,12 @@ impl AwsProvider {
                 .first()
                 .and_then(|s| s.vpc_id())
                 .map(str::to_string)
-                .ok_or_else(|| ProviderError::new("InvalidSubnetID.NotFound", format!("subnet {subnet} not found")));
+                .ok_or_else(|| {
+                    ProviderError::new(
+                        "InvalidSubnetID.NotFound",
+                        format!("subnet {subnet} not found"),
+                    )
+                });
         }
         let out = self
             .client
@@ -211,7 +223,10 @@ impl AwsProvider {
         vec![p.build()]
     }
 
-    async fn instance_states(&self, ids: &[String]) -> Result<Vec<(String, ServerState)>, ProviderError> {
+    async fn instance_states(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, ServerState)>, ProviderError> {
         let mut out = Vec::new();
         let mut pages = self
             .client
@@ -263,9 +278,9 @@ where
     match (code, message) {
         (Some(code), message) => {
             let advice = match code.as_str() {
-                "AuthFailure" | "UnauthorizedOperation" => {
-                    Some("check your AWS credentials (AWS_PROFILE, `aws sso login`) and IAM permissions for EC2")
-                }
+                "AuthFailure" | "UnauthorizedOperation" => Some(
+                    "check your AWS credentials (AWS_PROFILE, `aws sso login`) and IAM permissions for EC2",
+                ),
                 "InsufficientInstanceCapacity" => {
                     Some("try another instance type or region, or retry later")
                 }
@@ -284,7 +299,9 @@ where
         (None, _) => ProviderError {
             code: "RequestFailed".into(),
             message: aws_sdk_ec2::error::DisplayErrorContext(&e).to_string(),
-            advice: Some("check network access to EC2 (or AWS_ENDPOINT_URL) and your credentials".into()),
+            advice: Some(
+                "check network access to EC2 (or AWS_ENDPOINT_URL) and your credentials".into(),
+            ),
             transient,
         },
     }
@@ -343,12 +360,27 @@ impl Provider for AwsProvider {
         for g in sgs.security_groups() {
             let mut cidrs = Vec::new();
             for p in g.ip_permissions() {
-                cidrs.extend(p.ip_ranges().iter().filter_map(|r| r.cidr_ip().map(str::to_string)));
-                cidrs.extend(p.ipv6_ranges().iter().filter_map(|r| r.cidr_ipv6().map(str::to_string)));
+                cidrs.extend(
+                    p.ip_ranges()
+                        .iter()
+                        .filter_map(|r| r.cidr_ip().map(str::to_string)),
+                );
+                cidrs.extend(
+                    p.ipv6_ranges()
+                        .iter()
+                        .filter_map(|r| r.cidr_ipv6().map(str::to_string)),
+                );
                 // Any rule that is not a port-22 CIDR rule counts as drift.
-                let ssh = p.ip_protocol() == Some("tcp") && p.from_port() == Some(22) && p.to_port() == Some(22);
+                let ssh = p.ip_protocol() == Some("tcp")
+                    && p.from_port() == Some(22)
+                    && p.to_port() == Some(22);
                 if !ssh || !p.user_id_group_pairs().is_empty() || !p.prefix_list_ids().is_empty() {
-                    cidrs.push(format!("(rule {:?} {:?}-{:?})", p.ip_protocol(), p.from_port(), p.to_port()));
+                    cidrs.push(format!(
+                        "(rule {:?} {:?}-{:?})",
+                        p.ip_protocol(),
+                        p.from_port(),
+                        p.to_port()
+                    ));
                 }
             }
             obs.networks.push(ObservedNetwork {
@@ -537,14 +569,23 @@ impl Provider for AwsProvider {
                 }
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(ProviderError::new("Timeout", format!("instance {id} did not reach running in 15 minutes")));
+                return Err(ProviderError::new(
+                    "Timeout",
+                    format!("instance {id} did not reach running in 15 minutes"),
+                ));
             }
             tokio::time::sleep(self.poll).await;
         }
     }
 
     async fn delete_server(&self, id: &str) -> Result<(), ProviderError> {
-        match self.client.terminate_instances().instance_ids(id).send().await {
+        match self
+            .client
+            .terminate_instances()
+            .instance_ids(id)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Ok(()),
             Err(e) => Err(err(e)),
@@ -562,7 +603,10 @@ impl Provider for AwsProvider {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(ProviderError::new("Timeout", "instances did not terminate in 15 minutes"));
+                return Err(ProviderError::new(
+                    "Timeout",
+                    "instances did not terminate in 15 minutes",
+                ));
             }
             tokio::time::sleep(self.poll).await;
         }

@@ -29,21 +29,48 @@ impl HetznerProvider {
         location: String,
         poll: Duration,
     ) -> Result<Self, ProviderError> {
-        Ok(HetznerProvider { endpoint: endpoint.trim_end_matches('/').to_string(), token, stack, location, poll })
+        Ok(HetznerProvider {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            token,
+            stack,
+            location,
+            poll,
+        })
     }
     fn pending() -> ProviderError {
-        ProviderError::new("NotAvailable", "the Hetzner provider is being built in this release")
+        ProviderError::new(
+            "NotAvailable",
+            "the Hetzner provider is being built in this release",
+        )
     }
 }
 
 impl Provider for HetznerProvider {
-    fn kind(&self) -> ProviderKind { ProviderKind::Hetzner }
-    async fn observe(&self) -> Result<Observed, ProviderError> { Err(Self::pending()) }
-    async fn create_network(&self, _: &NetworkSpec) -> Result<ObservedNetwork, ProviderError> { Err(Self::pending()) }
-    async fn update_network(&self, _: &str, _: &NetworkSpec) -> Result<(), ProviderError> { Err(Self::pending()) }
-    async fn delete_network(&self, _: &ObservedNetwork) -> Result<(), ProviderError> { Err(Self::pending()) }
-    async fn create_server(&self, _: &ServerSpec) -> Result<String, ProviderError> { Err(Self::pending()) }
-    async fn wait_running(&self, _: &str) -> Result<(), ProviderError> { Err(Self::pending()) }
-    async fn delete_server(&self, _: &str) -> Result<(), ProviderError> { Err(Self::pending()) }
-    async fn wait_deleted(&self, _: &[String]) -> Result<(), ProviderError> { Err(Self::pending()) }
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Hetzner
+    }
+    async fn observe(&self) -> Result<Observed, ProviderError> {
+        Err(Self::pending())
+    }
+    async fn create_network(&self, _: &NetworkSpec) -> Result<ObservedNetwork, ProviderError> {
+        Err(Self::pending())
+    }
+    async fn update_network(&self, _: &str, _: &NetworkSpec) -> Result<(), ProviderError> {
+        Err(Self::pending())
+    }
+    async fn delete_network(&self, _: &ObservedNetwork) -> Result<(), ProviderError> {
+        Err(Self::pending())
+    }
+    async fn create_server(&self, _: &ServerSpec) -> Result<String, ProviderError> {
+        Err(Self::pending())
+    }
+    async fn wait_running(&self, _: &str) -> Result<(), ProviderError> {
+        Err(Self::pending())
+    }
+    async fn delete_server(&self, _: &str) -> Result<(), ProviderError> {
+        Err(Self::pending())
+    }
+    async fn wait_deleted(&self, _: &[String]) -> Result<(), ProviderError> {
+        Err(Self::pending())
+    }
 }

@@ -134,7 +134,11 @@ mod tests {
                 .arg(&script)
                 .output()
                 .unwrap();
-            assert_eq!(String::from_utf8(out.stdout).unwrap(), *s, "script was {script}");
+            assert_eq!(
+                String::from_utf8(out.stdout).unwrap(),
+                *s,
+                "script was {script}"
+            );
         }
     }
 }

@@ -28,11 +28,26 @@ const BOOTSTRAP_DIR: &str = "/var/lib/agent-army/bootstrap";
 const STAGE_DIR: &str = "/var/lib/agent-army/stage";
 
 const TEMPLATES: &[(&str, &str)] = &[
-    ("cloud-config.yaml.j2", include_str!("../../templates/cloud-config.yaml.j2")),
-    ("10-tailscale.sh.j2", include_str!("../../templates/10-tailscale.sh.j2")),
-    ("20-docker.sh.j2", include_str!("../../templates/20-docker.sh.j2")),
-    ("30-openclaw.sh.j2", include_str!("../../templates/30-openclaw.sh.j2")),
-    ("40-gateway.sh.j2", include_str!("../../templates/40-gateway.sh.j2")),
+    (
+        "cloud-config.yaml.j2",
+        include_str!("../../templates/cloud-config.yaml.j2"),
+    ),
+    (
+        "10-tailscale.sh.j2",
+        include_str!("../../templates/10-tailscale.sh.j2"),
+    ),
+    (
+        "20-docker.sh.j2",
+        include_str!("../../templates/20-docker.sh.j2"),
+    ),
+    (
+        "30-openclaw.sh.j2",
+        include_str!("../../templates/30-openclaw.sh.j2"),
+    ),
+    (
+        "40-gateway.sh.j2",
+        include_str!("../../templates/40-gateway.sh.j2"),
+    ),
 ];
 
 /// Why a document could not be rendered.
@@ -256,11 +271,7 @@ pub fn render(config: &Config, agent: &Agent, values: &Values) -> Result<String,
 /// The user data to send to the provider, within its size limit:
 /// - AWS: at most 16384 raw bytes; gzipped whole when larger (cloud-init detects gzip).
 /// - Hetzner: at most 32768 characters and no raw gzip; files switch to `gz+b64` when larger.
-pub fn user_data(
-    config: &Config,
-    agent: &Agent,
-    values: &Values,
-) -> Result<Vec<u8>, RenderError> {
+pub fn user_data(config: &Config, agent: &Agent, values: &Values) -> Result<Vec<u8>, RenderError> {
     let doc = render(config, agent, values)?;
     let kind = config.provider.kind();
     match kind {

@@ -153,9 +153,10 @@ impl<'a> Source<'a> {
                 return h.trim_end_matches("]]").trim().to_string();
             }
             if let Some(h) = t.strip_prefix('[')
-                && !t.contains('=') {
-                    return h.trim_end_matches(']').trim().to_string();
-                }
+                && !t.contains('=')
+            {
+                return h.trim_end_matches(']').trim().to_string();
+            }
         }
         String::new()
     }
@@ -225,7 +226,10 @@ mod tests {
 
     #[test]
     fn suggestion_picks_close_key() {
-        let c: Vec<String> = ["region", "provider", "location"].iter().map(|s| s.to_string()).collect();
+        let c: Vec<String> = ["region", "provider", "location"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(suggest("regoin", &c).as_deref(), Some("region"));
         assert_eq!(suggest("zzzzzzzz", &c), None);
     }

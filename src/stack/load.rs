@@ -39,7 +39,9 @@ impl Project {
     }
 
     pub fn stack_file(&self) -> PathBuf {
-        self.root.join(STACKS_DIR).join(format!("{}.toml", self.stack))
+        self.root
+            .join(STACKS_DIR)
+            .join(format!("{}.toml", self.stack))
     }
 
     /// The stack file path as shown to users (relative to the project root).
@@ -63,14 +65,12 @@ fn default_stack(root: &Path) -> Result<Option<String>, StackError> {
     let path = root.join(PROJECT_FILE);
     let text = read(&path)?;
     // Only the one key is needed; a broken file is reported properly by `load`.
-    Ok(toml::from_str::<toml::Table>(&text)
-        .ok()
-        .and_then(|t| {
-            t.get("project")?
-                .get("default_stack")?
-                .as_str()
-                .map(str::to_string)
-        }))
+    Ok(toml::from_str::<toml::Table>(&text).ok().and_then(|t| {
+        t.get("project")?
+            .get("default_stack")?
+            .as_str()
+            .map(str::to_string)
+    }))
 }
 
 /// Names of the stacks in `stacks/`.
@@ -162,7 +162,12 @@ impl Validator<'_> {
         // Project name and stack name end up in tags, labels and hostnames.
         let name = p.project.name.get_ref().clone();
         if let Err(e) = naming::check_dns_label(&name) {
-            self.perr(&p.project.name, "project.name", format!("project name `{name}` {e}"), None);
+            self.perr(
+                &p.project.name,
+                "project.name",
+                format!("project name `{name}` {e}"),
+                None,
+            );
         }
         if let Err(e) = naming::check_dns_label(&stack) {
             self.diags.push(Diagnostic {
@@ -190,12 +195,30 @@ impl Validator<'_> {
             ProviderKind::Hetzner => "Hetzner",
         };
         if let Some(w) = wrong_place {
-            let other = if place_key == "region" { "location" } else { "region" };
-            self.serr(w, other, format!("`{other}` is not a setting of {provider_name} stacks"), Some(format!("use `{place_key}`")));
+            let other = if place_key == "region" {
+                "location"
+            } else {
+                "region"
+            };
+            self.serr(
+                w,
+                other,
+                format!("`{other}` is not a setting of {provider_name} stacks"),
+                Some(format!("use `{place_key}`")),
+            );
         }
         if let Some(w) = wrong_type {
-            let other = if type_key == "instance_type" { "server_type" } else { "instance_type" };
-            self.serr(w, other, format!("`{other}` is not a setting of {provider_name} stacks"), Some(format!("use `{type_key}`")));
+            let other = if type_key == "instance_type" {
+                "server_type"
+            } else {
+                "instance_type"
+            };
+            self.serr(
+                w,
+                other,
+                format!("`{other}` is not a setting of {provider_name} stacks"),
+                Some(format!("use `{type_key}`")),
+            );
         }
         let place = match right_place {
             Some(p) if !p.get_ref().trim().is_empty() => p.get_ref().clone(),
@@ -204,21 +227,40 @@ impl Validator<'_> {
                 String::new()
             }
             None => {
-                self.serr(&s.provider, place_key, format!("missing required key `{place_key}` for provider `{kind}`"), Some(format!("add `{place_key} = ...`")));
+                self.serr(
+                    &s.provider,
+                    place_key,
+                    format!("missing required key `{place_key}` for provider `{kind}`"),
+                    Some(format!("add `{place_key} = ...`")),
+                );
                 String::new()
             }
         };
         let default_type = right_type.as_ref().map(|t| t.get_ref().clone());
         if let Some(aws) = &s.aws
-            && kind != ProviderKind::Aws {
-                self.serr(aws, "aws", "`[aws]` settings are only valid when `provider = \"aws\"`".into(), None);
-            }
+            && kind != ProviderKind::Aws
+        {
+            self.serr(
+                aws,
+                "aws",
+                "`[aws]` settings are only valid when `provider = \"aws\"`".into(),
+                None,
+            );
+        }
         let provider = match kind {
             ProviderKind::Aws => {
                 let aws = s.aws.as_ref().map(|a| a.get_ref());
                 let hop = match aws.and_then(|a| a.metadata_hop_limit.as_ref()) {
                     Some(h) if !(1..=64).contains(h.get_ref()) => {
-                        self.serr(h, "aws.metadata_hop_limit", format!("{} is out of range; AWS accepts 1 to 64", h.get_ref()), Some("use 1 (default) unless containers must reach instance metadata".into()));
+                        self.serr(
+                            h,
+                            "aws.metadata_hop_limit",
+                            format!("{} is out of range; AWS accepts 1 to 64", h.get_ref()),
+                            Some(
+                                "use 1 (default) unless containers must reach instance metadata"
+                                    .into(),
+                            ),
+                        );
                         DEFAULT_HOP_LIMIT
                     }
                     Some(h) => *h.get_ref(),
@@ -226,19 +268,35 @@ impl Validator<'_> {
                 };
                 let subnet_id = aws.and_then(|a| a.subnet_id.as_ref()).map(|sub| {
                     if !sub.get_ref().starts_with("subnet-") {
-                        self.serr(sub, "aws.subnet_id", format!("`{}` is not a subnet id", sub.get_ref()), Some("subnet ids look like `subnet-0123456789abcdef0`".into()));
+                        self.serr(
+                            sub,
+                            "aws.subnet_id",
+                            format!("`{}` is not a subnet id", sub.get_ref()),
+                            Some("subnet ids look like `subnet-0123456789abcdef0`".into()),
+                        );
                     }
                     sub.get_ref().clone()
                 });
-                ProviderSettings::Aws { region: place, subnet_id, metadata_hop_limit: hop }
+                ProviderSettings::Aws {
+                    region: place,
+                    subnet_id,
+                    metadata_hop_limit: hop,
+                }
             }
             ProviderKind::Hetzner => ProviderSettings::Hetzner { location: place },
         };
 
         // Tailnet.
-        let tailnet = s.tailnet.get_ref().trim().trim_end_matches('.').to_lowercase();
+        let tailnet = s
+            .tailnet
+            .get_ref()
+            .trim()
+            .trim_end_matches('.')
+            .to_lowercase();
         let tailnet_ok = tailnet.contains('.')
-            && tailnet.split('.').all(|l| naming::check_dns_label(l).is_ok());
+            && tailnet
+                .split('.')
+                .all(|l| naming::check_dns_label(l).is_ok());
         if !tailnet_ok {
             self.serr(&s.tailnet, "tailnet", format!("`{}` is not a tailnet DNS name", s.tailnet.get_ref()), Some("use your tailnet's MagicDNS suffix, e.g. `tail12345.ts.net` (admin console → DNS)".into()));
         }
@@ -248,7 +306,12 @@ impl Validator<'_> {
         for c in &s.allowed_ssh_cidrs {
             match c.get_ref().parse::<ipnet::IpNet>() {
                 Ok(n) => cidrs.push(n),
-                Err(_) => self.serr(c, "allowed_ssh_cidrs", format!("`{}` is not a CIDR block", c.get_ref()), Some("write an address and prefix length, e.g. `203.0.113.7/32`".into())),
+                Err(_) => self.serr(
+                    c,
+                    "allowed_ssh_cidrs",
+                    format!("`{}` is not a CIDR block", c.get_ref()),
+                    Some("write an address and prefix length, e.g. `203.0.113.7/32`".into()),
+                ),
             }
         }
         if !cidrs.is_empty() {
@@ -262,14 +325,21 @@ impl Validator<'_> {
         let mut recipients = Vec::new();
         for r in &s.age_recipients {
             if r.get_ref().parse::<age::x25519::Recipient>().is_err() {
-                self.serr(r, "age_recipients", format!("`{}` is not an age X25519 recipient", r.get_ref()), Some("recipients look like `age1...`; `agent-army init` prints yours".into()));
+                self.serr(
+                    r,
+                    "age_recipients",
+                    format!("`{}` is not an age X25519 recipient", r.get_ref()),
+                    Some("recipients look like `age1...`; `agent-army init` prints yours".into()),
+                );
             } else {
                 recipients.push(r.get_ref().clone());
             }
         }
 
         // Defaults.
-        let default_disk = self.disk(&p.defaults.disk_gb, "defaults.disk_gb", true).unwrap_or(DEFAULT_DISK_GB);
+        let default_disk = self
+            .disk(&p.defaults.disk_gb, "defaults.disk_gb", true)
+            .unwrap_or(DEFAULT_DISK_GB);
         let stack_disk = self.disk(&s.disk_gb, "disk_gb", false);
         let default_env = self.env_table(&p.defaults.env, "defaults.env");
         let openclaw_version = p
@@ -278,9 +348,16 @@ impl Validator<'_> {
             .as_ref()
             .map(|v| {
                 let ok = !v.get_ref().is_empty()
-                    && v.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || ".-+".contains(c));
+                    && v.get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".-+".contains(c));
                 if !ok {
-                    self.perr(v, "defaults.openclaw_version", format!("`{}` is not an npm version or tag", v.get_ref()), Some("use e.g. `latest` or `2026.1.5`".into()));
+                    self.perr(
+                        v,
+                        "defaults.openclaw_version",
+                        format!("`{}` is not an npm version or tag", v.get_ref()),
+                        Some("use e.g. `latest` or `2026.1.5`".into()),
+                    );
                 }
                 v.get_ref().clone()
             })
@@ -307,21 +384,44 @@ impl Validator<'_> {
             let field = "agents.name";
             if let Some((l, _)) = seen.get(&aname) {
                 let line = *l;
-                self.perr(&a.name, field, format!("duplicate agent name `{aname}` (first defined on line {line})"), Some("agent names must be unique".into()));
+                self.perr(
+                    &a.name,
+                    field,
+                    format!("duplicate agent name `{aname}` (first defined on line {line})"),
+                    Some("agent names must be unique".into()),
+                );
                 continue;
             }
             seen.insert(aname.clone(), self.psrc.position(a.name.span().start));
             if let Err(e) = naming::check_dns_label(&aname) {
-                self.perr(&a.name, field, format!("agent name `{aname}` {e}"), Some("use lowercase letters, digits and '-', e.g. `agent-pm`".into()));
+                self.perr(
+                    &a.name,
+                    field,
+                    format!("agent name `{aname}` {e}"),
+                    Some("use lowercase letters, digits and '-', e.g. `agent-pm`".into()),
+                );
                 continue;
             }
             let host = naming::hostname(&stack, &aname);
             if let Err(e) = naming::check_dns_label(&host) {
-                self.perr(&a.name, field, format!("hostname `{host}` {e}"), Some(format!("shorten the agent name to at most {} characters", 63usize.saturating_sub(stack.len() + 1))));
+                self.perr(
+                    &a.name,
+                    field,
+                    format!("hostname `{host}` {e}"),
+                    Some(format!(
+                        "shorten the agent name to at most {} characters",
+                        63usize.saturating_sub(stack.len() + 1)
+                    )),
+                );
                 continue;
             }
             if a.role.get_ref().trim().is_empty() {
-                self.perr(&a.role, "agents.role", "must not be empty".into(), Some("describe what the agent does, e.g. `Product manager`".into()));
+                self.perr(
+                    &a.role,
+                    "agents.role",
+                    "must not be empty".into(),
+                    Some("describe what the agent does, e.g. `Product manager`".into()),
+                );
             }
             let instance_type = match (&a.instance_type, &default_type) {
                 (Some(t), _) => t.get_ref().clone(),
@@ -331,7 +431,10 @@ impl Validator<'_> {
                     String::new()
                 }
             };
-            let disk_gb = self.disk(&a.disk_gb, "agents.disk_gb", true).or(stack_disk).unwrap_or(default_disk);
+            let disk_gb = self
+                .disk(&a.disk_gb, "agents.disk_gb", true)
+                .or(stack_disk)
+                .unwrap_or(default_disk);
             let mut env = default_env.clone();
             env.extend(self.env_table(&a.env, "agents.env"));
             let workspace_files = match &a.workspace {
@@ -348,7 +451,13 @@ impl Validator<'_> {
                 disk_gb,
                 env,
                 workspace_files,
-                secrets: secrets.iter().filter(|(k, _)| naming::is_env_name(k) && !RESERVED_SECRETS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect(),
+                secrets: secrets
+                    .iter()
+                    .filter(|(k, _)| {
+                        naming::is_env_name(k) && !RESERVED_SECRETS.contains(&k.as_str())
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             });
         }
 
@@ -367,8 +476,15 @@ impl Validator<'_> {
                 }
                 None => {
                     let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
-                    let help = suggest(agent.get_ref(), &names).map(|s| format!("did you mean `{s}`?")).or_else(|| Some(format!("agents are: {}", names.join(", "))));
-                    self.serr(agent, &field, format!("no agent named `{}` in {PROJECT_FILE}", agent.get_ref()), help);
+                    let help = suggest(agent.get_ref(), &names)
+                        .map(|s| format!("did you mean `{s}`?"))
+                        .or_else(|| Some(format!("agents are: {}", names.join(", "))));
+                    self.serr(
+                        agent,
+                        &field,
+                        format!("no agent named `{}` in {PROJECT_FILE}", agent.get_ref()),
+                        help,
+                    );
                 }
             }
         }
@@ -376,7 +492,12 @@ impl Validator<'_> {
         for (agent, table) in &s.agent_secrets {
             for k in table.keys() {
                 if RESERVED_SECRETS.contains(&k.get_ref().as_str()) {
-                    self.serr(k, &format!("agent_secrets.{}.{}", agent.get_ref(), k.get_ref()), format!("`{}` is a stack-wide secret", k.get_ref()), Some("move it to `[secrets]`".into()));
+                    self.serr(
+                        k,
+                        &format!("agent_secrets.{}.{}", agent.get_ref(), k.get_ref()),
+                        format!("`{}` is a stack-wide secret", k.get_ref()),
+                        Some("move it to `[secrets]`".into()),
+                    );
                 }
             }
         }
@@ -412,15 +533,29 @@ impl Validator<'_> {
         Some(v)
     }
 
-    fn env_table(&mut self, t: &BTreeMap<Spanned<String>, Spanned<String>>, field: &str) -> BTreeMap<String, String> {
+    fn env_table(
+        &mut self,
+        t: &BTreeMap<Spanned<String>, Spanned<String>>,
+        field: &str,
+    ) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         for (k, v) in t {
             if !naming::is_env_name(k.get_ref()) {
-                self.perr(k, &format!("{field}.{}", k.get_ref()), format!("`{}` is not a valid environment variable name", k.get_ref()), Some("use letters, digits and '_', not starting with a digit".into()));
+                self.perr(
+                    k,
+                    &format!("{field}.{}", k.get_ref()),
+                    format!("`{}` is not a valid environment variable name", k.get_ref()),
+                    Some("use letters, digits and '_', not starting with a digit".into()),
+                );
                 continue;
             }
             if v.get_ref().contains('\0') {
-                self.perr(v, &format!("{field}.{}", k.get_ref()), "value contains a NUL character".into(), None);
+                self.perr(
+                    v,
+                    &format!("{field}.{}", k.get_ref()),
+                    "value contains a NUL character".into(),
+                    None,
+                );
                 continue;
             }
             out.insert(k.get_ref().clone(), v.get_ref().clone());
@@ -428,17 +563,28 @@ impl Validator<'_> {
         out
     }
 
-    fn secret_table(&mut self, t: &BTreeMap<Spanned<String>, Spanned<String>>, field: &str) -> BTreeMap<String, SecretRef> {
+    fn secret_table(
+        &mut self,
+        t: &BTreeMap<Spanned<String>, Spanned<String>>,
+        field: &str,
+    ) -> BTreeMap<String, SecretRef> {
         let mut out = BTreeMap::new();
         let reserved: Vec<String> = RESERVED_SECRETS.iter().map(|s| s.to_string()).collect();
         for (k, v) in t {
             let name = k.get_ref();
             let f = format!("{field}.{name}");
             if !RESERVED_SECRETS.contains(&name.as_str()) && !naming::is_env_name(name) {
-                self.serr(k, &f, format!("`{name}` is not a known secret or an environment variable name"), suggest(name, &reserved).map(|s| format!("did you mean `{s}`?")));
+                self.serr(
+                    k,
+                    &f,
+                    format!("`{name}` is not a known secret or an environment variable name"),
+                    suggest(name, &reserved).map(|s| format!("did you mean `{s}`?")),
+                );
                 continue;
             }
-            if !RESERVED_SECRETS.contains(&name.as_str()) && name.chars().any(|c| c.is_ascii_lowercase()) {
+            if !RESERVED_SECRETS.contains(&name.as_str())
+                && name.chars().any(|c| c.is_ascii_lowercase())
+            {
                 let help = suggest(name, &reserved).map(|s| format!("did you mean `{s}`?")).unwrap_or_else(|| format!("agent environment secrets are upper-case (e.g. `{}`); agent-army's own are: {}", name.to_uppercase(), reserved.join(", ")));
                 self.serr(k, &f, format!("`{name}` is not a known secret"), Some(help));
                 continue;
@@ -459,12 +605,26 @@ impl Validator<'_> {
     fn workspace(&mut self, root: &Path, w: &Spanned<String>) -> BTreeMap<String, Vec<u8>> {
         let rel = Path::new(w.get_ref());
         let dir = root.join(rel);
-        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            self.perr(w, "agents.workspace", format!("`{}` must be a folder inside the project", w.get_ref()), None);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            self.perr(
+                w,
+                "agents.workspace",
+                format!("`{}` must be a folder inside the project", w.get_ref()),
+                None,
+            );
             return BTreeMap::new();
         }
         if !dir.is_dir() {
-            self.perr(w, "agents.workspace", format!("folder `{}` does not exist", w.get_ref()), Some("create it, or remove `workspace`".into()));
+            self.perr(
+                w,
+                "agents.workspace",
+                format!("folder `{}` does not exist", w.get_ref()),
+                Some("create it, or remove `workspace`".into()),
+            );
             return BTreeMap::new();
         }
         let mut files = BTreeMap::new();
@@ -477,7 +637,12 @@ impl Validator<'_> {
             let entries = match std::fs::read_dir(&d) {
                 Ok(e) => e,
                 Err(e) => {
-                    self.perr(w, "agents.workspace", format!("cannot read {}: {e}", d.display()), None);
+                    self.perr(
+                        w,
+                        "agents.workspace",
+                        format!("cannot read {}: {e}", d.display()),
+                        None,
+                    );
                     continue;
                 }
             };
@@ -487,17 +652,29 @@ impl Validator<'_> {
                 if ft.is_dir() {
                     stack.push(path);
                 } else if ft.is_file() {
-                    let Ok(relp) = path.strip_prefix(&dir) else { continue };
+                    let Ok(relp) = path.strip_prefix(&dir) else {
+                        continue;
+                    };
                     let relp = relp.to_string_lossy().replace('\\', "/");
                     if relp.chars().any(|c| c.is_control()) {
-                        self.perr(w, "agents.workspace", format!("file name {relp:?} contains control characters"), None);
+                        self.perr(
+                            w,
+                            "agents.workspace",
+                            format!("file name {relp:?} contains control characters"),
+                            None,
+                        );
                         continue;
                     }
                     match std::fs::read(&path) {
                         Ok(bytes) => {
                             files.insert(relp, bytes);
                         }
-                        Err(e) => self.perr(w, "agents.workspace", format!("cannot read {}: {e}", path.display()), None),
+                        Err(e) => self.perr(
+                            w,
+                            "agents.workspace",
+                            format!("cannot read {}: {e}", path.display()),
+                            None,
+                        ),
                     }
                 }
             }
@@ -514,10 +691,14 @@ mod tests {
         std::fs::create_dir_all(dir.join("stacks")).unwrap();
         std::fs::write(dir.join(PROJECT_FILE), project).unwrap();
         std::fs::write(dir.join("stacks/dev.toml"), stack).unwrap();
-        Project { root: dir.to_path_buf(), stack: "dev".into() }
+        Project {
+            root: dir.to_path_buf(),
+            stack: "dev".into(),
+        }
     }
 
-    const PROJECT: &str = "[project]\nname = \"demo\"\n\n[[agents]]\nname = \"agent-pm\"\nrole = \"PM\"\n";
+    const PROJECT: &str =
+        "[project]\nname = \"demo\"\n\n[[agents]]\nname = \"agent-pm\"\nrole = \"PM\"\n";
     const STACK: &str = "provider = \"hetzner\"\nlocation = \"fsn1\"\nserver_type = \"cx22\"\ntailnet = \"tail1.ts.net\"\n\n[secrets]\ntailscale_auth_key = \"env:TS_AUTHKEY\"\n";
 
     fn errs(project: &str, stack: &str) -> Vec<String> {
@@ -545,7 +726,10 @@ mod tests {
     #[test]
     fn unknown_key_suggests() {
         let e = errs(PROJECT, &STACK.replace("location", "locaton"));
-        assert_eq!(e[0], "stacks/dev.toml:2:1: `locaton`: unknown key `locaton`\n  help: did you mean `location`?");
+        assert_eq!(
+            e[0],
+            "stacks/dev.toml:2:1: `locaton`: unknown key `locaton`\n  help: did you mean `location`?"
+        );
     }
 
     #[test]
@@ -559,15 +743,30 @@ mod tests {
     fn hostname_too_long() {
         let long = "a".repeat(60);
         let e = errs(&PROJECT.replace("agent-pm", &long), STACK);
-        assert!(e[0].contains(&format!("hostname `dev-{long}` is 64 characters long; the limit is 63")), "{e:?}");
+        assert!(
+            e[0].contains(&format!(
+                "hostname `dev-{long}` is 64 characters long; the limit is 63"
+            )),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn bad_cidr_and_warning() {
-        let e = errs(PROJECT, &format!("allowed_ssh_cidrs = [\"10.0.0.0/33\"]\n{STACK}"));
-        assert_eq!(e[0], "stacks/dev.toml:1:22: `allowed_ssh_cidrs`: `10.0.0.0/33` is not a CIDR block\n  help: write an address and prefix length, e.g. `203.0.113.7/32`");
+        let e = errs(
+            PROJECT,
+            &format!("allowed_ssh_cidrs = [\"10.0.0.0/33\"]\n{STACK}"),
+        );
+        assert_eq!(
+            e[0],
+            "stacks/dev.toml:1:22: `allowed_ssh_cidrs`: `10.0.0.0/33` is not a CIDR block\n  help: write an address and prefix length, e.g. `203.0.113.7/32`"
+        );
         let d = tempfile::tempdir().unwrap();
-        let p = write_project(d.path(), PROJECT, &format!("allowed_ssh_cidrs = [\"203.0.113.7/32\"]\n{STACK}"));
+        let p = write_project(
+            d.path(),
+            PROJECT,
+            &format!("allowed_ssh_cidrs = [\"203.0.113.7/32\"]\n{STACK}"),
+        );
         let c = load(&p).unwrap();
         assert!(c.warnings[0].contains("opens port 22 to 203.0.113.7/32"));
     }
@@ -575,12 +774,19 @@ mod tests {
     #[test]
     fn missing_required() {
         let e = errs(PROJECT, &STACK.replace("tailnet = \"tail1.ts.net\"\n", ""));
-        assert!(e[0].contains("`tailnet`: missing required key `tailnet`"), "{e:?}");
+        assert!(
+            e[0].contains("`tailnet`: missing required key `tailnet`"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn wrong_provider_key() {
         let e = errs(PROJECT, &STACK.replace("location", "region"));
-        assert!(e.iter().any(|x| x.contains("`region` is not a setting of Hetzner stacks")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|x| x.contains("`region` is not a setting of Hetzner stacks")),
+            "{e:?}"
+        );
     }
 }

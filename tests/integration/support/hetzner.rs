@@ -1,0 +1,1 @@
+//! The Hetzner fake + Prism fixture.

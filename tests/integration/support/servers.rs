@@ -1,0 +1,155 @@
+//! Helper servers on 127.0.0.1, each stopped by PID when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{repo, tool};
+
+/// A child process killed (by PID) on drop.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Wait until something accepts connections on `port`.
+pub fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port}");
+}
+
+/// Start a script that prints `READY <port>` on its first line.
+pub fn start_ready(mut cmd: Command, what: &str) -> Server {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let port: u16 = line
+        .trim()
+        .strip_prefix("READY ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{what} said {line:?} instead of READY <port>"));
+    Server { child, port }
+}
+
+/// moto_server with an Ubuntu noble AMI fixture and validation on, behind a recording proxy.
+pub struct Moto {
+    pub moto: Server,
+    pub proxy: Server,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = free_port();
+        // The venv's python runs moto through a wrapper that fixes an AMI-loading bug.
+        let moto_bin = tool("AGENT_ARMY_TEST_MOTO", ".tools/venv/bin/moto_server");
+        let python = moto_bin.with_file_name("python3");
+        let child = Command::new(&python)
+            .arg(repo().join("tests/support/moto_server.py"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env(
+                "MOTO_AMIS_PATH",
+                repo().join("tests/fixtures/moto-amis.json"),
+            )
+            .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
+            .env("MOTO_ENABLE_AMI_VALIDATION", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Server { child, port };
+        wait_port(port, "moto_server");
+        let mut cmd = Command::new("python3");
+        cmd.arg(repo().join("tests/support/aws_proxy.py")).args([
+            "--port",
+            "0",
+            "--upstream",
+            &format!("http://127.0.0.1:{port}"),
+        ]);
+        let proxy = start_ready(cmd, "aws proxy");
+        Moto { moto, proxy }
+    }
+
+    /// Endpoint for agent-army (through the recording proxy).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.proxy.port)
+    }
+
+    /// Endpoint of moto itself (for describing back without being recorded).
+    pub fn direct(&self) -> String {
+        format!("http://127.0.0.1:{}", self.moto.port)
+    }
+
+    /// EC2 actions recorded by the proxy since the last reset.
+    pub fn actions(&self) -> Vec<String> {
+        let v = http_json("GET", self.proxy.port, "/__proxy/requests", None);
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["action"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    pub fn reset_log(&self) {
+        http_json("POST", self.proxy.port, "/__proxy/reset", Some("{}"));
+    }
+
+    /// SIGKILL `pid` right after the upstream answered the next `action`.
+    pub fn kill_after(&self, action: &str, pid: u32) {
+        let body = serde_json::json!({"action": action, "pid": pid, "count": 1}).to_string();
+        http_json("POST", self.proxy.port, "/__proxy/kill_after", Some(&body));
+    }
+}
+
+/// Minimal HTTP/1.1 client for the control endpoints of our test servers.
+pub fn http_json(method: &str, port: u16, path: &str, body: Option<&str>) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (_, b) = resp.split_once("\r\n\r\n").unwrap_or(("", ""));
+    serde_json::from_str(b).unwrap_or(serde_json::Value::Null)
+}
+
+/// Path helper for scripts in tests/support.
+pub fn support_script(name: &str) -> std::path::PathBuf {
+    repo().join("tests/support").join(name)
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
