@@ -174,7 +174,13 @@ fn set(ctx: &Ctx, name: &str, agent: Option<&str>) -> Result<ExitStatus> {
     drop(value);
     let table = table_mut(&mut doc, agent)
         .ok_or_else(|| Error::Input("`secrets` in the stack file is not a table".into()))?;
-    table.insert(name, toml_edit::value(armored));
+    // Replace the value in place so the key's comments and position are kept.
+    match table.get_mut(name) {
+        Some(item) => *item = toml_edit::value(armored),
+        None => {
+            table.insert(name, toml_edit::value(armored));
+        }
+    }
     crate::fsutil::write_atomic(&path, doc.to_string().as_bytes()).map_err(|source| Error::Io {
         path: path.clone(),
         source,

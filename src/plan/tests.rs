@@ -1,1 +1,248 @@
+use std::collections::BTreeSet;
 
+use super::*;
+use crate::provider::{ObservedNetwork, ServerState};
+use crate::stack::ProviderKind;
+use crate::state::{AgentState, NetworkState};
+
+fn desired(name: &str, itype: &str) -> DesiredAgent {
+    let inputs = Inputs {
+        instance_type: itype.into(),
+        image: "ubuntu-24.04".into(),
+        disk_gb: 30,
+        place: "fsn1".into(),
+        user_data: format!("ud-{name}"),
+        secrets: Default::default(),
+    };
+    DesiredAgent {
+        name: name.into(),
+        fingerprint: inputs.fingerprint(),
+        inputs,
+    }
+}
+
+fn server(id: &str, agent: &str, fp: &str) -> ObservedServer {
+    ObservedServer {
+        id: id.into(),
+        agent: agent.into(),
+        fingerprint: Some(fp.into()),
+        state: ServerState::Running,
+        name: String::new(),
+        created: id.into(),
+    }
+}
+
+fn deployed(d: &[DesiredAgent]) -> (State, Observed) {
+    let mut st = State::new("p", "dev", ProviderKind::Hetzner);
+    st.network = Some(NetworkState {
+        id: "fw".into(),
+        ssh_key_id: None,
+    });
+    let mut obs = Observed {
+        servers: vec![],
+        networks: vec![ObservedNetwork {
+            id: "fw".into(),
+            ssh_cidrs: vec![],
+            ssh_key_id: None,
+        }],
+    };
+    for (i, a) in d.iter().enumerate() {
+        let id = format!("s{i}");
+        st.agents.insert(
+            a.name.clone(),
+            AgentState {
+                server_id: Some(id.clone()),
+                pending_create: None,
+                fingerprint: a.fingerprint.clone(),
+                inputs: a.inputs.clone(),
+            },
+        );
+        obs.servers.push(server(&id, &a.name, &a.fingerprint));
+    }
+    (st, obs)
+}
+
+fn run(d: &[DesiredAgent], st: &State, obs: Option<&Observed>) -> Plan {
+    plan(&PlanInput {
+        desired: d,
+        state: st,
+        observed: obs,
+        ssh_cidrs: &[],
+        force_replace: &BTreeSet::new(),
+        destroy: false,
+    })
+}
+
+#[test]
+fn fresh_stack_creates_everything() {
+    let d = [desired("a", "cx22"), desired("b", "cx22")];
+    let st = State::new("p", "dev", ProviderKind::Hetzner);
+    let p = run(&d, &st, None);
+    assert_eq!(p.network, vec![NetworkAction::Create]);
+    assert_eq!(p.counts(), (2, 0, 0, 0));
+    assert!(!p.refreshed);
+}
+
+#[test]
+fn unchanged_is_no_op() {
+    let d = [desired("a", "cx22"), desired("b", "cx22")];
+    let (st, obs) = deployed(&d);
+    let p = run(&d, &st, Some(&obs));
+    assert!(!p.has_changes());
+    assert!(!p.has_state_changes());
+    assert_eq!(p.counts(), (0, 0, 0, 2));
+}
+
+#[test]
+fn changed_type_replaces_only_that_agent_with_reason() {
+    let d = [desired("a", "cx22"), desired("b", "cx22")];
+    let (st, obs) = deployed(&d);
+    let d2 = [desired("a", "cx22"), desired("b", "cx32")];
+    let p = run(&d2, &st, Some(&obs));
+    assert_eq!(
+        p.agents,
+        vec![
+            AgentAction::NoChange {
+                agent: "a".into(),
+                id: "s0".into()
+            },
+            AgentAction::Replace {
+                agent: "b".into(),
+                old_id: "s1".into(),
+                reasons: vec!["instance type cx22 → cx32".into()],
+            },
+        ]
+    );
+}
+
+#[test]
+fn removed_agent_is_destroyed_and_added_created() {
+    let d = [desired("a", "cx22"), desired("b", "cx22")];
+    let (st, obs) = deployed(&d);
+    let p = run(
+        &[desired("a", "cx22"), desired("c", "cx22")],
+        &st,
+        Some(&obs),
+    );
+    assert!(p.agents.contains(&AgentAction::Delete {
+        agent: "b".into(),
+        id: "s1".into(),
+        reason: "removed from agent-army.toml".into()
+    }));
+    assert!(
+        p.agents
+            .contains(&AgentAction::Create { agent: "c".into() })
+    );
+}
+
+#[test]
+fn orphan_from_crashed_run_is_adopted_not_duplicated() {
+    let d = [desired("a", "cx22")];
+    let mut st = State::new("p", "dev", ProviderKind::Hetzner);
+    st.agents.insert(
+        "a".into(),
+        AgentState {
+            pending_create: Some(crate::state::PendingCreate {
+                client_token: "t".into(),
+                started: "now".into(),
+                fingerprint: d[0].fingerprint.clone(),
+            }),
+            ..Default::default()
+        },
+    );
+    let obs = Observed {
+        servers: vec![server("s9", "a", &d[0].fingerprint)],
+        networks: vec![ObservedNetwork {
+            id: "fw".into(),
+            ssh_cidrs: vec![],
+            ssh_key_id: None,
+        }],
+    };
+    let p = run(&d, &st, Some(&obs));
+    assert_eq!(
+        p.agents,
+        vec![AgentAction::Adopt {
+            agent: "a".into(),
+            id: "s9".into()
+        }]
+    );
+    assert!(!p.has_changes());
+    assert!(p.has_state_changes());
+}
+
+#[test]
+fn duplicates_keep_the_one_in_state() {
+    let d = [desired("a", "cx22")];
+    let (st, mut obs) = deployed(&d);
+    obs.servers.push(server("s7", "a", &d[0].fingerprint));
+    let p = run(&d, &st, Some(&obs));
+    assert_eq!(
+        p.agents,
+        vec![
+            AgentAction::Delete {
+                agent: "a".into(),
+                id: "s7".into(),
+                reason: "duplicate server for this agent".into()
+            },
+            AgentAction::NoChange {
+                agent: "a".into(),
+                id: "s0".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn server_gone_from_cloud_is_recreated() {
+    let d = [desired("a", "cx22")];
+    let (st, mut obs) = deployed(&d);
+    obs.servers.clear();
+    let p = run(&d, &st, Some(&obs));
+    assert_eq!(p.agents, vec![AgentAction::Create { agent: "a".into() }]);
+}
+
+#[test]
+fn firewall_rule_drift_is_updated() {
+    let d = [desired("a", "cx22")];
+    let (st, mut obs) = deployed(&d);
+    obs.networks[0].ssh_cidrs = vec!["0.0.0.0/0".into()];
+    let p = run(&d, &st, Some(&obs));
+    assert_eq!(
+        p.network,
+        vec![NetworkAction::UpdateRules { id: "fw".into() }]
+    );
+}
+
+#[test]
+fn destroy_removes_everything_including_untracked() {
+    let d = [desired("a", "cx22")];
+    let (st, mut obs) = deployed(&d);
+    obs.servers.push(server("s8", "ghost", "x"));
+    let p = plan(&PlanInput {
+        desired: &d,
+        state: &st,
+        observed: Some(&obs),
+        ssh_cidrs: &[],
+        force_replace: &BTreeSet::new(),
+        destroy: true,
+    });
+    assert_eq!(p.counts(), (0, 0, 2, 0));
+    assert_eq!(p.network, vec![NetworkAction::Delete { id: "fw".into() }]);
+}
+
+#[test]
+fn forced_replace() {
+    let d = [desired("a", "cx22")];
+    let (st, obs) = deployed(&d);
+    let p = plan(&PlanInput {
+        desired: &d,
+        state: &st,
+        observed: Some(&obs),
+        ssh_cidrs: &[],
+        force_replace: &["a".to_string()].into(),
+        destroy: false,
+    });
+    assert!(
+        matches!(&p.agents[0], AgentAction::Replace { reasons, .. } if reasons[0].contains("--replace"))
+    );
+}

@@ -1,1 +1,265 @@
+use super::*;
+use crate::secrets::Secret;
+use crate::stack::{Project, load};
 
+fn config_with(project: &str, stack: &str) -> (tempfile::TempDir, Config) {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("stacks")).unwrap();
+    std::fs::write(d.path().join("agent-army.toml"), project).unwrap();
+    std::fs::write(d.path().join("stacks/dev.toml"), stack).unwrap();
+    let p = Project {
+        root: d.path().to_path_buf(),
+        stack: "dev".into(),
+    };
+    let c = load(&p).unwrap_or_else(|e| panic!("{e}"));
+    (d, c)
+}
+
+const PROJECT: &str = r#"[project]
+name = "demo"
+
+[defaults.env]
+TZ = "UTC"
+
+[[agents]]
+name = "agent-pm"
+role = "Product manager"
+"#;
+
+const HETZNER: &str = r#"provider = "hetzner"
+location = "fsn1"
+server_type = "cx22"
+tailnet = "tail12345.ts.net"
+
+[secrets]
+tailscale_auth_key = "env:TS_AUTHKEY"
+ANTHROPIC_API_KEY = "env:ANTHROPIC_API_KEY"
+"#;
+
+#[test]
+fn masked_document_snapshot() {
+    let (_d, c) = config_with(PROJECT, HETZNER);
+    let doc = render(&c, &c.agents[0], &Values::Masked).unwrap();
+    insta::assert_snapshot!("cloud_config_agent_pm_masked", doc);
+}
+
+fn step_positions(doc: &str) -> Vec<usize> {
+    [
+        "10-tailscale.sh",
+        "20-docker.sh",
+        "30-openclaw.sh",
+        "40-gateway.sh",
+    ]
+    .iter()
+    .map(|s| {
+        let runcmd = doc.find("runcmd:").unwrap();
+        runcmd + doc[runcmd..].find(s).unwrap()
+    })
+    .collect()
+}
+
+#[test]
+fn tailscale_runs_first_and_key_never_on_command_line() {
+    let (_d, c) = config_with(PROJECT, HETZNER);
+    let key = Secret::new("tskey-auth-XYZ");
+    let values = Values::Real {
+        tailscale_auth_key: &key,
+        env: [("ANTHROPIC_API_KEY".to_string(), Secret::new("sk-1"))].into(),
+        gateway_token: "0123456789abcdef0123456789abcdef0123456789abcdef",
+    };
+    let doc = render(&c, &c.agents[0], &values).unwrap();
+    let pos = step_positions(&doc);
+    assert!(pos.windows(2).all(|w| w[0] < w[1]), "steps out of order");
+    // The key appears exactly once: as the content of the root-only file.
+    assert_eq!(doc.matches("tskey-auth-XYZ").count(), 1);
+    let line = doc.lines().find(|l| l.contains("tskey-auth-XYZ")).unwrap();
+    assert!(line.trim_start().starts_with("content:"), "{line}");
+    assert!(
+        doc.contains(
+            "tailscale up --auth-key=\"file:$AUTH_KEY_FILE\" --ssh --hostname=dev-agent-pm"
+        )
+    );
+    assert!(doc.contains("trap 'rm -f \"$AUTH_KEY_FILE\"' EXIT"));
+    assert!(doc.contains("tailscale serve --bg --https=443 http://127.0.0.1:18789"));
+    assert!(doc.contains("\"mode\": \"token\""));
+    assert!(doc.contains("\"token\": \"0123456789abcdef0123456789abcdef0123456789abcdef\""));
+}
+
+#[derive(serde::Deserialize)]
+struct Doc {
+    write_files: Vec<WriteFile>,
+    runcmd: Vec<Vec<String>>,
+    hostname: String,
+}
+#[derive(serde::Deserialize)]
+struct WriteFile {
+    path: String,
+    content: String,
+    permissions: String,
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+fn file<'a>(d: &'a Doc, suffix: &str) -> &'a WriteFile {
+    d.write_files
+        .iter()
+        .find(|f| f.path.ends_with(suffix))
+        .unwrap_or_else(|| panic!("no file {suffix}"))
+}
+
+#[test]
+fn hostile_values_survive_yaml_and_shell_exactly() {
+    let nasty =
+        "it's \"q\" $(touch /tmp/pwned) `id` ${HOME}\nline2: - [x]\n# not a comment\t\\ é \u{2028}";
+    let project = format!(
+        "{PROJECT}\n[agents.env]\nEVIL = {}\n",
+        toml::Value::String(nasty.into())
+    )
+    .replace(
+        "role = \"Product manager\"",
+        &format!("role = {}", toml::Value::String(nasty.into())),
+    );
+    let (_d, c) = config_with(&project, HETZNER);
+    let key = Secret::new(nasty);
+    let values = Values::Real {
+        tailscale_auth_key: &key,
+        env: [("ANTHROPIC_API_KEY".to_string(), Secret::new(nasty))].into(),
+        gateway_token: "t",
+    };
+    let doc = render(&c, &c.agents[0], &values).unwrap();
+    let parsed: Doc = serde_saphyr::from_str(&doc).unwrap();
+    assert_eq!(parsed.hostname, "dev-agent-pm");
+    assert_eq!(parsed.runcmd.len(), 4);
+    assert_eq!(file(&parsed, "tailscale-authkey").content, nasty);
+    assert_eq!(file(&parsed, "tailscale-authkey").permissions, "0600");
+    // The env file, sourced by bash, gives back every value byte for byte.
+    let env_file = &file(&parsed, "agent.env").content;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.env");
+    std::fs::write(&path, env_file).unwrap();
+    for var in ["EVIL", "ANTHROPIC_API_KEY", "AGENT_ARMY_ROLE"] {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -a; . {}; printf %s \"${var}\"",
+                path.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), nasty, "{var}");
+    }
+    assert!(!std::path::Path::new("/tmp/pwned").exists());
+    // The role reaches the workspace verbatim.
+    assert!(file(&parsed, "workspace/ROLE.md").content.contains(nasty));
+}
+
+#[test]
+fn openclaw_json_is_token_auth_on_loopback() {
+    let v: serde_json::Value = serde_json::from_str(&openclaw_json("abc")).unwrap();
+    assert_eq!(v["gateway"]["auth"]["mode"], "token");
+    assert_eq!(v["gateway"]["auth"]["token"], "abc");
+    assert_eq!(v["gateway"]["bind"], "loopback");
+    assert_eq!(v["gateway"]["port"], 18789);
+}
+
+fn with_workspace(stack: &str, bytes: usize) -> (tempfile::TempDir, Config) {
+    let project = PROJECT.replace(
+        "role = \"Product manager\"",
+        "role = \"Product manager\"\nworkspace = \"ws\"",
+    );
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("stacks")).unwrap();
+    std::fs::create_dir_all(d.path().join("ws")).unwrap();
+    // Compressible but not trivially so.
+    let text: String = (0..bytes)
+        .map(|i| (b'a' + ((i * 7 + i / 13) % 26) as u8) as char)
+        .collect();
+    std::fs::write(d.path().join("ws/NOTES.md"), text).unwrap();
+    std::fs::write(d.path().join("agent-army.toml"), project).unwrap();
+    std::fs::write(d.path().join("stacks/dev.toml"), stack).unwrap();
+    let c = load(&Project {
+        root: d.path().to_path_buf(),
+        stack: "dev".into(),
+    })
+    .unwrap();
+    (d, c)
+}
+
+const AWS: &str = r#"provider = "aws"
+region = "eu-central-1"
+instance_type = "t3.medium"
+tailnet = "tail12345.ts.net"
+
+[secrets]
+tailscale_auth_key = "env:TS_AUTHKEY"
+"#;
+
+#[test]
+fn aws_gzips_large_documents_and_rejects_huge_ones() {
+    let (_d, c) = with_workspace(AWS, 30_000);
+    let ud = user_data(&c, &c.agents[0], &Values::Masked).unwrap();
+    assert_eq!(&ud[..2], &[0x1f, 0x8b], "gzip magic");
+    assert!(ud.len() <= AWS_USER_DATA_LIMIT);
+    let mut text = String::new();
+    use std::io::Read;
+    flate2::read::GzDecoder::new(&ud[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(text.starts_with("#cloud-config\n"));
+
+    let (_d, small) = with_workspace(AWS, 100);
+    let ud = user_data(&small, &small.agents[0], &Values::Masked).unwrap();
+    assert!(
+        ud.starts_with(b"#cloud-config\n"),
+        "small documents stay readable"
+    );
+
+    // Random bytes do not compress.
+    let (d, c) = with_workspace(AWS, 10);
+    let mut noise = vec![0u8; 40_000];
+    let mut x: u32 = 12345;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    std::fs::write(d.path().join("ws/blob.bin"), noise).unwrap();
+    let c = load(&Project {
+        root: d.path().to_path_buf(),
+        stack: "dev".into(),
+    })
+    .unwrap_or(c);
+    match user_data(&c, &c.agents[0], &Values::Masked) {
+        Err(RenderError::TooLarge {
+            agent, limit, unit, ..
+        }) => {
+            assert_eq!(agent, "agent-pm");
+            assert_eq!(limit, 16384);
+            assert_eq!(unit, "bytes");
+        }
+        other => panic!("expected TooLarge, got {:?}", other.map(|v| v.len())),
+    }
+}
+
+#[test]
+fn hetzner_uses_gz_b64_files_when_large() {
+    let (_d, c) = with_workspace(HETZNER, 40_000);
+    let ud = user_data(&c, &c.agents[0], &Values::Masked).unwrap();
+    let text = String::from_utf8(ud).unwrap();
+    assert!(text.starts_with("#cloud-config\n"));
+    assert!(text.chars().count() <= HETZNER_USER_DATA_LIMIT);
+    let parsed: Doc = serde_saphyr::from_str(&text).unwrap();
+    let notes = file(&parsed, "workspace/NOTES.md");
+    assert_eq!(notes.encoding.as_deref(), Some("gz+b64"));
+    let gz = base64::engine::general_purpose::STANDARD
+        .decode(&notes.content)
+        .unwrap();
+    let mut back = String::new();
+    use std::io::Read;
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut back)
+        .unwrap();
+    assert_eq!(back.len(), 40_000);
+}

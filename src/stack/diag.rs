@@ -201,13 +201,14 @@ fn backticked(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// The candidate closest to `word`, if it is close enough to be a likely typo.
+/// The candidate closest to `word`, if it is close enough to be a likely typo
+/// (Jaro-Winkler similarity, which favours a shared prefix such as `disk_size` → `disk_gb`).
 pub fn suggest(word: &str, candidates: &[String]) -> Option<String> {
     candidates
         .iter()
-        .map(|c| (strsim::levenshtein(word, c), c))
-        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(2))
-        .min_by_key(|(d, _)| *d)
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c.clone())
 }
 

@@ -3,4 +3,6 @@
 mod support;
 
 mod aws;
+mod bad_input;
+mod cli;
 mod hetzner;

@@ -1,0 +1,386 @@
+//! The binary without a cloud: init, validate, plan, render, secrets, bad input.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::support::{API_SENTINEL, Project, Run, TS_SENTINEL, state_json};
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn init_scaffolds_identity_and_gitignore_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let proj = dir.path().join("my-fleet");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(proj.join(".gitignore"), "target\n").unwrap();
+    let out = Run::new(&proj)
+        .env("HOME", home.display().to_string())
+        .arg("init")
+        .run();
+    out.success()
+        .stdout_has("created agent-army.toml and stacks/dev.toml");
+    let identity = home.join(".config/agent-army/identity.txt");
+    assert_eq!(mode(&identity), 0o600);
+    let gi = std::fs::read_to_string(proj.join(".gitignore")).unwrap();
+    assert_eq!(gi, "target\n.agent-army/\nrendered/\n");
+    let project = std::fs::read_to_string(proj.join("agent-army.toml")).unwrap();
+    assert!(project.contains("name = \"my-fleet\""));
+    let public = std::fs::read_to_string(&identity)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+        .unwrap();
+    assert!(
+        std::fs::read_to_string(proj.join("stacks/dev.toml"))
+            .unwrap()
+            .contains(&public)
+    );
+    // The scaffold is a valid project: plan works straight away.
+    Run::new(&proj)
+        .env("HOME", home.display().to_string())
+        .arg("plan")
+        .run()
+        .success();
+    // A second init refuses and changes nothing.
+    let before = std::fs::read_to_string(proj.join("agent-army.toml")).unwrap();
+    let out = Run::new(&proj)
+        .env("HOME", home.display().to_string())
+        .arg("init")
+        .run();
+    out.code(3)
+        .stderr_has("already holds an agent-army project");
+    assert_eq!(
+        std::fs::read_to_string(proj.join("agent-army.toml")).unwrap(),
+        before
+    );
+    assert_eq!(
+        std::fs::read_to_string(proj.join(".gitignore")).unwrap(),
+        gi
+    );
+}
+
+#[test]
+fn plan_works_offline_without_credentials_or_identity() {
+    let p = Project::example();
+    let out = p
+        .run()
+        .env_remove("AGENT_ARMY_IDENTITY")
+        .env_remove("TS_AUTHKEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env("HOME", "/nonexistent")
+        .args(["-s", "prod", "plan"])
+        .run();
+    out.success()
+        .stdout_has("+ security group (inbound: none)")
+        .stdout_has("hostname: prod-agent-pm.tail12345.ts.net")
+        .stdout_has("gateway:  https://prod-agent-pm.tail12345.ts.net/?token=********")
+        .stdout_has("Plan: 3 to create, 0 to replace, 0 to destroy, 0 unchanged");
+    insta::assert_snapshot!("plan_prod_offline", out.stdout);
+    // The default stack comes from the project file; --stack and the env var beat it.
+    p.run()
+        .arg("plan")
+        .run()
+        .success()
+        .stdout_has("Stack `dev`");
+    p.run()
+        .env("AGENT_ARMY_STACK", "prod")
+        .arg("plan")
+        .run()
+        .success()
+        .stdout_has("Stack `prod`");
+    p.run()
+        .env("AGENT_ARMY_STACK", "prod")
+        .args(["--stack", "dev", "plan"])
+        .run()
+        .success()
+        .stdout_has("Stack `dev`");
+    let j = p.run().args(["-s", "dev", "plan", "-o", "json"]).run();
+    j.success();
+    assert_eq!(j.json()["changes"], true);
+    // --detailed-exitcode: 2 when there are changes.
+    p.run().args(["plan", "--detailed-exitcode"]).run().code(2);
+    assert!(
+        !p.path().join(".agent-army").exists(),
+        "plan writes nothing"
+    );
+}
+
+#[test]
+fn validate_insists_that_secrets_resolve() {
+    let p = Project::example();
+    p.run()
+        .args(["-s", "dev", "validate"])
+        .run()
+        .success()
+        .stdout_has("Stack `dev` is valid: 3 agents");
+    p.run()
+        .env_remove("TS_AUTHKEY")
+        .args(["-s", "dev", "validate"])
+        .run()
+        .code(4)
+        .stderr_has(
+            "error: secret `tailscale_auth_key`: environment variable `TS_AUTHKEY` is not set",
+        );
+}
+
+fn schema_check(path: &std::path::Path) {
+    let out = Command::new("cloud-init")
+        .args(["schema", "--config-file"])
+        .arg(path)
+        .output()
+        .expect("cloud-init (apt package cloud-init) must be installed");
+    assert!(
+        out.status.success(),
+        "cloud-init schema rejected {}:\n{}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn render_passes_cloud_init_schema_for_every_agent_of_both_stacks() {
+    let p = Project::example();
+    for stack in ["dev", "prod"] {
+        let dir = format!("rendered/{stack}");
+        p.run()
+            .args(["-s", stack, "render", "--out", &dir])
+            .run()
+            .success();
+        for agent in ["agent-pm", "agent-eng", "agent-tester"] {
+            let f = p.path().join(&dir).join(format!("{agent}.yaml"));
+            schema_check(&f);
+            let text = std::fs::read_to_string(&f).unwrap();
+            assert!(text.contains(&format!("--hostname={stack}-{agent}")));
+            assert!(text.contains("\"token\": \"********\""), "token masked");
+        }
+    }
+    // Real values with --show-secrets: still valid, mode 0600, and the token is stable.
+    p.run()
+        .args(["-s", "dev", "render", "--out", "shown", "--show-secrets"])
+        .run()
+        .success();
+    let f = p.path().join("shown/agent-pm.yaml");
+    schema_check(&f);
+    assert_eq!(mode(&f), 0o600);
+    let first = std::fs::read_to_string(&f).unwrap();
+    assert!(first.contains(TS_SENTINEL) && first.contains(API_SENTINEL));
+    p.run()
+        .args(["-s", "dev", "render", "--out", "shown", "--show-secrets"])
+        .run()
+        .success();
+    assert_eq!(
+        std::fs::read_to_string(&f).unwrap(),
+        first,
+        "token stable across runs"
+    );
+    std::fs::remove_dir_all(p.path().join("shown")).unwrap();
+    // Gateway keys are in state, encrypted; no sentinel anywhere on disk.
+    let st = state_json(&p, "dev").unwrap();
+    let key = st["gateway_keys"]["agent-pm"].as_str().unwrap();
+    assert!(key.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
+    assert_eq!(mode(&p.path().join(".agent-army/state/dev.json")), 0o600);
+    p.assert_nowhere_on_disk(TS_SENTINEL);
+    p.assert_nowhere_on_disk(API_SENTINEL);
+    let token_line = first.lines().find(|l| l.contains("\"token\":")).unwrap();
+    let token = token_line.split('"').nth(3).unwrap();
+    assert_eq!(token.len(), 48);
+    p.assert_nowhere_on_disk(token);
+}
+
+#[test]
+fn render_failure_leaves_no_partial_output() {
+    let p = Project::example();
+    p.run()
+        .env_remove("TS_AUTHKEY")
+        .args(["-s", "dev", "render", "--out", "out", "--show-secrets"])
+        .run()
+        .code(4);
+    assert!(!p.path().join("out").exists());
+}
+
+fn extract_armored(toml_text: &str, key: &str) -> String {
+    let v: toml::Table = toml::from_str(toml_text).unwrap();
+    v["secrets"][key].as_str().unwrap().to_string()
+}
+
+#[test]
+fn secrets_set_list_get_and_age_cli_interop() {
+    let p = Project::example();
+    p.run()
+        .args(["-s", "dev", "secrets", "set", "tailscale_auth_key"])
+        .stdin(format!("{TS_SENTINEL}\n"))
+        .run()
+        .success()
+        .stderr_has("stored `tailscale_auth_key` encrypted");
+    p.run()
+        .args([
+            "-s",
+            "dev",
+            "secrets",
+            "set",
+            "OPENAI_API_KEY",
+            "--agent",
+            "agent-eng",
+        ])
+        .stdin("sk-openai-SENTINEL")
+        .run()
+        .success();
+    let stack = p.read("stacks/dev.toml");
+    assert!(!stack.contains(TS_SENTINEL) && !stack.contains("sk-openai-SENTINEL"));
+    assert!(stack.contains("# CI-friendly"), "comments are kept");
+    let list = p.run().args(["-s", "dev", "secrets", "list"]).run();
+    list.success()
+        .stdout_has("tailscale_auth_key")
+        .stdout_has("OPENAI_API_KEY")
+        .stdout_has("agent-eng")
+        .stdout_has("env:ANTHROPIC_API_KEY");
+    assert!(!list.stdout.contains(TS_SENTINEL));
+    p.run()
+        .env_remove("TS_AUTHKEY")
+        .args(["-s", "dev", "secrets", "get", "tailscale_auth_key"])
+        .run()
+        .success()
+        .stdout_has("********");
+    let shown = p
+        .run()
+        .env_remove("TS_AUTHKEY")
+        .args([
+            "-s",
+            "dev",
+            "secrets",
+            "get",
+            "tailscale_auth_key",
+            "--show",
+        ])
+        .run();
+    shown.success();
+    assert_eq!(shown.stdout.trim_end(), TS_SENTINEL);
+
+    // Debian's age decrypts what we encrypted.
+    let armored = extract_armored(&stack, "tailscale_auth_key");
+    let ct = p.path().join("ct.age");
+    std::fs::write(&ct, &armored).unwrap();
+    let out = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&p.identity)
+        .arg(&ct)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), TS_SENTINEL);
+    std::fs::remove_file(&ct).unwrap();
+
+    // We decrypt what Debian's age encrypted.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf %s from-the-age-cli | age -a -r {}",
+            p.public_key
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let armored = String::from_utf8(out.stdout).unwrap();
+    let mut doc: toml::Table = toml::from_str(&p.read("stacks/dev.toml")).unwrap();
+    doc["secrets"]
+        .as_table_mut()
+        .unwrap()
+        .insert("ANTHROPIC_API_KEY".into(), toml::Value::String(armored));
+    p.write("stacks/dev.toml", &toml::to_string(&doc).unwrap());
+    let got = p
+        .run()
+        .args(["-s", "dev", "secrets", "get", "ANTHROPIC_API_KEY", "--show"])
+        .run();
+    got.success();
+    assert_eq!(got.stdout.trim_end(), "from-the-age-cli");
+
+    // A wrong identity is reported as such.
+    let other = Project::empty();
+    p.run()
+        .env("AGENT_ARMY_IDENTITY", other.identity.display().to_string())
+        .args(["-s", "dev", "secrets", "get", "ANTHROPIC_API_KEY", "--show"])
+        .run()
+        .code(4)
+        .stderr_has("none of the available identities can decrypt it");
+    // Values never come from argv.
+    p.run()
+        .args(["-s", "dev", "secrets", "set", "FOO", "bar"])
+        .run()
+        .code(64);
+}
+
+#[test]
+fn passphrase_encryption_for_ci() {
+    let p = Project::example();
+    let stack = p.read("stacks/dev.toml").replace(
+        &format!("age_recipients = [\"{}\"]", p.public_key),
+        "age_recipients = []",
+    );
+    p.write("stacks/dev.toml", &stack);
+    p.run()
+        .env("AGENT_ARMY_PASSPHRASE", "correct horse battery staple")
+        .args(["-s", "dev", "secrets", "set", "ANTHROPIC_API_KEY"])
+        .stdin(API_SENTINEL)
+        .run()
+        .success();
+    let got = p
+        .run()
+        .env_remove("AGENT_ARMY_IDENTITY")
+        .env("AGENT_ARMY_PASSPHRASE", "correct horse battery staple")
+        .args(["-s", "dev", "secrets", "get", "ANTHROPIC_API_KEY", "--show"])
+        .run();
+    got.success();
+    assert_eq!(got.stdout.trim_end(), API_SENTINEL);
+    p.run()
+        .env_remove("AGENT_ARMY_IDENTITY")
+        .args(["-s", "dev", "secrets", "get", "ANTHROPIC_API_KEY", "--show"])
+        .run()
+        .code(4)
+        .stderr_has("AGENT_ARMY_PASSPHRASE");
+}
+
+#[test]
+fn gateway_token_matches_ssh_keygen_and_sha256sum() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen (apt package openssh-client) must be installed");
+    assert!(st.success());
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ssh-keygen -y -f {} | sha256sum | cut -c1-48",
+            key.display()
+        ))
+        .output()
+        .unwrap();
+    let expected = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(expected.len(), 48);
+    let pem = std::fs::read_to_string(&key).unwrap();
+    let ours = agent_army::token::GatewayKey::from_openssh(&pem).unwrap();
+    assert_eq!(ours.token(), expected);
+    // And the line we hash is byte-for-byte ssh-keygen's.
+    let line = Command::new("ssh-keygen")
+        .arg("-y")
+        .arg("-f")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(line.stdout).unwrap(),
+        format!("{}\n", ours.public_openssh())
+    );
+}
