@@ -28,6 +28,8 @@ pub enum Error {
     Apply { failed: usize, total: usize },
     #[error("cancelled: nothing was changed")]
     Declined,
+    #[error("refusing to change the stack without confirmation in a non-interactive run; nothing was changed")]
+    Unconfirmed,
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -58,7 +60,7 @@ impl Error {
             }
             Error::Secret { .. } => ExitStatus::Secrets,
             Error::Provider { .. } | Error::Apply { .. } | Error::Io { .. } => ExitStatus::Failure,
-            Error::Declined => ExitStatus::Declined,
+            Error::Declined | Error::Unconfirmed => ExitStatus::Declined,
             Error::Usage(_) => ExitStatus::Usage,
             Error::Locked { .. } => ExitStatus::Locked,
             Error::Interrupted => ExitStatus::Interrupted,
@@ -74,6 +76,7 @@ impl Error {
             Error::Render(RenderError::TooLarge { .. }) => Some(
                 "shrink the agent's workspace folder or env; large files belong in a repository the agent clones".into(),
             ),
+            Error::Unconfirmed => Some("review the plan, then pass --yes".into()),
             Error::Locked { .. } => Some(
                 "wait for the other run to finish, or pass --lock-timeout; if its process is gone, run `agent-army force-unlock`".into(),
             ),

@@ -241,9 +241,7 @@ fn approve(ctx: &Ctx, yes: bool, prompt: &str, expected: &str) -> Result<()> {
         return Ok(());
     }
     if ctx.env.is_ci() || !std::io::stdin().is_terminal() {
-        return Err(Error::Usage(
-            "refusing to change the stack without confirmation in a non-interactive run: pass --yes".into(),
-        ));
+        return Err(Error::Unconfirmed);
     }
     use std::io::Write;
     eprint!("{prompt} ");

@@ -321,3 +321,126 @@ async fn aws_lifecycle_deploy_redeploy_change_destroy() {
     assert!(stack_security_groups(&c, "prod").await.is_empty());
     assert!(state_json(&p, "prod").is_none(), "state cleared");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_killed_right_after_run_instances_converges_without_duplicates() {
+    let moto = Moto::start();
+    let p = Project::example();
+    let c = client(&moto).await;
+    let child = aws_env(p.run(), &moto)
+        .args(["-s", "prod", "deploy", "--yes", "--parallelism", "1"])
+        .command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    moto.kill_after("RunInstances", child.id());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), None, "killed by a signal");
+    // The instance the killed run launched is tagged, and state holds the intent.
+    let orphans = live_instances(&c, "prod").await;
+    assert_eq!(orphans.len(), 1);
+    let st = state_json(&p, "prod").unwrap();
+    let pending: Vec<_> = st["agents"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|a| a.get("pending_create").is_some())
+        .collect();
+    assert_eq!(pending.len(), 1, "intent recorded before the call: {st}");
+
+    let plan = aws_env(p.run(), &moto).args(["-s", "prod", "plan"]).run();
+    plan.success()
+        .stdout_has(&format!("adopt {}", orphans[0].id))
+        .stdout_has("Plan: 2 to create");
+    moto.reset_log();
+    aws_env(p.run(), &moto)
+        .args(["-s", "prod", "deploy", "--yes"])
+        .run()
+        .success();
+    let actions = moto.actions();
+    assert_eq!(
+        actions.iter().filter(|a| *a == "RunInstances").count(),
+        2,
+        "{actions:?}"
+    );
+    let after = live_instances(&c, "prod").await;
+    assert_eq!(
+        after.iter().map(|i| i.agent.as_str()).collect::<Vec<_>>(),
+        ["agent-eng", "agent-pm", "agent-tester"],
+        "exactly one instance per agent"
+    );
+    assert!(
+        after.iter().any(|i| i.id == orphans[0].id),
+        "the orphan was adopted"
+    );
+    let st = state_json(&p, "prod").unwrap();
+    for i in &after {
+        assert_eq!(st["agents"][&i.agent]["server_id"], i.id.as_str());
+        assert!(st["agents"][&i.agent].get("pending_create").is_none());
+    }
+    // A redeploy after convergence is a no-op, and plan says so with exit code 0.
+    aws_env(p.run(), &moto)
+        .args(["-s", "prod", "plan", "--detailed-exitcode"])
+        .run()
+        .code(0)
+        .stdout_has("No changes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_one_failing_agent_does_not_stop_the_others() {
+    let moto = Moto::start();
+    let p = Project::example();
+    let c = client(&moto).await;
+    // moto validates instance types: this one does not exist.
+    p.write(
+        "agent-army.toml",
+        &p.read("agent-army.toml").replace(
+            "name = \"agent-tester\"\n",
+            "name = \"agent-tester\"\ninstance_type = \"t3.nonexistent\"\n",
+        ),
+    );
+    let out = aws_env(p.run(), &moto)
+        .args(["-s", "prod", "deploy", "--yes"])
+        .run();
+    out.code(1)
+        .stderr_has("agent-tester: InvalidInstanceType")
+        .stdout_has("failed (InvalidInstanceType.NotFound)");
+    let agents: Vec<String> = live_instances(&c, "prod")
+        .await
+        .into_iter()
+        .map(|i| i.agent)
+        .collect();
+    assert_eq!(agents, ["agent-eng", "agent-pm"]);
+    let st = state_json(&p, "prod").unwrap();
+    assert!(st["agents"]["agent-pm"]["server_id"].is_string());
+    assert!(st["agents"]["agent-tester"].get("server_id").is_none());
+    assert!(st["agents"]["agent-tester"].get("pending_create").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_unconfirmed_or_declined_changes_nothing() {
+    let moto = Moto::start();
+    let p = Project::example();
+    let c = client(&moto).await;
+    aws_env(p.run(), &moto)
+        .args(["-s", "prod", "deploy"])
+        .run()
+        .code(5)
+        .stderr_has("pass --yes");
+    aws_env(p.run(), &moto)
+        .args(["-s", "prod", "destroy"])
+        .run()
+        .success()
+        .stdout_has("Nothing to destroy");
+    let actions = moto.actions();
+    assert!(mutating(&actions).is_empty(), "{actions:?}");
+    assert!(live_instances(&c, "prod").await.is_empty());
+    // Errors under --detailed-exitcode exit 1 (here: the endpoint is down).
+    aws_env(p.run(), &moto)
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .args(["-s", "prod", "plan", "--detailed-exitcode", "--refresh"])
+        .run()
+        .code(1);
+}
