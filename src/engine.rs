@@ -334,6 +334,13 @@ async fn delete<P: Provider>(
 ) -> Result<(), ProviderError> {
     provider.delete_server(id).await?;
     provider.wait_deleted(&[id.to_string()]).await?;
+    // The next server under this name has a new host key: drop the old one from the
+    // stack's known_hosts so OpenSSH's accept-new records the new key instead of refusing.
+    let stack = state.snapshot().stack;
+    let host = crate::naming::hostname(&stack, agent);
+    if let Err(e) = crate::tailnet::forget_host(&state.store.dir, &stack, &host) {
+        tracing::warn!("cannot drop {host} from known_hosts: {e}");
+    }
     state
         .update(|s| {
             if let Some(a) = s.agents.get_mut(agent)

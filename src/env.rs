@@ -30,8 +30,22 @@ pub mod vars {
     pub const NO_COLOR: &str = "NO_COLOR";
     /// Home directory, for the default identity path.
     pub const HOME: &str = "HOME";
+    /// Base URL of the Tailscale API (tests point it at a fake).
+    pub const TAILSCALE_API: &str = "AGENT_ARMY_TAILSCALE_API";
     /// Seconds between provider polls (tests shorten it).
     pub const POLL_INTERVAL_MS: &str = "AGENT_ARMY_POLL_INTERVAL_MS";
+    /// Where `tailscale` and `ssh` are looked up.
+    pub const PATH: &str = "PATH";
+    /// `ssh` with OpenSSH: connect to this address instead of the agent's MagicDNS name (the
+    /// host key is still checked under the MagicDNS name). For tests and unusual networks.
+    pub const SSH_HOST_OVERRIDE: &str = "AGENT_ARMY_SSH_HOST_OVERRIDE";
+    /// `ssh` with OpenSSH: port to connect to (default 22).
+    pub const SSH_PORT: &str = "AGENT_ARMY_SSH_PORT";
+    /// `ssh` with OpenSSH: private key file to use (`ssh -i`).
+    pub const SSH_IDENTITY: &str = "AGENT_ARMY_SSH_IDENTITY";
+    /// `status`: URL probed for each agent's gateway; `{host}` is replaced by its MagicDNS
+    /// name (default `https://{host}/`).
+    pub const GATEWAY_PROBE_URL: &str = "AGENT_ARMY_GATEWAY_PROBE_URL";
 }
 
 /// A snapshot of the process environment.

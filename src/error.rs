@@ -28,7 +28,9 @@ pub enum Error {
     Apply { failed: usize, total: usize },
     #[error("cancelled: nothing was changed")]
     Declined,
-    #[error("refusing to change the stack without confirmation in a non-interactive run; nothing was changed")]
+    #[error(
+        "refusing to change the stack without confirmation in a non-interactive run; nothing was changed"
+    )]
     Unconfirmed,
     #[error("{0}")]
     Usage(String),
@@ -41,6 +43,26 @@ pub enum Error {
     },
     #[error("the state of stack `{stack}` is locked by {holder}")]
     Locked { stack: String, holder: String },
+    #[error(transparent)]
+    Tailscale(crate::tailscale_api::TsError),
+    #[error("no agent `{name}` in stack `{stack}`")]
+    UnknownAgent {
+        name: String,
+        stack: String,
+        known: Vec<String>,
+    },
+    #[error("agent `{agent}` of stack `{stack}` is not deployed")]
+    NotDeployed { agent: String, stack: String },
+    #[error("Tailscale is installed but not running here: {detail}")]
+    TailscaleDown { detail: String },
+    #[error("no ssh client: neither `tailscale` nor `ssh` is on PATH")]
+    NoSshClient,
+    #[error("agent `{agent}` cannot be reached: {problem}")]
+    Unreachable {
+        agent: String,
+        problem: String,
+        help: String,
+    },
     #[error("interrupted; state was saved")]
     Interrupted,
 }
@@ -59,11 +81,19 @@ impl Error {
                 ExitStatus::Config
             }
             Error::Secret { .. } => ExitStatus::Secrets,
-            Error::Provider { .. } | Error::Apply { .. } | Error::Io { .. } => ExitStatus::Failure,
+            Error::Provider { .. }
+            | Error::Apply { .. }
+            | Error::Io { .. }
+            | Error::Tailscale(_) => ExitStatus::Failure,
             Error::Declined | Error::Unconfirmed => ExitStatus::Declined,
             Error::Usage(_) => ExitStatus::Usage,
             Error::Locked { .. } => ExitStatus::Locked,
             Error::Interrupted => ExitStatus::Interrupted,
+            Error::UnknownAgent { .. } => ExitStatus::Usage,
+            Error::NotDeployed { .. }
+            | Error::TailscaleDown { .. }
+            | Error::NoSshClient
+            | Error::Unreachable { .. } => ExitStatus::Failure,
         }
     }
 
@@ -76,7 +106,22 @@ impl Error {
             Error::Render(RenderError::TooLarge { .. }) => Some(
                 "shrink the agent's workspace folder or env; large files belong in a repository the agent clones".into(),
             ),
+            Error::Tailscale(e) => e.help(),
             Error::Unconfirmed => Some("review the plan, then pass --yes".into()),
+            Error::UnknownAgent { known, .. } => Some(format!(
+                "the stack's agents are {} (the `agent-` prefix may be left out)",
+                known.join(", ")
+            )),
+            Error::NotDeployed { stack, .. } => {
+                Some(format!("deploy it first: `agent-army --stack {stack} deploy`"))
+            }
+            Error::TailscaleDown { .. } => Some(
+                "start it with `sudo tailscale up` (macOS, Windows: open the Tailscale app and connect), then retry".into(),
+            ),
+            Error::NoSshClient => Some(
+                "install Tailscale (https://tailscale.com/download) or the OpenSSH client".into(),
+            ),
+            Error::Unreachable { help, .. } => Some(help.clone()),
             Error::Locked { .. } => Some(
                 "wait for the other run to finish, or pass --lock-timeout; if its process is gone, run `agent-army force-unlock`".into(),
             ),

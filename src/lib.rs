@@ -20,4 +20,6 @@ pub mod render;
 pub mod secrets;
 pub mod stack;
 pub mod state;
+pub mod tailnet;
+pub mod tailscale_api;
 pub mod token;

@@ -68,19 +68,23 @@ pub fn plan_text(config: &Config, plan: &Plan) -> String {
     };
     for a in &plan.agents {
         let agent = config.agent(a.agent());
-        let detail =
-            |out: &mut String| {
-                if let Some(ag) = agent {
-                    out.push_str(&format!(
-                    "      {server}: {}, {}, {} GB disk\n      hostname: {}\n      gateway:  {}\n",
+        let detail = |out: &mut String| {
+            if let Some(ag) = agent {
+                let disk = match kind {
+                    ProviderKind::Aws => format!(", {} GB disk", ag.disk_gb),
+                    ProviderKind::Hetzner => String::new(),
+                };
+                out.push_str(&format!(
+                    "      {server}: {}, {}{disk}\n      hostname: {}\n      gateway:  {}\n",
                     ag.instance_type,
-                    ag.image.as_deref().unwrap_or(crate::cli::fleet::default_image(config)),
-                    ag.disk_gb,
+                    ag.image
+                        .as_deref()
+                        .unwrap_or(crate::cli::fleet::default_image(config)),
                     ag.fqdn,
                     gateway_url(&ag.fqdn, None)
                 ));
-                }
-            };
+            }
+        };
         match a {
             AgentAction::Create { agent: name } => {
                 out.push_str(&format!("  + {name}\n"));

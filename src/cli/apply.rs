@@ -385,34 +385,6 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
     // stops the run while nothing has changed.
     let (keys, keys_changed) = fleet::ensure_keys(&mut state, &config, &keyring, &ctx.env)?;
     let desired = fleet::desired(&config)?;
-    let mut prepared = BTreeMap::new();
-    for (a, d) in config.agents.iter().zip(&desired) {
-        let Some(key) = keys.get(&a.name) else {
-            continue;
-        };
-        let Some(s) = secrets.get(&a.name) else {
-            continue;
-        };
-        let user_data = fleet::real_user_data(&config, a, s, key)?;
-        prepared.insert(
-            a.name.clone(),
-            Prepared {
-                spec: ServerSpec {
-                    agent: a.name.clone(),
-                    hostname: a.hostname.clone(),
-                    instance_type: a.instance_type.clone(),
-                    image: a.image.clone(),
-                    disk_gb: a.disk_gb,
-                    user_data,
-                    fingerprint: d.fingerprint.clone(),
-                    client_token: String::new(),
-                    network_id: String::new(),
-                    ssh_key_id: None,
-                },
-                inputs: d.inputs.clone(),
-            },
-        );
-    }
 
     let cloud = cloud(ctx, &config).await?;
     let observed = cloud
@@ -452,6 +424,64 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
         )?;
     }
     store.write(&mut state)?;
+
+    // Tailnet housekeeping before any cloud change: agents that get a new VM (or go away)
+    // lose their old device, so the new VM joins under the exact hostname; live agents that
+    // stay are never touched. With an OAuth client, each new VM gets its own one-off key.
+    let ts = super::devices::client(ctx, &config, &keyring).await?;
+    let mut renew = Vec::new();
+    let mut clean_hosts = Vec::new();
+    let mut protect = Vec::new();
+    for a in &plan.agents {
+        let host = crate::naming::hostname(&config.stack, a.agent());
+        match a {
+            AgentAction::Create { agent } | AgentAction::Replace { agent, .. } => {
+                renew.push(agent.clone());
+                clean_hosts.push(host);
+            }
+            AgentAction::Delete { agent, .. } if !agent.is_empty() => {
+                if config.agent(agent).is_none() {
+                    clean_hosts.push(host);
+                }
+            }
+            AgentAction::NoChange { .. } | AgentAction::Adopt { .. } => protect.push(host),
+            AgentAction::Delete { .. } => {}
+        }
+    }
+    clean_hosts.sort();
+    clean_hosts.dedup();
+    super::devices::clean(ts.as_ref(), &clean_hosts, &protect, ctx.json()).await?;
+    let minted = super::devices::mint(ts.as_ref(), &config, &renew).await?;
+
+    let mut prepared = BTreeMap::new();
+    for (a, d) in config.agents.iter().zip(&desired) {
+        let Some(key) = keys.get(&a.name) else {
+            continue;
+        };
+        let Some(s) = secrets.get(&a.name) else {
+            continue;
+        };
+        let user_data = fleet::real_user_data(&config, a, s, key, minted.get(&a.name))?;
+        prepared.insert(
+            a.name.clone(),
+            Prepared {
+                spec: ServerSpec {
+                    agent: a.name.clone(),
+                    hostname: a.hostname.clone(),
+                    instance_type: a.instance_type.clone(),
+                    image: a.image.clone(),
+                    disk_gb: a.disk_gb,
+                    user_data,
+                    fingerprint: d.fingerprint.clone(),
+                    client_token: String::new(),
+                    network_id: String::new(),
+                    ssh_key_id: None,
+                },
+                inputs: d.inputs.clone(),
+            },
+        );
+    }
+    drop(minted);
 
     let stop = Arc::new(AtomicBool::new(false));
     watch_interrupts(stop.clone());
@@ -609,6 +639,17 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
         ),
         &config.stack,
     )?;
+    let keyring = Keyring::load(&ctx.env);
+    let ts = super::devices::client(ctx, &config, &keyring).await?;
+    let mut hosts: Vec<String> = plan
+        .agents
+        .iter()
+        .filter(|a| !a.agent().is_empty())
+        .map(|a| crate::naming::hostname(&config.stack, a.agent()))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    super::devices::clean(ts.as_ref(), &hosts, &[], ctx.json()).await?;
     let stop = Arc::new(AtomicBool::new(false));
     watch_interrupts(stop.clone());
     let networks = plan.network.len();

@@ -38,7 +38,11 @@ pub fn inputs(config: &Config, agent: &Agent) -> Result<Inputs> {
             .image
             .clone()
             .unwrap_or_else(|| default_image(config).to_string()),
-        disk_gb: agent.disk_gb,
+        // Hetzner disks come with the server type: the setting does not apply there.
+        disk_gb: match config.provider {
+            ProviderSettings::Aws { .. } => agent.disk_gb,
+            ProviderSettings::Hetzner { .. } => 0,
+        },
         place: config.provider.place().to_string(),
         user_data: hex::encode(Sha256::digest(masked.as_bytes()))[..16].to_string(),
         secrets,
@@ -112,7 +116,8 @@ pub fn ensure_keys(
 
 /// Plaintext secrets of one agent.
 pub struct AgentSecrets {
-    pub auth_key: Secret,
+    /// The stack's reusable Tailscale auth key; `None` when deploy mints one per agent.
+    pub auth_key: Option<Secret>,
     pub env: BTreeMap<String, Secret>,
 }
 
@@ -123,13 +128,14 @@ pub fn resolve_secrets(
     keyring: &Keyring,
     env: &Env,
 ) -> Result<AgentSecrets> {
-    let auth_ref = config
-        .secrets
-        .get(TAILSCALE_AUTH_KEY)
-        .ok_or_else(|| Error::Input(format!("missing secret `{TAILSCALE_AUTH_KEY}`")))?;
-    let auth_key = keyring
-        .resolve(auth_ref, env)
-        .map_err(|e| Error::secret(TAILSCALE_AUTH_KEY, e))?;
+    let auth_key = match config.secrets.get(TAILSCALE_AUTH_KEY) {
+        Some(r) => Some(
+            keyring
+                .resolve(r, env)
+                .map_err(|e| Error::secret(TAILSCALE_AUTH_KEY, e))?,
+        ),
+        None => None,
+    };
     let mut vals = BTreeMap::new();
     for (name, r) in &agent.secrets {
         let v = keyring
@@ -151,16 +157,27 @@ pub fn gateway_url(fqdn: &str, token: Option<&str>) -> String {
     )
 }
 
-/// Render the real user data of an agent.
+/// Placeholder auth key used by `validate` and `render` when deploy will mint one per agent
+/// (same length as a real key, so size checks hold).
+pub fn minted_placeholder() -> Secret {
+    Secret::new(format!("tskey-auth-{}", "0".repeat(52)))
+}
+
+/// Render the real user data of an agent. `auth_key` overrides the stack's key (minted keys).
 pub fn real_user_data(
     config: &Config,
     agent: &Agent,
     secrets: &AgentSecrets,
     key: &GatewayKey,
+    auth_key: Option<&Secret>,
 ) -> Result<Vec<u8>> {
     let token = key.token();
+    let placeholder = minted_placeholder();
+    let auth = auth_key
+        .or(secrets.auth_key.as_ref())
+        .unwrap_or(&placeholder);
     let values = Values::Real {
-        tailscale_auth_key: &secrets.auth_key,
+        tailscale_auth_key: auth,
         env: secrets.env.clone(),
         gateway_token: &token,
     };

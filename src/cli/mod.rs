@@ -1,10 +1,13 @@
 //! Command-line interface: clap types, and one module per subcommand.
 
 pub mod apply;
+pub mod devices;
 pub mod fleet;
 pub mod init;
 pub mod render;
 pub mod secrets;
+pub mod ssh;
+pub mod status;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -75,6 +78,10 @@ pub enum Command {
     /// Manage encrypted secrets in the stack file
     #[command(subcommand)]
     Secrets(secrets::SecretsCmd),
+    /// Open a shell, or run one command, on an agent over the tailnet
+    Ssh(ssh::SshArgs),
+    /// Show each agent's server, tailnet device and gateway; exit 1 when any is unhealthy
+    Status(status::StatusArgs),
 }
 
 /// What every command gets: the environment seam and global flags.
@@ -131,6 +138,8 @@ pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
         Command::Outputs(a) => apply::outputs(&ctx, a),
         Command::Render(a) => render::run(&ctx, a),
         Command::Secrets(c) => secrets::run(&ctx, c),
+        Command::Ssh(a) => ssh::run(&ctx, a).await,
+        Command::Status(a) => status::run(&ctx, a).await,
     }
 }
 

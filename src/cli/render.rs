@@ -51,8 +51,9 @@ pub fn run(ctx: &Ctx, args: RenderArgs) -> Result<ExitStatus> {
         for a in &agents {
             let secrets = fleet::resolve_secrets(&config, a, &keyring, &ctx.env)?;
             let token = keys.get(&a.name).map(|k| k.token()).unwrap_or_default();
+            let placeholder = fleet::minted_placeholder();
             let values = Values::Real {
-                tailscale_auth_key: &secrets.auth_key,
+                tailscale_auth_key: secrets.auth_key.as_ref().unwrap_or(&placeholder),
                 env: secrets.env.clone(),
                 gateway_token: &token,
             };

@@ -26,7 +26,7 @@ pub fn run(ctx: &Ctx) -> Result<ExitStatus> {
             .get(&agent.name)
             .cloned()
             .unwrap_or_else(GatewayKey::generate);
-        let data = fleet::real_user_data(&config, agent, &secrets, &key)?;
+        let data = fleet::real_user_data(&config, agent, &secrets, &key, None)?;
         sizes.push((agent.name.clone(), data.len()));
     }
     if ctx.json() {

@@ -365,14 +365,46 @@ impl Validator<'_> {
 
         // Secrets.
         let secrets = self.secret_table(&s.secrets, "secrets");
-        if !secrets.contains_key(TAILSCALE_AUTH_KEY) {
+        let oauth = secrets.contains_key(TAILSCALE_OAUTH_ID)
+            && secrets.contains_key(TAILSCALE_OAUTH_SECRET);
+        if secrets.contains_key(TAILSCALE_OAUTH_ID) != secrets.contains_key(TAILSCALE_OAUTH_SECRET)
+        {
+            self.diags.push(Diagnostic {
+                file: self.ssrc.path.to_path_buf(),
+                line: 1,
+                col: 1,
+                field: "secrets".into(),
+                message: format!(
+                    "`{TAILSCALE_OAUTH_ID}` and `{TAILSCALE_OAUTH_SECRET}` go together"
+                ),
+                help: Some("set both, or neither".into()),
+            });
+        }
+        let mut tailscale_tags = Vec::new();
+        for t in s.tailscale.iter().flat_map(|t| &t.tags) {
+            let name = t.get_ref().strip_prefix("tag:").unwrap_or_default();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                self.serr(
+                    t,
+                    "tailscale.tags",
+                    format!("`{}` is not a Tailscale tag", t.get_ref()),
+                    Some("tags look like `tag:agent-army`".into()),
+                );
+            } else {
+                tailscale_tags.push(t.get_ref().clone());
+            }
+        }
+        if tailscale_tags.is_empty() {
+            tailscale_tags.push(DEFAULT_TAILSCALE_TAG.to_string());
+        }
+        if !secrets.contains_key(TAILSCALE_AUTH_KEY) && !oauth {
             self.diags.push(Diagnostic {
                 file: self.ssrc.path.to_path_buf(),
                 line: 1,
                 col: 1,
                 field: format!("secrets.{TAILSCALE_AUTH_KEY}"),
                 message: "missing required secret `tailscale_auth_key`".into(),
-                help: Some(format!("run `agent-army secrets set {TAILSCALE_AUTH_KEY} --stack {stack}` (reads the key from stdin), or set it to `env:TS_AUTHKEY`")),
+                help: Some(format!("run `agent-army secrets set {TAILSCALE_AUTH_KEY} --stack {stack}` (reads the key from stdin), set it to `env:TS_AUTHKEY`, or give an OAuth client (`{TAILSCALE_OAUTH_ID}` and `{TAILSCALE_OAUTH_SECRET}`) so deploy mints one key per agent")),
             });
         }
 
@@ -512,6 +544,7 @@ impl Validator<'_> {
             allowed_ssh_cidrs: cidrs,
             recipients,
             openclaw_version,
+            tailscale_tags,
             secrets,
             agents,
             warnings,

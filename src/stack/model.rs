@@ -90,6 +90,7 @@ pub struct RawStack {
     #[serde(default)]
     pub age_recipients: Vec<Spanned<String>>,
     pub aws: Option<Spanned<RawAws>>,
+    pub tailscale: Option<RawTailscale>,
     #[serde(default)]
     pub secrets: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
@@ -102,6 +103,17 @@ pub struct RawAws {
     pub subnet_id: Option<Spanned<String>>,
     pub metadata_hop_limit: Option<Spanned<u32>>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTailscale {
+    /// Tags of the per-agent auth keys minted with an OAuth client.
+    #[serde(default)]
+    pub tags: Vec<Spanned<String>>,
+}
+
+/// Default tag of minted auth keys.
+pub const DEFAULT_TAILSCALE_TAG: &str = "tag:agent-army";
 
 /// Provider-specific settings of a validated stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,16 +149,25 @@ impl ProviderSettings {
 pub const RESERVED_SECRETS: &[&str] = &[
     TAILSCALE_AUTH_KEY,
     HCLOUD_TOKEN_SECRET,
-    "tailscale_api_key",
-    "tailscale_oauth_client_id",
-    "tailscale_oauth_client_secret",
+    TAILSCALE_API_KEY,
+    TAILSCALE_OAUTH_ID,
+    TAILSCALE_OAUTH_SECRET,
 ];
 pub const TAILSCALE_AUTH_KEY: &str = "tailscale_auth_key";
+pub const TAILSCALE_API_KEY: &str = "tailscale_api_key";
+pub const TAILSCALE_OAUTH_ID: &str = "tailscale_oauth_client_id";
+pub const TAILSCALE_OAUTH_SECRET: &str = "tailscale_oauth_client_secret";
 pub const HCLOUD_TOKEN_SECRET: &str = "hcloud_token";
 
 /// Secrets whose change must not replace a running agent: they are only used at first boot
 /// (or by agent-army itself), so rotating them must not rebuild the fleet.
-pub const BOOT_ONLY_SECRETS: &[&str] = &[TAILSCALE_AUTH_KEY, HCLOUD_TOKEN_SECRET];
+pub const BOOT_ONLY_SECRETS: &[&str] = &[
+    TAILSCALE_AUTH_KEY,
+    HCLOUD_TOKEN_SECRET,
+    TAILSCALE_API_KEY,
+    TAILSCALE_OAUTH_ID,
+    TAILSCALE_OAUTH_SECRET,
+];
 
 /// A validated agent.
 #[derive(Debug, Clone)]
@@ -179,6 +200,8 @@ pub struct Config {
     pub allowed_ssh_cidrs: Vec<ipnet::IpNet>,
     pub recipients: Vec<String>,
     pub openclaw_version: String,
+    /// Tags of minted Tailscale auth keys.
+    pub tailscale_tags: Vec<String>,
     /// Stack-wide secrets (reserved names and agent environment).
     pub secrets: BTreeMap<String, SecretRef>,
     pub agents: Vec<Agent>,

@@ -9,14 +9,14 @@ use crate::support::{Project, Run, state_json};
 
 const REGION: &str = "eu-central-1";
 
-fn aws_env(run: Run, moto: &Moto) -> Run {
+pub(crate) fn aws_env(run: Run, moto: &Moto) -> Run {
     run.env("AWS_ENDPOINT_URL", moto.endpoint())
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
 }
 
-async fn client(moto: &Moto) -> Client {
+pub(crate) async fn client(moto: &Moto) -> Client {
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(REGION))
         .endpoint_url(moto.direct())
@@ -28,14 +28,14 @@ async fn client(moto: &Moto) -> Client {
     Client::new(&conf)
 }
 
-struct Instance {
-    id: String,
-    agent: String,
-    instance_type: String,
-    tags: std::collections::BTreeMap<String, String>,
+pub(crate) struct Instance {
+    pub id: String,
+    pub agent: String,
+    pub instance_type: String,
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
-async fn live_instances(c: &Client, stack: &str) -> Vec<Instance> {
+pub(crate) async fn live_instances(c: &Client, stack: &str) -> Vec<Instance> {
     let out = c
         .describe_instances()
         .filters(
@@ -89,7 +89,7 @@ async fn stack_security_groups(c: &Client, stack: &str) -> Vec<aws_sdk_ec2::type
         .to_vec()
 }
 
-fn mutating(actions: &[String]) -> Vec<String> {
+pub(crate) fn mutating(actions: &[String]) -> Vec<String> {
     actions
         .iter()
         .filter(|a| {

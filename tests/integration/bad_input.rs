@@ -136,7 +136,7 @@ fn cases() -> Vec<(&'static str, String, String, &'static str)> {
             "misspelt secret name",
             p.clone(),
             s.replace("tailscale_auth_key", "tailscale_authkey"),
-            "error: stacks/dev.toml:8:1: `secrets.tailscale_authkey`: `tailscale_authkey` is not a known secret\n  help: did you mean `tailscale_auth_key`?\nerror: stacks/dev.toml:1:1: `secrets.tailscale_auth_key`: missing required secret `tailscale_auth_key`\n  help: run `agent-army secrets set tailscale_auth_key --stack dev` (reads the key from stdin), or set it to `env:TS_AUTHKEY`\n",
+            "error: stacks/dev.toml:8:1: `secrets.tailscale_authkey`: `tailscale_authkey` is not a known secret\n  help: did you mean `tailscale_auth_key`?\nerror: stacks/dev.toml:1:1: `secrets.tailscale_auth_key`: missing required secret `tailscale_auth_key`\n  help: run `agent-army secrets set tailscale_auth_key --stack dev` (reads the key from stdin), set it to `env:TS_AUTHKEY`, or give an OAuth client (`tailscale_oauth_client_id` and `tailscale_oauth_client_secret`) so deploy mints one key per agent\n",
         ),
         (
             "secrets for an unknown agent",

@@ -6,3 +6,5 @@ mod aws;
 mod bad_input;
 mod cli;
 mod hetzner;
+mod ssh_status;
+mod tailscale;

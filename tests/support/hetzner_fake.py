@@ -15,14 +15,23 @@ Control endpoints (not part of the API, never through Prism):
   GET  /__fake/requests         every /v1 request so far, oldest first:
                                 [{method, path, query: {k: [v..]}, body (parsed JSON or null),
                                   status (answered code), content_type}]
-  POST /__fake/reset            clear that log and pending injections (state is kept)
+  POST /__fake/reset            clear that log, pending injections and kill_after (state is kept)
   POST /__fake/inject           {"status":429|500|502|503|504|..., "count":N,
-                                 optional "code", "method", "path" (prefix, e.g. "/v1/servers")}
-                                the next N matching /v1 requests answer that error
+                                 optional "code", "method", "path" (prefix, e.g. "/v1/servers"),
+                                 "after": true}
+                                the next N matching /v1 requests answer that error; with "after"
+                                the request is carried out first (an answer lost on the way back)
   POST /__fake/complete_actions finish every running action now
-  GET  /__fake/state            {servers, firewalls, ssh_keys, actions} as the API would render them
+  POST /__fake/kill_after       {"method":"POST", "path":"/servers" (API path, /v1 optional), "pid":N,
+                                 optional "count":1}: after the fake handled the count-th matching
+                                /v1 request successfully (status < 300), SIGKILL process N before
+                                the answer is sent (a client crash right after the API call).
+                                Answers {"ok":true}; GET /__fake/kill_after shows what is pending.
+  GET  /__fake/state            {servers, firewalls, ssh_keys, actions} as the API would render them,
+                                plus server_inputs: {server id: {user_data, ssh_keys, root_password,
+                                start_after_create, public_net}} (create inputs the API never shows)
 """
-import argparse, base64, hashlib, itertools, json, math, random, re, string, sys, threading, time
+import argparse, base64, hashlib, itertools, json, math, os, random, re, signal, string, sys, threading, time
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -134,6 +143,7 @@ class State:
                     "primary_ip": itertools.count(120001)}
         self.servers, self.actions, self.firewalls, self.ssh_keys = {}, {}, {}, {}
         self.requests, self.injections = [], []
+        self.kill = None  # {"method", "path", "pid", "count"} from POST /__fake/kill_after
         self.bucket, self.bucket_t = float(RATE_LIMIT), time.time()
         self.ip_counter = itertools.count(2)
 
@@ -269,7 +279,10 @@ class State:
         return {"servers": [self.r_server(s) for s in self.servers.values()],
                 "firewalls": [self.r_firewall(f) for f in self.firewalls.values()],
                 "ssh_keys": [self.r_ssh_key(k) for k in self.ssh_keys.values()],
-                "actions": [self.r_action(a) for a in self.actions.values()]}
+                "actions": [self.r_action(a) for a in self.actions.values()],
+                "server_inputs": {str(s["id"]): {k: s.get(k) for k in
+                                                 ("user_data", "ssh_keys", "root_password", "start", "public_net")}
+                                  for s in self.servers.values()}}
 
 def paginate(items, q, key):
     def num(name, default):
@@ -440,7 +453,7 @@ class Api:
             "id": st.new_id("primary_ip"), "ip": f"2001:db8:{n:x}::/64", "blocked": False, "dns_ptr": []}
         srv = {"id": sid, "name": name, "status": "initializing", "created": now_iso(), "server_type": stype,
                "image": image, "location": location, "labels": labels, "ipv4": ipv4, "ipv6": ipv6,
-               "user_data": user_data, "ssh_keys": [str(k) for k in keys], "start": start}
+               "user_data": user_data, "ssh_keys": [str(k) for k in keys], "start": start, "public_net": pn}
         st.servers[sid] = srv
         for fid in fw_ids:
             st.firewalls[fid]["applied_to"].append({"type": "server", "server": {"id": sid}})
@@ -455,6 +468,7 @@ class Api:
         for fid in fw_ids:
             nxt.append(st.new_action("apply_firewall", [("firewall", fid), ("server", sid)]))
         pw = None if keys else "".join(st.rng.choice(string.ascii_letters + string.digits) for _ in range(20))
+        srv["root_password"] = pw
         return 201, {"server": st.r_server(srv), "action": st.r_action(action),
                      "next_actions": [st.r_action(a) for a in nxt], "root_password": pw}
 
@@ -666,7 +680,8 @@ class Handler(BaseHTTPRequestHandler):
                     inj["count"] -= 1
                     if inj["status"] == 429:
                         headers = st.rate_headers(exhausted=True)
-                    raise ApiError(inj["status"], inj.get("code"), inj.get("message", "injected failure"))
+                    if not inj.get("after"):
+                        raise ApiError(inj["status"], inj.get("code"), inj.get("message", "injected failure"))
                 if not ok:
                     raise ApiError(429, "rate_limit_exceeded", "limit of 3600 requests per hour reached")
                 if not auth.startswith("Bearer ") or not auth[7:].strip():
@@ -677,6 +692,9 @@ class Handler(BaseHTTPRequestHandler):
                     raise ApiError(400, "json_error", "unable to parse JSON body")
                 st.tick()
                 status, obj = self.api.dispatch(self.command, u.path.rstrip("/") or "/", q, body)
+                if inj:  # "after": done, but the client gets an error
+                    raise ApiError(inj["status"], inj.get("code"),
+                                   inj.get("message", "injected failure after the request was carried out"))
                 if obj and "meta" in obj:
                     headers["Link"] = self._link(u.path, q, obj["meta"]["pagination"])
             except ApiError as e:
@@ -684,7 +702,24 @@ class Handler(BaseHTTPRequestHandler):
             except Exception as e:  # a bug in the fake: report it like the real API would
                 status, obj = 500, {"error": {"code": "server_error", "message": f"fake bug: {e!r}", "details": {}}}
             entry["status"] = status
+            kill = self._kill_due(u.path, status)
+        if kill:
+            try:
+                os.kill(kill, signal.SIGKILL)
+            except OSError:  # already gone
+                pass
         self._send(status, obj, headers)
+
+    def _kill_due(self, path, status):
+        """The pid to SIGKILL now, if this answered request completes a kill_after order."""
+        k = self.st.kill
+        if not k or status >= 300 or self.command != k["method"] or path.rstrip("/") != k["path"]:
+            return None
+        k["count"] -= 1
+        if k["count"] > 0:
+            return None
+        self.st.kill = None
+        return k["pid"]
 
     def _link(self, path, q, p):
         base = f"http://{self.headers.get('Host', '127.0.0.1')}{path}"
@@ -701,12 +736,26 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/__fake/reset" and self.command == "POST":
                 st.requests.clear()
                 st.injections.clear()
+                st.kill = None
                 return self._send(200, {"ok": True})
             if path == "/__fake/state" and self.command == "GET":
                 return self._send(200, st.dump())
             if path == "/__fake/complete_actions" and self.command == "POST":
                 for a in list(st.actions.values()):
                     st.finish(a)
+                return self._send(200, {"ok": True})
+            if path == "/__fake/kill_after" and self.command == "GET":
+                return self._send(200, {"pending": st.kill})
+            if path == "/__fake/kill_after" and self.command == "POST":
+                try:
+                    spec = json.loads(raw or b"{}")
+                    api_path = "/" + str(spec["path"]).strip("/")
+                    if not api_path.startswith("/v1/"):
+                        api_path = "/v1" + api_path
+                    st.kill = {"method": str(spec.get("method", "POST")).upper(), "path": api_path,
+                               "pid": int(spec["pid"]), "count": max(1, int(spec.get("count", 1)))}
+                except (ValueError, KeyError, TypeError) as e:
+                    return self._send(400, {"error": f"bad kill_after spec: {e}"})
                 return self._send(200, {"ok": True})
             if path == "/__fake/inject" and self.command == "POST":
                 try:

@@ -1,0 +1,496 @@
+//! `ssh`: a shell, or one command, on an agent over the tailnet.
+//!
+//! With `tailscale` on PATH the connection goes through `tailscale ssh`, which checks host
+//! keys against the tailnet's own records. Otherwise OpenSSH connects to the MagicDNS name
+//! with a per-stack known_hosts file (`.agent-army/known_hosts/<stack>`): the first key is
+//! accepted and recorded, and a different key later is refused. Host-key checking is never
+//! turned off; the entry of a replaced agent is dropped by the deploy engine
+//! ([`crate::tailnet::forget_host`]).
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::Ctx;
+use crate::env::{Env, vars};
+use crate::error::{Error, Result};
+use crate::exit::ExitStatus;
+use crate::stack::{Agent, Config};
+use crate::state::{State, StateStore};
+use crate::tailnet::{self, Local};
+
+const EXAMPLES: &str = "Examples:
+  agent-army ssh pm                                  login shell on agent-pm as ubuntu
+  agent-army -s prod ssh agent-eng -- uptime         run one command; its exit code is ours
+  agent-army ssh pm -- sh -c 'echo hi; exit 7'       several words are passed exactly
+  agent-army ssh pm -- 'journalctl -u openclaw-gateway | tail'   one word is a shell command line
+  agent-army ssh pm --user root --print              show the command instead of running it
+
+With `tailscale` on PATH this runs `tailscale ssh <user>@<stack>-<agent>.<tailnet>`; without it,
+OpenSSH with the stack's known_hosts file under .agent-army/known_hosts/ (first key accepted and
+recorded, a changed key refused).";
+
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct SshArgs {
+    /// Agent to connect to (`agent-pm`, or `pm` without the `agent-` prefix)
+    pub agent: String,
+    /// Remote user
+    #[arg(long, short = 'u', default_value = "ubuntu")]
+    pub user: String,
+    /// Print the command, shell-quoted, instead of running it
+    #[arg(long)]
+    pub print: bool,
+    /// Command to run instead of a login shell: one word is a shell command line, several
+    /// words are passed as exact arguments
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// The agent called `name`, or `agent-<name>`.
+pub fn find_agent<'a>(config: &'a Config, name: &str) -> Result<&'a Agent> {
+    config
+        .agent(name)
+        .or_else(|| config.agent(&format!("agent-{name}")))
+        .ok_or_else(|| Error::UnknownAgent {
+            name: name.to_string(),
+            stack: config.stack.clone(),
+            known: config.agents.iter().map(|a| a.name.clone()).collect(),
+        })
+}
+
+/// The agent's server id, or the error telling to deploy it.
+pub fn require_deployed(config: &Config, state: &State, agent: &Agent) -> Result<String> {
+    state
+        .agents
+        .get(&agent.name)
+        .and_then(|a| a.server_id.clone())
+        .ok_or_else(|| Error::NotDeployed {
+            agent: agent.name.clone(),
+            stack: config.stack.clone(),
+        })
+}
+
+/// The ssh client to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Client {
+    /// `tailscale ssh`, at this path.
+    Tailscale(PathBuf),
+    /// OpenSSH `ssh`, at this path.
+    OpenSsh(PathBuf),
+}
+
+/// `tailscale` when it is on PATH, else OpenSSH.
+pub fn pick_client(env: &Env) -> Result<Client> {
+    if let Some(p) = tailnet::find_program(env, "tailscale") {
+        return Ok(Client::Tailscale(p));
+    }
+    if let Some(p) = tailnet::find_program(env, "ssh") {
+        return Ok(Client::OpenSsh(p));
+    }
+    Err(Error::NoSshClient)
+}
+
+/// Where OpenSSH connects, when not to the MagicDNS name on port 22 (tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub identity: Option<String>,
+}
+
+impl Overrides {
+    pub fn from_env(env: &Env) -> Result<Self> {
+        let port = match env.get(vars::SSH_PORT) {
+            None => None,
+            Some(p) => Some(p.parse::<u16>().map_err(|_| {
+                Error::Input(format!("{}={p} is not a port number", vars::SSH_PORT))
+            })?),
+        };
+        Ok(Overrides {
+            host: env.get(vars::SSH_HOST_OVERRIDE).map(str::to_string),
+            port,
+            identity: env.get(vars::SSH_IDENTITY).map(str::to_string),
+        })
+    }
+}
+
+/// One connection to build.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    pub user: &'a str,
+    /// The agent's MagicDNS name.
+    pub fqdn: &'a str,
+    /// The stack's known_hosts file (OpenSSH).
+    pub known_hosts: &'a Path,
+    pub overrides: &'a Overrides,
+    /// Remote command line (see [`remote_command`]); `None` for a login shell.
+    pub remote: Option<String>,
+    /// Never prompt (commands agent-army runs itself).
+    pub batch: bool,
+}
+
+/// A client command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshCommand {
+    /// Resolved program.
+    pub program: PathBuf,
+    /// `argv[0]`: the name it was found by.
+    pub name: String,
+    pub args: Vec<String>,
+}
+
+impl SshCommand {
+    /// The command line, shell-quoted.
+    pub fn display(&self) -> String {
+        std::iter::once(&self.name)
+            .chain(&self.args)
+            .map(|a| quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    pub fn std_command(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(&self.program);
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            c.arg0(&self.name);
+        }
+        c.args(&self.args);
+        c
+    }
+}
+
+/// Quote `s` for a POSIX shell (unchanged when it needs no quoting).
+pub fn quote(s: &str) -> String {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b);
+    if !s.is_empty() && s.bytes().all(safe) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The remote command line for `args`: one word is taken as a shell command line (as `ssh`
+/// does), several words are quoted so the remote shell sees exactly these arguments.
+pub fn remote_command(args: &[String]) -> Option<String> {
+    match args {
+        [] => None,
+        [one] if !one.is_empty() && !one.starts_with('-') => Some(one.clone()),
+        many => Some(
+            many.iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    // A leading `-word` would be read as an option by ssh.
+                    if i == 0 && a.starts_with('-') {
+                        format!("'{}'", a.replace('\'', r"'\''"))
+                    } else {
+                        quote(a)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+    }
+}
+
+/// A path as an `ssh -o` value: `%` is a token character, and spaces need quotes.
+fn ssh_path(p: &str) -> String {
+    let p = p.replace('%', "%%");
+    if p.contains(char::is_whitespace) {
+        format!("\"{p}\"")
+    } else {
+        p
+    }
+}
+
+/// The client command for `target`.
+pub fn build(client: &Client, t: &Target) -> SshCommand {
+    match client {
+        Client::Tailscale(program) => {
+            let mut args = vec!["ssh".to_string(), format!("{}@{}", t.user, t.fqdn)];
+            args.extend(t.remote.clone());
+            SshCommand {
+                program: program.clone(),
+                name: "tailscale".into(),
+                args,
+            }
+        }
+        Client::OpenSsh(program) => {
+            let kh = ssh_path(&t.known_hosts.display().to_string());
+            let mut args: Vec<String> = vec![
+                "-o".into(),
+                format!("UserKnownHostsFile={kh}"),
+                "-o".into(),
+                "StrictHostKeyChecking=accept-new".into(),
+                "-o".into(),
+                "HashKnownHosts=no".into(),
+            ];
+            let host = match &t.overrides.host {
+                Some(h) => {
+                    // Check the key under the agent's name, wherever we connect.
+                    args.extend(["-o".into(), format!("HostKeyAlias={}", t.fqdn)]);
+                    h.as_str()
+                }
+                None => t.fqdn,
+            };
+            if let Some(port) = t.overrides.port {
+                args.extend(["-p".into(), port.to_string()]);
+            }
+            if let Some(id) = &t.overrides.identity {
+                args.extend([
+                    "-i".into(),
+                    id.replace('%', "%%"),
+                    "-o".into(),
+                    "IdentitiesOnly=yes".into(),
+                ]);
+            }
+            if t.batch {
+                args.extend([
+                    "-o".into(),
+                    "BatchMode=yes".into(),
+                    "-o".into(),
+                    "ConnectTimeout=15".into(),
+                ]);
+            }
+            args.push("--".into());
+            args.push(format!("{}@{host}", t.user));
+            args.extend(t.remote.clone());
+            SshCommand {
+                program: program.clone(),
+                name: "ssh".into(),
+                args,
+            }
+        }
+    }
+}
+
+/// Create the directory of the known_hosts file (mode 0700), so OpenSSH can record keys.
+pub fn prepare_known_hosts(known_hosts: &Path) -> Result<()> {
+    let Some(dir) = known_hosts.parent() else {
+        return Ok(());
+    };
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// With `tailscale ssh`: the daemon must run and the agent must be on the tailnet.
+async fn check_tailnet(ctx: &Ctx, config: &Config, agent: &Agent) -> Result<()> {
+    let status = match tailnet::local(&ctx.env).await {
+        Local::Running { status, .. } => status,
+        Local::NotRunning { detail, .. } => return Err(Error::TailscaleDown { detail }),
+        Local::NotInstalled => {
+            return Err(Error::TailscaleDown {
+                detail: "`tailscale` disappeared from PATH".into(),
+            });
+        }
+    };
+    let view = tailnet::classify(&status, &agent.hostname, &agent.fqdn);
+    let cx = tailnet::Context {
+        cloud: None,
+        stack_tailnet: &config.tailnet,
+        local_tailnet: status.suffix(),
+        agent: &agent.name,
+    };
+    let finding = tailnet::diagnose(&view, &agent.hostname, &cx);
+    let live = view.device.as_ref().is_some_and(|d| d.online);
+    match finding {
+        Some(f) if !live => Err(Error::Unreachable {
+            agent: agent.name.clone(),
+            problem: f.message,
+            help: f.help,
+        }),
+        Some(f) => {
+            eprintln!("warning: {}: {}\n  help: {}", agent.name, f.message, f.help);
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+pub async fn run(ctx: &Ctx, args: SshArgs) -> Result<ExitStatus> {
+    let config = ctx.config()?;
+    let agent = find_agent(&config, &args.agent)?;
+    let store = StateStore::new(&config.root, &config.stack, &ctx.env);
+    let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
+    require_deployed(&config, &state, agent)?;
+    let client = pick_client(&ctx.env)?;
+    let overrides = Overrides::from_env(&ctx.env)?;
+    let base = StateStore::base_dir(&config.root, &ctx.env);
+    let known_hosts = tailnet::known_hosts_path(&base, &config.stack);
+    let cmd = build(
+        &client,
+        &Target {
+            user: &args.user,
+            fqdn: &agent.fqdn,
+            known_hosts: &known_hosts,
+            overrides: &overrides,
+            remote: remote_command(&args.command),
+            batch: false,
+        },
+    );
+    if args.print {
+        println!("{}", cmd.display());
+        return Ok(ExitStatus::Success);
+    }
+    match &client {
+        Client::Tailscale(_) => check_tailnet(ctx, &config, agent).await?,
+        Client::OpenSsh(_) => prepare_known_hosts(&known_hosts)?,
+    }
+    tracing::info!(command = %cmd.display(), "exec");
+    exec(&cmd)
+}
+
+/// Replace this process with the client, so the terminal, signals and the exit code are the
+/// client's own.
+#[cfg(unix)]
+fn exec(cmd: &SshCommand) -> Result<ExitStatus> {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    let source = cmd.std_command().exec();
+    Err(Error::Io {
+        path: cmd.program.clone(),
+        source,
+    })
+}
+
+#[cfg(not(unix))]
+fn exec(cmd: &SshCommand) -> Result<ExitStatus> {
+    let status = cmd.std_command().status().map_err(|source| Error::Io {
+        path: cmd.program.clone(),
+        source,
+    })?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote("ubuntu@h.ts.net"), "ubuntu@h.ts.net");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote(""), "''");
+    }
+
+    #[test]
+    fn remote_commands() {
+        assert_eq!(remote_command(&[]), None);
+        assert_eq!(remote_command(&s(&["uptime"])).unwrap(), "uptime");
+        assert_eq!(
+            remote_command(&s(&["ls | wc -l"])).unwrap(),
+            "ls | wc -l",
+            "one word is a command line"
+        );
+        assert_eq!(
+            remote_command(&s(&["sh", "-c", "echo hi; exit 7"])).unwrap(),
+            "sh -c 'echo hi; exit 7'"
+        );
+        assert_eq!(remote_command(&s(&["-v"])).unwrap(), "'-v'");
+        assert_eq!(remote_command(&s(&[""])).unwrap(), "''");
+    }
+
+    fn target<'a>(kh: &'a Path, ov: &'a Overrides, remote: Option<&str>) -> Target<'a> {
+        Target {
+            user: "ubuntu",
+            fqdn: "prod-agent-pm.tail1.ts.net",
+            known_hosts: kh,
+            overrides: ov,
+            remote: remote.map(str::to_string),
+            batch: false,
+        }
+    }
+
+    #[test]
+    fn tailscale_ssh_command() {
+        let ov = Overrides::default();
+        let kh = PathBuf::from("/p/.agent-army/known_hosts/prod");
+        let c = build(
+            &Client::Tailscale("/usr/bin/tailscale".into()),
+            &target(&kh, &ov, Some("sh -c 'echo hi'")),
+        );
+        assert_eq!(
+            c.args,
+            s(&[
+                "ssh",
+                "ubuntu@prod-agent-pm.tail1.ts.net",
+                "sh -c 'echo hi'"
+            ])
+        );
+        assert_eq!(
+            c.display(),
+            r"tailscale ssh ubuntu@prod-agent-pm.tail1.ts.net 'sh -c '\''echo hi'\'''"
+        );
+    }
+
+    #[test]
+    fn openssh_command_checks_host_keys() {
+        let ov = Overrides::default();
+        let kh = PathBuf::from("/p/my project/.agent-army/known_hosts/prod");
+        let c = build(
+            &Client::OpenSsh("/usr/bin/ssh".into()),
+            &target(&kh, &ov, None),
+        );
+        assert_eq!(
+            c.display(),
+            "ssh -o 'UserKnownHostsFile=\"/p/my project/.agent-army/known_hosts/prod\"' -o StrictHostKeyChecking=accept-new -o HashKnownHosts=no -- ubuntu@prod-agent-pm.tail1.ts.net"
+        );
+        assert!(
+            !c.args
+                .iter()
+                .any(|a| a.contains("StrictHostKeyChecking=no"))
+        );
+    }
+
+    #[test]
+    fn openssh_overrides_keep_the_alias() {
+        let ov = Overrides {
+            host: Some("127.0.0.1".into()),
+            port: Some(2222),
+            identity: Some("/k/id".into()),
+        };
+        let kh = PathBuf::from("/kh");
+        let mut t = target(&kh, &ov, Some("uptime"));
+        t.batch = true;
+        let c = build(&Client::OpenSsh("/usr/bin/ssh".into()), &t);
+        let line = c.display();
+        assert!(
+            line.contains("-o HostKeyAlias=prod-agent-pm.tail1.ts.net"),
+            "{line}"
+        );
+        assert!(
+            line.contains("-p 2222 -i /k/id -o IdentitiesOnly=yes"),
+            "{line}"
+        );
+        assert!(line.contains("-o BatchMode=yes"), "{line}");
+        assert!(line.ends_with("-- ubuntu@127.0.0.1 uptime"), "{line}");
+    }
+
+    #[test]
+    fn overrides_from_env() {
+        let env = Env::from_pairs([("AGENT_ARMY_SSH_PORT", "22x")]);
+        assert!(Overrides::from_env(&env).is_err());
+        assert_eq!(
+            Overrides::from_env(&Env::default()).unwrap(),
+            Overrides::default()
+        );
+    }
+}

@@ -1,0 +1,741 @@
+//! `status`: each agent's server in the cloud, its device on the tailnet, and whether its
+//! gateway answers. Exits 1 when any agent is unhealthy, so CI can gate on it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::Ctx;
+use super::ssh::{self, Client, Overrides, SshCommand, Target};
+use crate::env::vars;
+use crate::error::{Error, Result};
+use crate::exit::ExitStatus;
+use crate::provider::{Observed, Provider, ServerState};
+use crate::stack::{Agent, Config, ProviderKind};
+use crate::state::{State, StateStore};
+use crate::tailnet::{self, AgentTailnet, Finding, Local, NetcheckSummary, Presence};
+
+const EXAMPLES: &str = "Examples:
+  agent-army status                      cloud, tailnet and gateway of every agent
+  agent-army -s prod status --output json
+  agent-army status --netcheck           also run `tailscale netcheck` on every agent over ssh
+  agent-army status || alert             exit status 1 when any agent is unhealthy
+
+An agent is healthy when its server runs, its device is online on the tailnet under its own
+name, and its gateway answers on https://<stack>-<agent>.<tailnet>/.";
+
+/// Default `tailscale netcheck` run time, plus the ssh connection.
+const NETCHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct StatusArgs {
+    /// Also run `tailscale netcheck` on every agent (over ssh, in parallel): UDP, NAT type,
+    /// nearest DERP region, and the risk of relayed connections
+    #[arg(long)]
+    pub netcheck: bool,
+    /// Remote user for --netcheck
+    #[arg(long, default_value = "ubuntu")]
+    pub user: String,
+    /// How long to wait for each gateway to answer
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// The local Tailscale client, as reported.
+#[derive(Debug, Serialize)]
+struct LocalView {
+    available: bool,
+    backend_state: Option<String>,
+    version: Option<String>,
+    tailnet: Option<String>,
+    magic_dns_suffix: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Gateway {
+    url: String,
+    answers: bool,
+    status: Option<u16>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Netcheck {
+    #[serde(flatten)]
+    summary: Option<NetcheckSummary>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct AgentReport {
+    agent: String,
+    hostname: String,
+    server_id: Option<String>,
+    /// `running`, `stopped`, …, `missing` (recorded but gone), `not deployed`.
+    cloud: String,
+    /// `None` when the local Tailscale cannot tell.
+    tailnet: Option<AgentTailnet>,
+    gateway: Option<Gateway>,
+    netcheck: Option<Netcheck>,
+    healthy: bool,
+    problems: Vec<Finding>,
+}
+
+#[derive(Debug, Serialize)]
+struct Doc<'a> {
+    project: &'a str,
+    stack: &'a str,
+    provider: ProviderKind,
+    tailnet: LocalView,
+    agents: Vec<AgentReport>,
+    healthy: bool,
+    unhealthy: usize,
+}
+
+fn cloud_word(state: &State, observed: Option<&Observed>, agent: &str) -> (Option<String>, String) {
+    let id = state.agents.get(agent).and_then(|a| a.server_id.clone());
+    let word = match (&id, observed) {
+        (None, _) => "not deployed".to_string(),
+        (Some(id), Some(obs)) => obs
+            .servers
+            .iter()
+            .find(|s| &s.id == id)
+            .filter(|s| s.state != ServerState::Gone)
+            .map(|s| s.state.to_string())
+            .unwrap_or_else(|| "missing".into()),
+        (Some(_), None) => "recorded".into(),
+    };
+    (id, word)
+}
+
+fn probe_url(template: &str, fqdn: &str) -> String {
+    template.replace("{host}", fqdn)
+}
+
+/// The innermost cause of an HTTP error, which is the readable part.
+fn root_cause(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {}", humantime::format_duration(timeout));
+    }
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let text = cause.to_string();
+    if e.is_connect() && !text.contains("connect") {
+        format!("cannot connect: {text}")
+    } else {
+        text
+    }
+}
+
+async fn probe(http: reqwest::Client, url: String, timeout: Duration) -> Gateway {
+    match http.get(&url).send().await {
+        // `tailscale serve` answers 502 when nothing listens behind it.
+        Ok(r) if r.status() == reqwest::StatusCode::BAD_GATEWAY => Gateway {
+            url,
+            answers: false,
+            status: Some(502),
+            error: Some(
+                "`tailscale serve` answers 502: the gateway behind it is not running".into(),
+            ),
+        },
+        Ok(r) => Gateway {
+            url,
+            answers: true,
+            status: Some(r.status().as_u16()),
+            error: None,
+        },
+        Err(e) => Gateway {
+            url,
+            answers: false,
+            status: None,
+            error: Some(root_cause(&e, timeout)),
+        },
+    }
+}
+
+async fn netcheck(cmd: SshCommand) -> Netcheck {
+    let fail = |e: String| Netcheck {
+        summary: None,
+        error: Some(e),
+    };
+    let mut c = tokio::process::Command::from(cmd.std_command());
+    c.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    let out = match tokio::time::timeout(NETCHECK_TIMEOUT, c.output()).await {
+        Err(_) => return fail(format!("no answer within {}s", NETCHECK_TIMEOUT.as_secs())),
+        Ok(Err(e)) => return fail(format!("cannot run {}: {e}", cmd.program.display())),
+        Ok(Ok(o)) => o,
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() && !stdout.contains('{') {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty() && !l.starts_with("# Warning"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        return fail(format!(
+            "`{}` exited with {}{}",
+            cmd.display(),
+            out.status
+                .code()
+                .map_or("a signal".into(), |c| c.to_string()),
+            if last.is_empty() {
+                String::new()
+            } else {
+                format!(": {last}")
+            }
+        ));
+    }
+    match tailnet::parse_netcheck(&stdout) {
+        Ok(r) => Netcheck {
+            summary: Some(tailnet::summarize(&r)),
+            error: None,
+        },
+        Err(e) => fail(e),
+    }
+}
+
+fn local_view(local: &Local) -> LocalView {
+    match local {
+        Local::NotInstalled => LocalView {
+            available: false,
+            backend_state: None,
+            version: None,
+            tailnet: None,
+            magic_dns_suffix: None,
+            error: Some("`tailscale` is not installed here (not on PATH)".into()),
+        },
+        Local::NotRunning { detail, .. } => LocalView {
+            available: false,
+            backend_state: None,
+            version: None,
+            tailnet: None,
+            magic_dns_suffix: None,
+            error: Some(format!("Tailscale is not running here: {detail}")),
+        },
+        Local::Running { status, .. } => LocalView {
+            available: true,
+            backend_state: Some(status.backend_state.clone()),
+            version: Some(status.version.clone()),
+            tailnet: status.current_tailnet.as_ref().map(|t| t.name.clone()),
+            magic_dns_suffix: Some(status.suffix().to_string()),
+            error: None,
+        },
+    }
+}
+
+/// Cloud, tailnet and gateway findings of one agent; the first root cause wins, so a stopped
+/// server is not also reported as an offline device and a silent gateway.
+fn judge(
+    agent: &Agent,
+    cloud: &str,
+    view: Option<&AgentTailnet>,
+    finding: Option<Finding>,
+    gateway: Option<&Gateway>,
+) -> (bool, Vec<Finding>) {
+    let mut problems: Vec<Finding> = finding.into_iter().collect();
+    let explained = |p: &[Finding]| p.iter().any(|f| f.unhealthy);
+    if cloud != "running" && !explained(&problems) {
+        problems.push(match cloud {
+            "not deployed" => Finding {
+                unhealthy: true,
+                message: "not deployed".into(),
+                help: "run `agent-army deploy`".into(),
+            },
+            "missing" => Finding {
+                unhealthy: true,
+                message: "the server recorded in state is gone from the cloud".into(),
+                help: "run `agent-army deploy` to recreate it".into(),
+            },
+            other => Finding {
+                unhealthy: true,
+                message: format!("the server is {other}"),
+                help: "start it from the provider's console, or run `agent-army deploy`".into(),
+            },
+        });
+    }
+    let online = view.is_some_and(|v| v.presence == Presence::Online);
+    if let Some(g) = gateway
+        && !g.answers
+        && view.is_some()
+        && !explained(&problems)
+    {
+        problems.push(Finding {
+            unhealthy: true,
+            message: format!(
+                "the gateway does not answer on {}: {}",
+                g.url,
+                g.error.as_deref().unwrap_or("no answer")
+            ),
+            help: format!(
+                "it may still be installing after first boot; otherwise look with `agent-army ssh {} -- systemctl status openclaw-gateway`",
+                agent.name
+            ),
+        });
+    }
+    let healthy =
+        cloud == "running" && online && gateway.is_some_and(|g| g.answers) && !explained(&problems);
+    (healthy, problems)
+}
+
+pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
+    let config = ctx.config()?;
+    let store = StateStore::new(&config.root, &config.stack, &ctx.env);
+    let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
+
+    // The cloud and the gateways first: the probes also bring up the paths to the agents, so
+    // the tailnet status read afterwards shows how traffic really flows.
+    let observe = async {
+        if state.is_empty() {
+            return Ok(None);
+        }
+        let cloud = super::apply::cloud(ctx, &config).await?;
+        cloud
+            .observe()
+            .await
+            .map(Some)
+            .map_err(|source| Error::Provider {
+                provider: config.provider.kind().to_string(),
+                source,
+            })
+    };
+    let template = ctx
+        .env
+        .get(vars::GATEWAY_PROBE_URL)
+        .unwrap_or("https://{host}/")
+        .to_string();
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("agent-army/", env!("CARGO_PKG_VERSION")))
+        .timeout(args.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Error::Input(format!("cannot start an HTTP client: {e}")))?;
+    let probes = async {
+        let mut set = tokio::task::JoinSet::new();
+        for a in &config.agents {
+            if state
+                .agents
+                .get(&a.name)
+                .and_then(|s| s.server_id.as_ref())
+                .is_none()
+            {
+                continue;
+            }
+            let (name, url, http, t) = (
+                a.name.clone(),
+                probe_url(&template, &a.fqdn),
+                http.clone(),
+                args.timeout,
+            );
+            set.spawn(async move { (name, probe(http, url, t).await) });
+        }
+        let mut out = BTreeMap::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok((name, g)) = r {
+                out.insert(name, g);
+            }
+        }
+        out
+    };
+    let (observed, gateways) = tokio::join!(observe, probes);
+    let observed = observed?;
+    let local = tailnet::local(&ctx.env).await;
+    let status = local.status();
+
+    let mut agents = Vec::new();
+    for a in &config.agents {
+        let (server_id, cloud) = cloud_word(&state, observed.as_ref(), &a.name);
+        let view = status.map(|s| tailnet::classify(s, &a.hostname, &a.fqdn));
+        let finding = match (&view, status) {
+            (Some(v), Some(s)) => tailnet::diagnose(
+                v,
+                &a.hostname,
+                &tailnet::Context {
+                    cloud: Some(&cloud),
+                    stack_tailnet: &config.tailnet,
+                    local_tailnet: s.suffix(),
+                    agent: &a.name,
+                },
+            ),
+            _ => None,
+        };
+        let gateway = gateways.get(&a.name).cloned();
+        let (healthy, problems) = judge(a, &cloud, view.as_ref(), finding, gateway.as_ref());
+        agents.push(AgentReport {
+            agent: a.name.clone(),
+            hostname: a.fqdn.clone(),
+            server_id,
+            cloud,
+            tailnet: view,
+            gateway,
+            netcheck: None,
+            healthy,
+            problems,
+        });
+    }
+
+    if args.netcheck {
+        run_netchecks(ctx, &config, &local, &args.user, &mut agents).await?;
+    }
+
+    let unhealthy = agents.iter().filter(|a| !a.healthy).count();
+    let doc = Doc {
+        project: &config.project,
+        stack: &config.stack,
+        provider: config.provider.kind(),
+        tailnet: local_view(&local),
+        agents,
+        healthy: unhealthy == 0,
+        unhealthy,
+    };
+    if ctx.json() {
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        print!("{}", text(&config, &doc));
+    }
+    Ok(if unhealthy == 0 {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
+}
+
+/// `tailscale netcheck --format=json` on every reachable agent, in parallel.
+async fn run_netchecks(
+    ctx: &Ctx,
+    config: &Config,
+    local: &Local,
+    user: &str,
+    agents: &mut [AgentReport],
+) -> Result<()> {
+    let client = match local {
+        Local::Running { bin, .. } => Client::Tailscale(bin.clone()),
+        // Without a local tailnet, OpenSSH may still reach the agents (overrides, routes).
+        _ => match ssh::pick_client(&ctx.env)? {
+            Client::Tailscale(_) => match tailnet::find_program(&ctx.env, "ssh") {
+                Some(p) => Client::OpenSsh(p),
+                None => return Err(Error::NoSshClient),
+            },
+            c => c,
+        },
+    };
+    let overrides = Overrides::from_env(&ctx.env)?;
+    let base = StateStore::base_dir(&config.root, &ctx.env);
+    let known_hosts = tailnet::known_hosts_path(&base, &config.stack);
+    if matches!(client, Client::OpenSsh(_)) {
+        ssh::prepare_known_hosts(&known_hosts)?;
+    }
+    let remote = ssh::remote_command(&[
+        "tailscale".to_string(),
+        "netcheck".to_string(),
+        "--format=json".to_string(),
+    ]);
+    let mut set = tokio::task::JoinSet::new();
+    for (i, r) in agents.iter_mut().enumerate() {
+        let skip = if r.server_id.is_none() {
+            Some("not deployed".to_string())
+        } else {
+            match &r.tailnet {
+                Some(v) if v.device.as_ref().is_none_or(|d| !d.online) => Some(format!(
+                    "skipped: the agent is {} on the tailnet",
+                    v.presence
+                )),
+                _ => None,
+            }
+        };
+        if let Some(reason) = skip {
+            r.netcheck = Some(Netcheck {
+                summary: None,
+                error: Some(reason),
+            });
+            continue;
+        }
+        let cmd = ssh::build(
+            &client,
+            &Target {
+                user,
+                fqdn: &r.hostname,
+                known_hosts: &known_hosts,
+                overrides: &overrides,
+                remote: remote.clone(),
+                batch: true,
+            },
+        );
+        set.spawn(async move { (i, netcheck(cmd).await) });
+    }
+    while let Some(done) = set.join_next().await {
+        if let Ok((i, n)) = done {
+            agents[i].netcheck = Some(n);
+        }
+    }
+    Ok(())
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn text(config: &Config, doc: &Doc) -> String {
+    let mut out = format!(
+        "Stack `{}` of project `{}` on {} {}, tailnet {}\n",
+        config.stack,
+        config.project,
+        config.provider.kind(),
+        config.provider.place(),
+        config.tailnet
+    );
+    match &doc.tailnet {
+        LocalView { error: Some(e), .. } => {
+            out.push_str(&format!(
+                "error: {e}: the agents' tailnet state is unknown\n  help: {}\n",
+                if e.contains("not installed") {
+                    "install Tailscale (https://tailscale.com/download) and run `sudo tailscale up`"
+                } else {
+                    "start it with `sudo tailscale up` (macOS, Windows: open the Tailscale app and connect)"
+                }
+            ));
+        }
+        v => out.push_str(&format!(
+            "This machine: Tailscale {} ({}), tailnet {}\n",
+            v.version.as_deref().unwrap_or("?"),
+            v.backend_state.as_deref().unwrap_or("?"),
+            v.magic_dns_suffix.as_deref().unwrap_or("?"),
+        )),
+    }
+    out.push('\n');
+    let rows: Vec<Vec<String>> = doc
+        .agents
+        .iter()
+        .map(|a| {
+            // The device the agent lives on: the live one when a stale one holds the name.
+            let dev = a.tailnet.as_ref().and_then(|t| {
+                t.device
+                    .as_ref()
+                    .filter(|d| d.online)
+                    .or_else(|| t.others.iter().find(|o| o.online))
+                    .or(t.device.as_ref())
+            });
+            vec![
+                a.agent.clone(),
+                a.cloud.clone(),
+                a.tailnet
+                    .as_ref()
+                    .map_or("unknown".into(), |t| t.presence.to_string()),
+                dev.map_or("-".into(), |d| {
+                    if d.ips.is_empty() {
+                        "-".into()
+                    } else {
+                        d.ips.join(" ")
+                    }
+                }),
+                dev.map_or("-".into(), |d| d.link.to_string()),
+                dev.and_then(|d| d.last_seen.clone())
+                    .unwrap_or_else(|| "-".into()),
+                match &a.gateway {
+                    None => "-".into(),
+                    Some(g) if g.answers => {
+                        format!("answers ({})", g.status.unwrap_or_default())
+                    }
+                    Some(_) => "no answer".into(),
+                },
+                if a.healthy { "yes" } else { "no" }.into(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "AGENT",
+            "CLOUD",
+            "TAILNET",
+            "ADDRESSES",
+            "PATH",
+            "LAST SEEN",
+            "GATEWAY",
+            "HEALTHY",
+        ],
+        &rows,
+    ));
+    let mut notes = String::new();
+    for a in &doc.agents {
+        for p in &a.problems {
+            let tag = if p.unhealthy { "" } else { "note: " };
+            notes.push_str(&format!(
+                "{tag}{}: {}\n  help: {}\n",
+                a.agent, p.message, p.help
+            ));
+        }
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+        out.push_str(&notes);
+    }
+    if doc.agents.iter().any(|a| a.netcheck.is_some()) {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = doc
+            .agents
+            .iter()
+            .filter_map(|a| {
+                let n = a.netcheck.as_ref()?;
+                Some(match (&n.summary, &n.error) {
+                    (Some(s), _) => vec![
+                        a.agent.clone(),
+                        if s.udp { "yes" } else { "no" }.into(),
+                        s.global_v4.clone().unwrap_or_else(|| "-".into()),
+                        match s.hard_nat {
+                            Some(true) => "hard".into(),
+                            Some(false) => "easy".into(),
+                            None => "unknown".into(),
+                        },
+                        match (s.preferred_derp, s.preferred_derp_latency_ms) {
+                            (Some(r), Some(ms)) => format!("region {r} ({ms} ms)"),
+                            (Some(r), None) => format!("region {r}"),
+                            _ => "-".into(),
+                        },
+                        if s.relay_risk {
+                            format!("yes: {}", s.reasons.join("; "))
+                        } else {
+                            "no".into()
+                        },
+                    ],
+                    (None, e) => vec![
+                        a.agent.clone(),
+                        "?".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        e.clone().unwrap_or_default(),
+                    ],
+                })
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "NETCHECK",
+                "UDP",
+                "PUBLIC IPV4",
+                "NAT",
+                "PREFERRED DERP",
+                "RELAY RISK",
+            ],
+            &rows,
+        ));
+    }
+    out.push('\n');
+    let total = doc.agents.len();
+    if doc.unhealthy == 0 {
+        out.push_str(&format!("All {total} agents are healthy.\n"));
+    } else {
+        out.push_str(&format!("{} of {total} agents unhealthy.\n", doc.unhealthy));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent() -> Agent {
+        Agent {
+            name: "agent-pm".into(),
+            role: String::new(),
+            hostname: "prod-agent-pm".into(),
+            fqdn: "prod-agent-pm.t.ts.net".into(),
+            instance_type: String::new(),
+            image: None,
+            disk_gb: 30,
+            env: Default::default(),
+            workspace_files: Default::default(),
+            secrets: Default::default(),
+        }
+    }
+
+    fn online() -> AgentTailnet {
+        AgentTailnet {
+            presence: Presence::Online,
+            device: None,
+            others: vec![],
+        }
+    }
+
+    fn gw(answers: bool) -> Gateway {
+        Gateway {
+            url: "https://prod-agent-pm.t.ts.net/".into(),
+            answers,
+            status: answers.then_some(401),
+            error: (!answers).then(|| "no answer within 5s".into()),
+        }
+    }
+
+    #[test]
+    fn healthy_needs_cloud_tailnet_and_gateway() {
+        let a = agent();
+        let (ok, p) = judge(&a, "running", Some(&online()), None, Some(&gw(true)));
+        assert!(ok && p.is_empty());
+        let (ok, p) = judge(&a, "running", Some(&online()), None, Some(&gw(false)));
+        assert!(!ok);
+        assert!(p[0].message.contains("gateway does not answer"));
+        let (ok, p) = judge(&a, "stopped", Some(&online()), None, Some(&gw(false)));
+        assert!(!ok);
+        assert_eq!(p.len(), 1, "the stopped server explains the rest: {p:?}");
+        let (ok, p) = judge(&a, "not deployed", None, None, None);
+        assert!(!ok && p[0].help.contains("deploy"));
+        // Unknown tailnet: unhealthy, explained once at the top.
+        let (ok, p) = judge(&a, "running", None, None, Some(&gw(false)));
+        assert!(!ok && p.is_empty());
+    }
+
+    #[test]
+    fn notes_do_not_make_unhealthy() {
+        let note = Finding {
+            unhealthy: false,
+            message: "stale".into(),
+            help: "remove".into(),
+        };
+        let (ok, p) = judge(
+            &agent(),
+            "running",
+            Some(&online()),
+            Some(note),
+            Some(&gw(true)),
+        );
+        assert!(ok);
+        assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn probe_urls() {
+        assert_eq!(
+            probe_url("https://{host}/", "a.ts.net"),
+            "https://a.ts.net/"
+        );
+        assert_eq!(
+            probe_url("http://127.0.0.1:9/{host}", "a.ts.net"),
+            "http://127.0.0.1:9/a.ts.net"
+        );
+    }
+}
