@@ -34,12 +34,72 @@ impl std::fmt::Display for Holder {
 pub struct StateLock {
     file: File,
     pub path: PathBuf,
+    /// The holder recorded by a previous run that died without releasing the lock (its
+    /// process is gone, so the OS released the lock itself).
+    pub stale: Option<Holder>,
+}
+
+/// Path of a stack's lock file.
+pub fn lock_path(base: &Path, stack: &str) -> PathBuf {
+    base.join("locks").join(format!("{stack}.lock"))
+}
+
+/// Whether a process with this pid exists on this machine.
+pub fn process_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// What `force-unlock` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unlocked {
+    /// The lock file named this holder and is removed; a live holder keeps running but no
+    /// longer excludes new runs.
+    Removed(Holder),
+    /// Nothing held the lock; the leftover record was removed.
+    NotHeld,
+}
+
+/// Remove the lock with this id (`agent-army force-unlock ID`).
+pub fn force_unlock(base: &Path, stack: &str, id: &str) -> Result<Unlocked, LockError> {
+    let path = lock_path(base, stack);
+    let io = |source| LockError::Io {
+        path: path.clone(),
+        source,
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Unlocked::NotHeld),
+        Err(e) => return Err(io(e)),
+    };
+    let holder = serde_json::from_str::<Holder>(&text).ok();
+    let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io)?;
+    let held = matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock));
+    match holder {
+        Some(h) if h.id == id => {
+            std::fs::remove_file(&path).map_err(io)?;
+            Ok(if held { Unlocked::Removed(h) } else { Unlocked::NotHeld })
+        }
+        Some(h) => Err(LockError::WrongId {
+            given: id.to_string(),
+            holder: h.to_string(),
+        }),
+        None if !held => {
+            std::fs::remove_file(&path).map_err(io)?;
+            Ok(Unlocked::NotHeld)
+        }
+        None => Err(LockError::WrongId {
+            given: id.to_string(),
+            holder: "a holder that recorded no id".into(),
+        }),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("held by {0}")]
     Held(String),
+    #[error("lock id `{given}` does not match the lock, which is held by {holder}")]
+    WrongId { given: String, holder: String },
     #[error("cannot open lock file {}: {source}", .path.display())]
     Io {
         path: PathBuf,
@@ -56,7 +116,7 @@ impl StateLock {
         user: &str,
         timeout: Duration,
     ) -> Result<StateLock, LockError> {
-        let path = base.join("locks").join(format!("{stack}.lock"));
+        let path = lock_path(base, stack);
         let io = |source| LockError::Io {
             path: path.clone(),
             source,
@@ -78,7 +138,13 @@ impl StateLock {
                         let mut s = String::new();
                         let _ = file.read_to_string(&mut s);
                         let holder = serde_json::from_str::<Holder>(&s)
-                            .map(|h| h.to_string())
+                            .map(|h| {
+                                if h.host == hostname() && !process_alive(h.pid) {
+                                    format!("{h}, whose process is gone but whose lock is still held (a child process may have inherited it)")
+                                } else {
+                                    h.to_string()
+                                }
+                            })
                             .unwrap_or_else(|_| "another agent-army process".into());
                         return Err(LockError::Held(holder));
                     }
@@ -87,6 +153,10 @@ impl StateLock {
                 Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
             }
         }
+        // A record left behind means the previous holder died without releasing the lock.
+        let mut previous = String::new();
+        let _ = file.read_to_string(&mut previous);
+        let stale = serde_json::from_str::<Holder>(&previous).ok();
         let holder = Holder {
             id: format!("{:x}", std::process::id() as u64 ^ now_nanos()),
             operation: operation.into(),
@@ -100,7 +170,7 @@ impl StateLock {
         file.rewind().map_err(io)?;
         file.write_all(json.as_bytes()).map_err(io)?;
         file.sync_all().map_err(io)?;
-        Ok(StateLock { file, path })
+        Ok(StateLock { file, path, stale })
     }
 }
 
@@ -147,6 +217,39 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("`deploy` by alice@"), "{msg}");
         drop(first);
-        StateLock::acquire(d.path(), "dev", "destroy", "bob", Duration::ZERO).unwrap();
+        let again = StateLock::acquire(d.path(), "dev", "destroy", "bob", Duration::ZERO).unwrap();
+        assert!(again.stale.is_none(), "a clean release leaves no record");
+    }
+
+    #[test]
+    fn dead_holder_is_reported_and_force_unlock_needs_the_id() {
+        let d = tempfile::tempdir().unwrap();
+        let path = lock_path(d.path(), "dev");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let dead = Holder {
+            id: "abc".into(),
+            operation: "deploy".into(),
+            user: "carol".into(),
+            host: hostname(),
+            pid: 4_000_000,
+            created: "2026-01-01T00:00:00Z".into(),
+        };
+        std::fs::write(&path, serde_json::to_string(&dead).unwrap()).unwrap();
+        let l = StateLock::acquire(d.path(), "dev", "deploy", "dave", Duration::ZERO).unwrap();
+        assert_eq!(l.stale.as_ref(), Some(&dead));
+        let held_id = serde_json::from_str::<Holder>(&std::fs::read_to_string(&path).unwrap())
+            .unwrap()
+            .id;
+        assert!(matches!(
+            force_unlock(d.path(), "dev", "nope"),
+            Err(LockError::WrongId { .. })
+        ));
+        assert!(matches!(
+            force_unlock(d.path(), "dev", &held_id),
+            Ok(Unlocked::Removed(_))
+        ));
+        // A new run is no longer excluded.
+        StateLock::acquire(d.path(), "dev", "deploy", "erin", Duration::ZERO).unwrap();
+        drop(l);
     }
 }

@@ -68,6 +68,13 @@ pub struct DestroyArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example:\n  agent-army -s dev force-unlock 1a2b3c4d   # the id is in the `locked by` message")]
+pub struct ForceUnlockArgs {
+    /// Lock id, as shown in the "locked by" error
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
 pub struct OutputsArgs {
     /// Show gateway tokens
     #[arg(long)]
@@ -264,13 +271,39 @@ fn lock(ctx: &Ctx, config: &Config, op: &str, timeout: Duration) -> Result<State
         .get("USER")
         .or_else(|| ctx.env.get("LOGNAME"))
         .unwrap_or("unknown");
-    StateLock::acquire(&base, &config.stack, op, user, timeout).map_err(|e| match e {
+    let lock = StateLock::acquire(&base, &config.stack, op, user, timeout).map_err(|e| match e {
         crate::lock::LockError::Held(holder) => Error::Locked {
             stack: config.stack.clone(),
             holder,
         },
         crate::lock::LockError::Io { path, source } => Error::Io { path, source },
-    })
+        other => Error::Input(other.to_string()),
+    })?;
+    if let Some(h) = &lock.stale {
+        eprintln!(
+            "note: the previous run ({h}) ended without releasing the state lock; its process is gone, so the lock was free. The next step converges whatever it left half done."
+        );
+    }
+    Ok(lock)
+}
+
+pub fn force_unlock(ctx: &Ctx, args: ForceUnlockArgs) -> Result<ExitStatus> {
+    let project = ctx.project()?;
+    let base = StateStore::base_dir(&project.root, &ctx.env);
+    match crate::lock::force_unlock(&base, &project.stack, &args.id) {
+        Ok(crate::lock::Unlocked::Removed(h)) => {
+            eprintln!(
+                "removed the lock of stack `{}` held by {h}; if that process is still running, stop it: two runs on one stack can duplicate resources",
+                project.stack
+            );
+            Ok(ExitStatus::Success)
+        }
+        Ok(crate::lock::Unlocked::NotHeld) => {
+            eprintln!("stack `{}` was not locked; nothing to do", project.stack);
+            Ok(ExitStatus::Success)
+        }
+        Err(e) => Err(Error::Usage(e.to_string())),
+    }
 }
 
 /// First Ctrl-C / SIGTERM: stop starting new work. Second: exit at once.

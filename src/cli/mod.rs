@@ -71,6 +71,8 @@ pub enum Command {
     Deploy(apply::DeployArgs),
     /// Destroy everything the stack created
     Destroy(apply::DestroyArgs),
+    /// Remove a stack's state lock held by a run that is stuck or gone
+    ForceUnlock(apply::ForceUnlockArgs),
     /// Print the deployed agents' hostnames and gateway URLs from state
     Outputs(apply::OutputsArgs),
     /// Write each agent's cloud-init user data to a folder for inspection
@@ -136,6 +138,7 @@ pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
         Command::Deploy(a) => apply::deploy(&ctx, a).await,
         Command::Destroy(a) => apply::destroy(&ctx, a).await,
         Command::Outputs(a) => apply::outputs(&ctx, a),
+        Command::ForceUnlock(a) => apply::force_unlock(&ctx, a),
         Command::Render(a) => render::run(&ctx, a),
         Command::Secrets(c) => secrets::run(&ctx, c),
         Command::Ssh(a) => ssh::run(&ctx, a).await,

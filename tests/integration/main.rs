@@ -8,3 +8,4 @@ mod cli;
 mod hetzner;
 mod ssh_status;
 mod tailscale;
+mod locking;
