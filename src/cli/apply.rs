@@ -68,7 +68,9 @@ pub struct DestroyArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  agent-army -s dev force-unlock 1a2b3c4d   # the id is in the `locked by` message")]
+#[command(
+    after_help = "Example:\n  agent-army -s dev force-unlock 1a2b3c4d   # the id is in the `locked by` message"
+)]
 pub struct ForceUnlockArgs {
     /// Lock id, as shown in the "locked by" error
     pub id: String,
@@ -156,20 +158,10 @@ fn ssh_cidrs(config: &Config) -> Vec<String> {
 }
 
 fn check_replace(config: &Config, names: &[String]) -> Result<BTreeSet<String>> {
-    for n in names {
-        if config.agent(n).is_none() {
-            return Err(Error::Usage(format!(
-                "--replace {n}: no such agent (agents: {})",
-                config
-                    .agents
-                    .iter()
-                    .map(|a| a.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-    }
-    Ok(names.iter().cloned().collect())
+    names
+        .iter()
+        .map(|n| super::find_agent(config, n).map(|a| a.name.clone()))
+        .collect()
 }
 
 fn print_plan(ctx: &Ctx, config: &Config, plan: &Plan) {
@@ -271,14 +263,15 @@ fn lock(ctx: &Ctx, config: &Config, op: &str, timeout: Duration) -> Result<State
         .get("USER")
         .or_else(|| ctx.env.get("LOGNAME"))
         .unwrap_or("unknown");
-    let lock = StateLock::acquire(&base, &config.stack, op, user, timeout).map_err(|e| match e {
-        crate::lock::LockError::Held(holder) => Error::Locked {
-            stack: config.stack.clone(),
-            holder,
-        },
-        crate::lock::LockError::Io { path, source } => Error::Io { path, source },
-        other => Error::Input(other.to_string()),
-    })?;
+    let lock =
+        StateLock::acquire(&base, &config.stack, op, user, timeout).map_err(|e| match e {
+            crate::lock::LockError::Held(holder) => Error::Locked {
+                stack: config.stack.clone(),
+                holder,
+            },
+            crate::lock::LockError::Io { path, source } => Error::Io { path, source },
+            other => Error::Input(other.to_string()),
+        })?;
     if let Some(h) = &lock.stale {
         eprintln!(
             "note: the previous run ({h}) ended without releasing the state lock; its process is gone, so the lock was free. The next step converges whatever it left half done."

@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::stack::{Config, Project};
+use crate::stack::{Agent, Config, Project};
 
 /// Deploy a private fleet of OpenClaw agent VMs on AWS EC2 or Hetzner Cloud, reachable only
 /// over your Tailscale tailnet.
@@ -146,14 +146,14 @@ pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
     }
 }
 
-/// Ask a yes/no question on the terminal. Non-interactive runs never get here.
-pub fn confirm(prompt: &str) -> Result<bool> {
-    use std::io::Write;
-    eprint!("{prompt} ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .map_err(|e| Error::Input(format!("cannot read the answer: {e}")))?;
-    Ok(line.trim() == "yes")
+/// The agent called `name`, or `agent-<name>`.
+pub fn find_agent<'a>(config: &'a Config, name: &str) -> Result<&'a Agent> {
+    config
+        .agent(name)
+        .or_else(|| config.agent(&format!("agent-{name}")))
+        .ok_or_else(|| Error::UnknownAgent {
+            name: name.to_string(),
+            stack: config.stack.clone(),
+            known: config.agents.iter().map(|a| a.name.clone()).collect(),
+        })
 }

@@ -27,17 +27,7 @@ pub struct RenderArgs {
 pub fn run(ctx: &Ctx, args: RenderArgs) -> Result<ExitStatus> {
     let config = ctx.config()?;
     let agents: Vec<_> = match &args.agent {
-        Some(n) => vec![config.agent(n).ok_or_else(|| {
-            Error::Usage(format!(
-                "no agent `{n}` (agents: {})",
-                config
-                    .agents
-                    .iter()
-                    .map(|a| a.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?],
+        Some(n) => vec![super::find_agent(&config, n)?],
         None => config.agents.iter().collect(),
     };
     // Render everything in memory first: a failure leaves no partial output.

@@ -68,22 +68,15 @@ fn check_name(name: &str, agent: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn check_agent(ctx: &Ctx, agent: Option<&str>) -> Result<()> {
-    if let Some(a) = agent {
-        let config = ctx.config()?;
-        if config.agent(a).is_none() {
-            return Err(Error::Usage(format!(
-                "no agent `{a}` (agents: {})",
-                config
-                    .agents
-                    .iter()
-                    .map(|a| a.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+/// The canonical name of `--agent` (`pm` → `agent-pm`), checked against the project.
+fn check_agent(ctx: &Ctx, agent: Option<&str>) -> Result<Option<String>> {
+    match agent {
+        Some(a) => {
+            let config = ctx.config()?;
+            Ok(Some(super::find_agent(&config, a)?.name.clone()))
         }
+        None => Ok(None),
     }
-    Ok(())
 }
 
 fn read_value(name: &str) -> Result<String> {
@@ -155,7 +148,8 @@ fn table_mut<'a>(
 
 fn set(ctx: &Ctx, name: &str, agent: Option<&str>) -> Result<ExitStatus> {
     check_name(name, agent)?;
-    check_agent(ctx, agent)?;
+    let agent = check_agent(ctx, agent)?;
+    let agent = agent.as_deref();
     let (path, mut doc) = stack_doc(ctx)?;
     let recipients: Vec<String> = doc
         .get("age_recipients")

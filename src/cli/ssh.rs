@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::Ctx;
+use super::{Ctx, find_agent};
 use crate::env::{Env, vars};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
@@ -45,18 +45,6 @@ pub struct SshArgs {
     /// words are passed as exact arguments
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
-}
-
-/// The agent called `name`, or `agent-<name>`.
-pub fn find_agent<'a>(config: &'a Config, name: &str) -> Result<&'a Agent> {
-    config
-        .agent(name)
-        .or_else(|| config.agent(&format!("agent-{name}")))
-        .ok_or_else(|| Error::UnknownAgent {
-            name: name.to_string(),
-            stack: config.stack.clone(),
-            known: config.agents.iter().map(|a| a.name.clone()).collect(),
-        })
 }
 
 /// The agent's server id, or the error telling to deploy it.
