@@ -6,6 +6,7 @@ mod aws;
 mod bad_input;
 mod cli;
 mod hetzner;
+mod hetzner_status;
 mod ssh_status;
 mod tailscale;
 mod locking;

@@ -51,12 +51,12 @@ fn fixtures() -> PathBuf {
 }
 
 /// A folder with an executable `tailscale` that runs tests/support/fake-tailscale.
-struct FakeTailscale {
+pub(crate) struct FakeTailscale {
     dir: tempfile::TempDir,
 }
 
 impl FakeTailscale {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("tailscale");
         std::fs::write(
@@ -81,7 +81,7 @@ impl FakeTailscale {
         self.dir.path().join("calls.log")
     }
     /// Every call so far, as argument lists.
-    fn calls(&self) -> Vec<Vec<String>> {
+    pub(crate) fn calls(&self) -> Vec<Vec<String>> {
         std::fs::read_to_string(self.log())
             .unwrap_or_default()
             .lines()
@@ -97,7 +97,7 @@ impl FakeTailscale {
         let _ = std::fs::remove_file(self.log());
     }
     /// A run with the fake first on PATH, showing `status` fixture `fixture`.
-    fn run(&self, run: Run, fixture: &str) -> Run {
+    pub(crate) fn run(&self, run: Run, fixture: &str) -> Run {
         let path = format!(
             "{}:{}",
             self.bin_dir().display(),
@@ -112,7 +112,7 @@ impl FakeTailscale {
 
 /// An HTTP server standing in for every agent's gateway: answers 401 (as a gateway without its
 /// token does) and records the paths asked for.
-struct Gateway {
+pub(crate) struct Gateway {
     port: u16,
     paths: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
@@ -120,7 +120,7 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let paths = Arc::new(Mutex::new(Vec::new()));
@@ -150,7 +150,7 @@ impl Gateway {
             thread: Some(thread),
         }
     }
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/{{host}}", self.port)
     }
 }
