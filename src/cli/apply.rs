@@ -715,6 +715,8 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
         });
     }
     store.remove()?;
+    // Every host key of the stack is gone with its servers.
+    let _ = std::fs::remove_file(crate::tailnet::known_hosts_path(&store.dir, &config.stack));
     if ctx.json() {
         println!(
             "{}",
