@@ -135,6 +135,9 @@ impl<P: Provider> Engine<P> {
                     }
                 }
                 NetworkAction::UpdateRules { id } => {
+                    // Found by its tags but not in state (a run died right after creating
+                    // it): it is the stack's network from now on, whatever its rules.
+                    self.adopt_network(&mut network_id, id);
                     line.set("updating inbound rules");
                     self.provider
                         .update_network(id, network)
@@ -142,15 +145,7 @@ impl<P: Provider> Engine<P> {
                         .map(|_| format!("updated {id}"))
                 }
                 NetworkAction::NoChange { id } => {
-                    if network_id.as_ref().map(|n| &n.0) != Some(id) {
-                        network_id = Some((id.clone(), None));
-                        let _ = self.state.update(|s| {
-                            s.network = Some(NetworkState {
-                                id: id.clone(),
-                                ssh_key_id: None,
-                            })
-                        });
-                    }
+                    self.adopt_network(&mut network_id, id);
                     Ok(format!("{id} unchanged"))
                 }
                 NetworkAction::Delete { id } => {
@@ -273,6 +268,21 @@ impl<P: Provider> Engine<P> {
         }
         report.interrupted = self.stop.load(Ordering::SeqCst);
         report
+    }
+}
+
+impl<P: Provider> Engine<P> {
+    /// Use the existing network `id` (and record it) when state names another one or none.
+    fn adopt_network(&self, network_id: &mut Option<(String, Option<String>)>, id: &str) {
+        if network_id.as_ref().map(|n| n.0.as_str()) != Some(id) {
+            *network_id = Some((id.to_string(), None));
+            let _ = self.state.update(|s| {
+                s.network = Some(NetworkState {
+                    id: id.to_string(),
+                    ssh_key_id: None,
+                })
+            });
+        }
     }
 }
 

@@ -46,6 +46,9 @@ pub mod vars {
     /// `status`: URL probed for each agent's gateway; `{host}` is replaced by its MagicDNS
     /// name (default `https://{host}/`).
     pub const GATEWAY_PROBE_URL: &str = "AGENT_ARMY_GATEWAY_PROBE_URL";
+    /// Longest wait, in milliseconds, for one attempt of one cloud API call before it is
+    /// retried (default: 60 s on AWS, 90 s on Hetzner). Tests shorten it.
+    pub const REQUEST_TIMEOUT_MS: &str = "AGENT_ARMY_REQUEST_TIMEOUT_MS";
 }
 
 /// A snapshot of the process environment.
@@ -113,6 +116,16 @@ impl Env {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(3000);
         std::time::Duration::from_millis(ms)
+    }
+}
+
+impl Env {
+    /// Per-attempt timeout of cloud API calls, when set ([`vars::REQUEST_TIMEOUT_MS`]).
+    pub fn request_timeout(&self) -> Option<std::time::Duration> {
+        self.get(vars::REQUEST_TIMEOUT_MS)
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(std::time::Duration::from_millis)
     }
 }
 

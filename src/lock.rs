@@ -72,12 +72,20 @@ pub fn force_unlock(base: &Path, stack: &str, id: &str) -> Result<Unlocked, Lock
         Err(e) => return Err(io(e)),
     };
     let holder = serde_json::from_str::<Holder>(&text).ok();
-    let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
     let held = matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock));
     match holder {
         Some(h) if h.id == id => {
             std::fs::remove_file(&path).map_err(io)?;
-            Ok(if held { Unlocked::Removed(h) } else { Unlocked::NotHeld })
+            Ok(if held {
+                Unlocked::Removed(h)
+            } else {
+                Unlocked::NotHeld
+            })
         }
         Some(h) => Err(LockError::WrongId {
             given: id.to_string(),

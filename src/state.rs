@@ -230,22 +230,18 @@ impl StateStore {
         struct Head {
             version: u32,
         }
-        let head: Head = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+        let corrupt = |e: serde_json::Error| StateError::Corrupt {
             path: self.path.clone(),
-            message: e.to_string(),
-        })?;
+            message: describe_json_error(&bytes, &e),
+        };
+        let head: Head = serde_json::from_slice(&bytes).map_err(corrupt)?;
         if head.version > STATE_VERSION {
             return Err(StateError::TooNew {
                 path: self.path.clone(),
                 found: head.version,
             });
         }
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StateError::Corrupt {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })
+        serde_json::from_slice(&bytes).map(Some).map_err(corrupt)
     }
 
     /// Read the state for this project/stack, or a fresh one.
@@ -296,6 +292,73 @@ impl StateStore {
     }
 }
 
+/// A JSON error, prefixed with the field whose value is wrong when serde_json does not name
+/// it ("invalid type: string \"x\", expected u64" says neither which key nor where in terms
+/// a user knows).
+fn describe_json_error(bytes: &[u8], e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let names_no_field = msg.starts_with("invalid type")
+        || msg.starts_with("invalid value")
+        || msg.starts_with("invalid length");
+    if e.classify() != serde_json::error::Category::Data || !names_no_field {
+        return msg;
+    }
+    // serde_json's line is 1-based and its column counts bytes up to the error (1-based).
+    let line_start: usize = bytes
+        .split(|&b| b == b'\n')
+        .take(e.line().saturating_sub(1))
+        .map(|l| l.len() + 1)
+        .sum();
+    match json_path_at(bytes, line_start + e.column()) {
+        Some(path) => format!("`{path}`: {msg}"),
+        None => msg,
+    }
+}
+
+/// The dotted path of the object keys open at byte `end` of a JSON text (best effort; array
+/// positions are left out).
+fn json_path_at(text: &[u8], end: usize) -> Option<String> {
+    let end = end.min(text.len());
+    // One entry per open object or array: the key being read in it, if any.
+    let mut open: Vec<Option<String>> = Vec::new();
+    let mut last_string = None;
+    let mut i = 0;
+    while i < end {
+        match text[i] {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < text.len() && text[i] != b'"' {
+                    if text[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                let stop = i.min(text.len());
+                last_string = Some(String::from_utf8_lossy(&text[start..stop]).into_owned());
+            }
+            b':' => {
+                if let Some(key) = open.last_mut() {
+                    *key = last_string.take();
+                }
+            }
+            b'{' | b'[' => open.push(None),
+            b'}' | b']' => {
+                open.pop();
+            }
+            b',' => {
+                if let Some(key) = open.last_mut() {
+                    *key = None;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let path: Vec<String> = open.into_iter().flatten().collect();
+    (!path.is_empty()).then(|| path.join("."))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +405,35 @@ mod tests {
         std::fs::create_dir_all(st.path.parent().unwrap()).unwrap();
         std::fs::write(&st.path, r#"{"version": 1, "proj"#).unwrap();
         assert!(matches!(st.read(), Err(StateError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn damaged_field_is_named() {
+        let (_d, st) = store();
+        std::fs::create_dir_all(st.path.parent().unwrap()).unwrap();
+        let mut s = State::new("p", "dev", ProviderKind::Aws);
+        s.agents.insert(
+            "agent-pm".into(),
+            AgentState {
+                server_id: Some("i-1".into()),
+                ..Default::default()
+            },
+        );
+        let text = serde_json::to_string_pretty(&s)
+            .unwrap()
+            .replace("\"i-1\"", "7");
+        std::fs::write(&st.path, text).unwrap();
+        let e = st.read().unwrap_err().to_string();
+        assert!(
+            e.contains("is damaged: `agents.agent-pm.server_id`: invalid type: integer `7`"),
+            "{e}"
+        );
+        std::fs::write(&st.path, r#"{"version": 1, "project": "p", "stack": "dev", "provider": "aws", "serial": "three"}"#).unwrap();
+        let e = st.read().unwrap_err().to_string();
+        assert!(e.contains("is damaged: `serial`: invalid type"), "{e}");
+        std::fs::write(&st.path, r#"{"version": "one"}"#).unwrap();
+        let e = st.read().unwrap_err().to_string();
+        assert!(e.contains("is damaged: `version`: invalid type"), "{e}");
     }
 
     #[test]

@@ -105,6 +105,7 @@ pub async fn cloud(ctx: &Ctx, config: &Config) -> Result<Cloud> {
                 subnet_id.clone(),
                 *metadata_hop_limit,
                 poll,
+                ctx.env.request_timeout(),
             )
             .await,
         )),
@@ -135,6 +136,7 @@ pub async fn cloud(ctx: &Ctx, config: &Config) -> Result<Cloud> {
                     stack_id(config),
                     location.clone(),
                     poll,
+                    ctx.env.request_timeout(),
                 )
                 .map_err(|e| provider_error(config, e))?,
             ))

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::Client;
+use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, InstanceMetadataEndpointState,
@@ -28,6 +29,11 @@ pub const CANONICAL_OWNER: &str = "099720109477";
 /// Newest Ubuntu 24.04 LTS (noble) amd64 server image on gp3.
 pub const UBUNTU_NOBLE_PATTERN: &str =
     "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*";
+
+/// Longest wait for one attempt of one EC2 call (see [`crate::env::vars::REQUEST_TIMEOUT_MS`]).
+const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Attempts of `RunInstances`, as the SDK's standard retry mode makes of every other call.
+const RUN_INSTANCES_ATTEMPTS: u32 = 8;
 
 /// Tag key with agent-army's prefix.
 pub fn tag_key(k: &str) -> String {
@@ -51,13 +57,21 @@ impl AwsProvider {
         subnet_id: Option<String>,
         hop_limit: u32,
         poll: Duration,
+        request_timeout: Option<Duration>,
     ) -> Self {
         let retry = aws_config::retry::RetryConfig::standard()
             .with_max_attempts(8)
             .with_initial_backoff(Duration::from_millis(500));
+        // The SDK sets no read timeout by default: a connection that stalls mid-answer would
+        // hang the run forever. Each attempt gets a deadline and is retried like a 5xx.
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_millis(3100))
+            .operation_attempt_timeout(request_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT))
+            .build();
         let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(region.to_string()))
             .retry_config(retry)
+            .timeout_config(timeouts)
             .load()
             .await;
         AwsProvider {
@@ -223,6 +237,72 @@ impl AwsProvider {
         vec![p.build()]
     }
 
+    /// Allow port 22 from `cidrs` (nothing when empty).
+    async fn authorize(&self, id: &str, cidrs: &[String]) -> Result<(), ProviderError> {
+        let perms = Self::ssh_permissions(cidrs);
+        if perms.is_empty() {
+            return Ok(());
+        }
+        match self
+            .client
+            .authorize_security_group_ingress()
+            .group_id(id)
+            .set_ip_permissions(Some(perms))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already there: an attempt whose answer was lost added it.
+            Err(e) if e.code() == Some("InvalidPermission.Duplicate") => Ok(()),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// A pending or running instance tagged for `spec`'s agent with its fingerprint: launched
+    /// by an attempt whose answer was lost.
+    async fn launched(&self, spec: &ServerSpec) -> Result<Option<String>, ProviderError> {
+        let mut filters = self.stack_filters();
+        filters.push(
+            Filter::builder()
+                .name(format!("tag:{}", tag_key(tags::AGENT)))
+                .values(&spec.agent)
+                .build(),
+        );
+        filters.push(
+            Filter::builder()
+                .name(format!("tag:{}", tag_key(tags::FINGERPRINT)))
+                .values(&spec.fingerprint)
+                .build(),
+        );
+        filters.push(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        );
+        let out = self
+            .client
+            .describe_instances()
+            .set_filters(Some(filters))
+            .send()
+            .await
+            .map_err(err)?;
+        let mut found: Vec<(String, i64)> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| {
+                let id = i.instance_id()?.to_string();
+                Some((id, i.launch_time().map(|t| t.secs()).unwrap_or(0)))
+            })
+            .collect();
+        // Should two have been launched after all, keep the oldest; the next plan removes
+        // the other as a duplicate.
+        found.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+        Ok(found.into_iter().next().map(|(id, _)| id))
+    }
+
     async fn instance_states(
         &self,
         ids: &[String],
@@ -267,12 +347,13 @@ fn map_state(s: Option<&InstanceStateName>) -> ServerState {
 }
 
 /// AWS's error code and message, or the transport failure.
-fn err<E, R>(e: SdkError<E, R>) -> ProviderError
+fn err<E>(e: SdkError<E, HttpResponse>) -> ProviderError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
-    let transient = matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_));
+    // Whether the call may have been carried out although it failed: nothing reached EC2,
+    // or EC2's answer was lost or was a 5xx (then the outcome is unknown).
+    let transient = outcome_unknown(&e);
     let code = e.code().map(str::to_string);
     let message = e.message().map(str::to_string);
     match (code, message) {
@@ -305,6 +386,50 @@ where
             transient,
         },
     }
+}
+
+/// The call failed in a way that says nothing about whether EC2 carried it out: a timeout, a
+/// dropped connection, an unreadable answer or a 5xx. (A 4xx, throttling included, is a
+/// definite refusal.)
+fn outcome_unknown<E>(e: &SdkError<E, HttpResponse>) -> bool {
+    match e {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(d) => !d.is_user(),
+        SdkError::ServiceError(s) => s.raw().status().is_server_error(),
+        _ => false,
+    }
+}
+
+/// Worth another attempt: throttled, or the outcome is unknown.
+fn retryable<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+    outcome_unknown(e)
+        || e.code().is_some_and(|c| {
+            matches!(
+                c,
+                "RequestLimitExceeded"
+                    | "Throttling"
+                    | "ThrottlingException"
+                    | "RequestThrottled"
+                    | "RequestThrottledException"
+                    | "EC2ThrottledException"
+                    | "RequestTimeout"
+                    | "RequestTimeoutException"
+                    | "InternalError"
+                    | "ServiceUnavailable"
+                    | "Unavailable"
+            )
+        })
+}
+
+/// Full-jitter exponential backoff before attempt `attempt + 1`: like the SDK's standard
+/// mode (0.5 s doubling, at most 20 s), with at least half of it waited.
+fn run_backoff(attempt: u32) -> Duration {
+    use rand_core::RngCore;
+    let base = Duration::from_millis(500)
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(6))
+        .min(Duration::from_secs(20));
+    let r = rand_core::OsRng.next_u32() as f64 / u32::MAX as f64;
+    base.mul_f64(0.5 + r / 2.0)
 }
 
 fn tag_value(tags: &[Tag], key: &str) -> Option<String> {
@@ -396,7 +521,7 @@ impl Provider for AwsProvider {
     async fn create_network(&self, spec: &NetworkSpec) -> Result<ObservedNetwork, ProviderError> {
         let vpc = self.vpc_id().await?;
         let name = format!("agent-army-{}-{}", self.stack.project, self.stack.stack);
-        let out = self
+        let created = self
             .client
             .create_security_group()
             .group_name(&name)
@@ -404,7 +529,7 @@ impl Provider for AwsProvider {
                 "agent-army {}/{}: no inbound access; agents are reached over Tailscale",
                 self.stack.project, self.stack.stack
             ))
-            .vpc_id(vpc)
+            .vpc_id(&vpc)
             .tag_specifications(
                 TagSpecification::builder()
                     .resource_type(ResourceType::SecurityGroup)
@@ -412,19 +537,40 @@ impl Provider for AwsProvider {
                     .build(),
             )
             .send()
-            .await
-            .map_err(err)?;
-        let id = out.group_id().unwrap_or_default().to_string();
-        let perms = Self::ssh_permissions(&spec.ssh_cidrs);
-        if !perms.is_empty() {
-            self.client
-                .authorize_security_group_ingress()
-                .group_id(&id)
-                .set_ip_permissions(Some(perms))
-                .send()
-                .await
-                .map_err(err)?;
-        }
+            .await;
+        let id = match created {
+            Ok(out) => out.group_id().unwrap_or_default().to_string(),
+            // A retried create whose first answer was lost (the SDK retries 5xx and dropped
+            // connections): the group of that name is ours when it carries the stack's tags.
+            Err(e) if e.code() == Some("InvalidGroup.Duplicate") => {
+                let mut filters = self.stack_filters();
+                filters.push(Filter::builder().name("group-name").values(&name).build());
+                filters.push(Filter::builder().name("vpc-id").values(&vpc).build());
+                let found = self
+                    .client
+                    .describe_security_groups()
+                    .set_filters(Some(filters))
+                    .send()
+                    .await
+                    .map_err(err)?;
+                let Some(id) = found
+                    .security_groups()
+                    .first()
+                    .and_then(|g| g.group_id())
+                    .map(str::to_string)
+                else {
+                    return Err(err(e));
+                };
+                self.update_network(&id, spec).await?;
+                return Ok(ObservedNetwork {
+                    id,
+                    ssh_cidrs: spec.ssh_cidrs.clone(),
+                    ssh_key_id: None,
+                });
+            }
+            Err(e) => return Err(err(e)),
+        };
+        self.authorize(&id, &spec.ssh_cidrs).await?;
         Ok(ObservedNetwork {
             id,
             ssh_cidrs: spec.ssh_cidrs.clone(),
@@ -446,25 +592,21 @@ impl Provider for AwsProvider {
             .map(|g| g.ip_permissions().to_vec())
             .unwrap_or_default();
         if !existing.is_empty() {
-            self.client
+            match self
+                .client
                 .revoke_security_group_ingress()
                 .group_id(id)
                 .set_ip_permissions(Some(existing))
                 .send()
                 .await
-                .map_err(err)?;
+            {
+                Ok(_) => {}
+                // Already revoked by an attempt whose answer was lost.
+                Err(e) if e.code() == Some("InvalidPermission.NotFound") => {}
+                Err(e) => return Err(err(e)),
+            }
         }
-        let perms = Self::ssh_permissions(&spec.ssh_cidrs);
-        if !perms.is_empty() {
-            self.client
-                .authorize_security_group_ingress()
-                .group_id(id)
-                .set_ip_permissions(Some(perms))
-                .send()
-                .await
-                .map_err(err)?;
-        }
-        Ok(())
+        self.authorize(id, &spec.ssh_cidrs).await
     }
 
     async fn delete_network(&self, network: &ObservedNetwork) -> Result<(), ProviderError> {
@@ -546,12 +688,49 @@ impl Provider for AwsProvider {
         if let Some(subnet) = &self.subnet_id {
             req = req.subnet_id(subnet);
         }
-        let out = req.send().await.map_err(err)?;
-        out.instances()
-            .first()
-            .and_then(|i| i.instance_id())
-            .map(str::to_string)
-            .ok_or_else(|| ProviderError::new("EmptyResponse", "RunInstances returned no instance"))
+        // Retried here rather than by the SDK: after an attempt whose outcome is unknown (its
+        // answer lost, a timeout, a 5xx), the instance it may have launched is looked up by
+        // its tags before launching again. On EC2 the ClientToken alone makes the retry
+        // return that instance; an endpoint that ignores it (moto, some emulators) would
+        // otherwise get a second one.
+        let no_sdk_retry = aws_sdk_ec2::config::Builder::default()
+            .retry_config(aws_config::retry::RetryConfig::disabled());
+        let mut attempt = 1;
+        loop {
+            let e = match req
+                .clone()
+                .customize()
+                .config_override(no_sdk_retry.clone())
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    return out
+                        .instances()
+                        .first()
+                        .and_then(|i| i.instance_id())
+                        .map(str::to_string)
+                        .ok_or_else(|| {
+                            ProviderError::new("EmptyResponse", "RunInstances returned no instance")
+                        });
+                }
+                Err(e) => e,
+            };
+            let unknown = outcome_unknown(&e);
+            if !retryable(&e) || attempt >= RUN_INSTANCES_ATTEMPTS {
+                return Err(err(e));
+            }
+            tracing::info!(
+                "RunInstances for {}: {}; retry {attempt}",
+                spec.agent,
+                aws_sdk_ec2::error::DisplayErrorContext(&e)
+            );
+            tokio::time::sleep(run_backoff(attempt)).await;
+            attempt += 1;
+            if unknown && let Some(id) = self.launched(spec).await? {
+                return Ok(id);
+            }
+        }
     }
 
     async fn wait_running(&self, id: &str) -> Result<(), ProviderError> {

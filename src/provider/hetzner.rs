@@ -521,6 +521,7 @@ impl HetznerProvider {
         stack: StackId,
         location: String,
         poll: Duration,
+        request_timeout: Option<Duration>,
     ) -> Result<Self, ProviderError> {
         let base = endpoint.trim_end_matches('/').to_string();
         if !(base.starts_with("https://") || base.starts_with("http://")) {
@@ -539,7 +540,7 @@ impl HetznerProvider {
         let http = reqwest::Client::builder()
             .user_agent(concat!("agent-army/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
-            .timeout(Duration::from_secs(90))
+            .timeout(request_timeout.unwrap_or(Duration::from_secs(90)))
             .build()
             .map_err(|e| ProviderError::new("client_init", e.to_string()))?;
         Ok(HetznerProvider {
@@ -1023,17 +1024,38 @@ impl Inner {
             .cloned()
     }
 
+    /// A failed server create, with advice when the type is not available in the location.
+    fn create_error(&self, spec: &ServerSpec, mut e: ProviderError) -> ProviderError {
+        let unsupported = e.code == "invalid_input"
+            && e.message
+                .to_ascii_lowercase()
+                .contains("unsupported location for server type");
+        if unsupported || matches!(e.code.as_str(), "resource_unavailable" | "placement_error") {
+            e.advice = Some(format!(
+                "server type `{}` is {} in location `{}`: choose another `location` or `server_type` in the stack file (or `instance_type` on the agent){}",
+                spec.instance_type,
+                if unsupported {
+                    "not offered"
+                } else {
+                    "not available right now"
+                },
+                self.location,
+                if unsupported { "" } else { ", or retry later" }
+            ));
+        }
+        e
+    }
+
     /// After a uniqueness error on create: the server of that name, if it is this agent's
-    /// with the same fingerprint (created by a call whose answer was lost).
-    async fn adoptable(&self, spec: &ServerSpec) -> Result<Option<ServerObj>, ProviderError> {
+    /// (then either created by a call whose answer was lost, or an old server still being
+    /// deleted: a run that died right after deleting it for a replacement).
+    async fn same_name(&self, spec: &ServerSpec) -> Result<Option<ServerObj>, ProviderError> {
         let servers: Vec<ServerObj> = self
             .list_all("/servers", "servers", &[("name", spec.hostname.clone())])
             .await?;
         Ok(servers.into_iter().find(|s| {
             is_ours(&self.stack, &s.labels)
                 && s.labels.get(&label_key(tags::AGENT)) == Some(&spec.agent)
-                && s.labels.get(&label_key(tags::FINGERPRINT)) == Some(&spec.fingerprint)
-                && s.status != "deleting"
         }))
     }
 }
@@ -1174,50 +1196,49 @@ impl Provider for HetznerProvider {
             "public_net": { "enable_ipv4": true, "enable_ipv6": true },
             "start_after_create": true,
         });
-        match me
-            .call::<CreateServerResp>(Method::POST, "/servers", &[], Some(&body))
-            .await
-        {
-            Ok(r) => {
-                let id = r.server.id.to_string();
-                let actions: Vec<u64> = r
-                    .action
-                    .iter()
-                    .chain(r.next_actions.iter())
-                    .map(|a| a.id)
-                    .collect();
-                lock(&me.created).insert(id.clone(), actions);
-                Ok(id)
-            }
-            Err(e) if e.code == "uniqueness_error" => match me.adoptable(spec).await? {
-                // A create whose answer was lost (retry after a 5xx or a dropped connection).
-                Some(s) => Ok(s.id.to_string()),
-                None => Err(ProviderError {
-                    message: format!("server `{}`: {}", spec.hostname, e.message),
-                    ..e
-                }),
-            },
-            Err(mut e) => {
-                let unsupported = e.code == "invalid_input"
-                    && e.message
-                        .to_ascii_lowercase()
-                        .contains("unsupported location for server type");
-                if unsupported
-                    || matches!(e.code.as_str(), "resource_unavailable" | "placement_error")
-                {
-                    e.advice = Some(format!(
-                        "server type `{}` is {} in location `{}`: choose another `location` or `server_type` in the stack file (or `instance_type` on the agent){}",
-                        spec.instance_type,
-                        if unsupported {
-                            "not offered"
-                        } else {
-                            "not available right now"
-                        },
-                        me.location,
-                        if unsupported { "" } else { ", or retry later" }
-                    ));
+        let mut waited_for_old = false;
+        loop {
+            let e = match me
+                .call::<CreateServerResp>(Method::POST, "/servers", &[], Some(&body))
+                .await
+            {
+                Ok(r) => {
+                    let id = r.server.id.to_string();
+                    let actions: Vec<u64> = r
+                        .action
+                        .iter()
+                        .chain(r.next_actions.iter())
+                        .map(|a| a.id)
+                        .collect();
+                    lock(&me.created).insert(id.clone(), actions);
+                    return Ok(id);
                 }
-                Err(e)
+                Err(e) => e,
+            };
+            if e.code != "uniqueness_error" {
+                return Err(me.create_error(spec, e));
+            }
+            match me.same_name(spec).await? {
+                // The old server of a replacement whose run died after deleting it: its name
+                // is free once it is gone.
+                Some(s) if s.status == "deleting" && !waited_for_old => {
+                    me.wait_server(s.id, true).await?;
+                    waited_for_old = true;
+                }
+                // A create whose answer was lost (retry after a 5xx or a dropped connection).
+                Some(s)
+                    if s.status != "deleting"
+                        && s.labels.get(&label_key(tags::FINGERPRINT))
+                            == Some(&spec.fingerprint) =>
+                {
+                    return Ok(s.id.to_string());
+                }
+                _ => {
+                    return Err(ProviderError {
+                        message: format!("server `{}`: {}", spec.hostname, e.message),
+                        ..e
+                    });
+                }
             }
         }
     }
@@ -1509,6 +1530,7 @@ mod tests {
             stack(),
             "fsn1".into(),
             Duration::from_millis(100),
+            None,
         );
         assert_eq!(p.err().unwrap().code, "invalid_endpoint");
         let p = HetznerProvider::new(
@@ -1517,6 +1539,7 @@ mod tests {
             stack(),
             "fsn1".into(),
             Duration::from_millis(100),
+            None,
         );
         let e = p.err().unwrap();
         assert_eq!(e.code, "unauthorized");

@@ -16,15 +16,12 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: `{}`: {}",
-            self.file.display(),
-            self.line,
-            self.col,
-            self.field,
-            self.message
-        )?;
+        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.col)?;
+        // A syntax error before any key belongs to no field: no empty "``".
+        if !self.field.is_empty() {
+            write!(f, "`{}`: ", self.field)?;
+        }
+        f.write_str(&self.message)?;
         if let Some(h) = &self.help {
             write!(f, "\n  help: {h}")?;
         }
@@ -98,7 +95,14 @@ impl<'a> Source<'a> {
                 )),
                 None => None,
             };
-            (qualify(&name), format!("unknown key `{name}`"), help)
+            // An unknown table is reported at its own header, which `table_at` already
+            // returns whole: `[defaults.foo]` is the field `defaults.foo`, not `defaults.foo.foo`.
+            let field = if self.on_header(span.start) && !table.is_empty() {
+                table.clone()
+            } else {
+                qualify(&name)
+            };
+            (field, format!("unknown key `{name}`"), help)
         } else if let Some(rest) = raw.strip_prefix("missing field `") {
             let name = rest.split('`').next().unwrap_or_default().to_string();
             (
@@ -136,6 +140,14 @@ impl<'a> Source<'a> {
         let mut d = self.at(span, field, message);
         d.help = help;
         d
+    }
+
+    /// Whether `offset` lies on a `[table]` or `[[array]]` header line.
+    fn on_header(&self, offset: usize) -> bool {
+        let at = floor_char_boundary(self.text, offset);
+        let start = self.text[..at].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let line = self.text[start..].lines().next().unwrap_or("").trim();
+        line.starts_with('[') && !line.contains('=')
     }
 
     /// The dotted name of the `[table]` or `[[array]]` that contains `offset` ("" for the root).
@@ -226,6 +238,18 @@ mod tests {
     }
 
     #[test]
+    fn syntax_error_before_any_key_names_no_field() {
+        let p = Path::new("f.toml");
+        let text = "= 1\n";
+        let e = toml::from_str::<toml::Table>(text).unwrap_err();
+        let d = Source::new(p, text).from_toml(&e);
+        assert_eq!(d.field, "");
+        let shown = d.to_string();
+        assert!(shown.starts_with("f.toml:1:1: "), "{shown}");
+        assert!(!shown.contains("``"), "{shown}");
+    }
+
+    #[test]
     fn suggestion_picks_close_key() {
         let c: Vec<String> = ["region", "provider", "location"]
             .iter()
@@ -233,6 +257,33 @@ mod tests {
             .collect();
         assert_eq!(suggest("regoin", &c).as_deref(), Some("region"));
         assert_eq!(suggest("zzzzzzzz", &c), None);
+    }
+
+    #[test]
+    fn unknown_table_is_named_once() {
+        let p = Path::new("f.toml");
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Top {
+            x: Option<u32>,
+            aws: Option<Inner>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Inner {
+            y: Option<u32>,
+        }
+        for (text, field) in [
+            ("x = 1\n\n[default]\nz = 2\n", "default"),
+            ("[aws]\ny = 1\n\n[aws.extra]\nz = 2\n", "aws.extra"),
+            ("[aws]\nyy = 1\n", "aws.yy"),
+        ] {
+            let e = toml::from_str::<Top>(text).unwrap_err();
+            let d = Source::new(p, text).from_toml(&e);
+            assert_eq!(d.field, field, "{text:?}: {d}");
+        }
     }
 
     #[test]

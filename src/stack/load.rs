@@ -108,14 +108,31 @@ pub fn load(project: &Project) -> Result<Config, StackError> {
     }
     let project_text = read(&project_path)?;
     let stack_text = read(&stack_path)?;
+    load_from_strs(&project.root, &project.stack, &project_text, &stack_text)
+}
+
+/// Parse and validate a project file and a stack file given as text: the pure core of
+/// [`load`], used by it and by the fuzz target. `root` is where `workspace` folders are
+/// looked up (the only thing read from disk); `stack` is the stack's name, as given by its
+/// file name. Nothing is decrypted here.
+pub fn load_from_strs(
+    root: &Path,
+    stack: &str,
+    project_text: &str,
+    stack_text: &str,
+) -> Result<Config, StackError> {
+    let project = &Project {
+        root: root.to_path_buf(),
+        stack: stack.to_string(),
+    };
     let pshow = PathBuf::from(PROJECT_FILE);
     let sshow = project.stack_file_display();
-    let psrc = Source::new(&pshow, &project_text);
-    let ssrc = Source::new(&sshow, &stack_text);
+    let psrc = Source::new(&pshow, project_text);
+    let ssrc = Source::new(&sshow, stack_text);
 
     let mut diags = Vec::new();
-    let raw_project = toml::from_str::<RawProject>(&project_text).map_err(|e| psrc.from_toml(&e));
-    let raw_stack = toml::from_str::<RawStack>(&stack_text).map_err(|e| ssrc.from_toml(&e));
+    let raw_project = toml::from_str::<RawProject>(project_text).map_err(|e| psrc.from_toml(&e));
+    let raw_stack = toml::from_str::<RawStack>(stack_text).map_err(|e| ssrc.from_toml(&e));
     let (raw_project, raw_stack) = match (raw_project, raw_stack) {
         (Ok(p), Ok(s)) => (p, s),
         (p, s) => {
@@ -754,6 +771,21 @@ mod tests {
         assert_eq!(c.agents[0].instance_type, "cx22");
         assert_eq!(c.agents[0].disk_gb, DEFAULT_DISK_GB);
         assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn text_loader_matches_disk_loader() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_project(d.path(), PROJECT, STACK);
+        let from_disk = load(&p).unwrap();
+        let from_text = load_from_strs(d.path(), "dev", PROJECT, STACK).unwrap();
+        assert_eq!(format!("{from_disk:?}"), format!("{from_text:?}"));
+        let bad = STACK.replace("location", "locaton");
+        let e = load_from_strs(d.path(), "dev", PROJECT, &bad).unwrap_err();
+        assert!(
+            e.to_string().starts_with("stacks/dev.toml:2:1: `locaton`"),
+            "{e}"
+        );
     }
 
     #[test]

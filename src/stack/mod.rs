@@ -5,7 +5,7 @@ pub mod load;
 pub mod model;
 
 pub use diag::Diagnostic;
-pub use load::{Project, load};
+pub use load::{Project, load, load_from_strs};
 pub use model::{Agent, Config, ProviderKind, ProviderSettings};
 
 use std::path::PathBuf;

@@ -437,7 +437,10 @@ async fn aws_unconfirmed_or_declined_changes_nothing() {
     assert!(mutating(&actions).is_empty(), "{actions:?}");
     assert!(live_instances(&c, "prod").await.is_empty());
     // Errors under --detailed-exitcode exit 1, whatever their usual code (here: a bad file).
-    p.write("stacks/prod.toml", &p.read("stacks/prod.toml").replace("region", "regoin"));
+    p.write(
+        "stacks/prod.toml",
+        &p.read("stacks/prod.toml").replace("region", "regoin"),
+    );
     aws_env(p.run(), &moto)
         .args(["-s", "prod", "plan", "--detailed-exitcode"])
         .run()

@@ -16,13 +16,21 @@ async fn a_second_run_is_refused_naming_the_holder_or_waits() {
     // Another "run" holds the lock (this process, through the library).
     let held = StateLock::acquire(&base, "prod", "deploy", "alice", Duration::ZERO).unwrap();
     let started = std::time::Instant::now();
-    let out = aws_env(p.run(), &moto).args(["-s", "prod", "deploy", "--yes"]).run();
+    let out = aws_env(p.run(), &moto)
+        .args(["-s", "prod", "deploy", "--yes"])
+        .run();
     out.code(6)
         .stderr_has("error: the state of stack `prod` is locked by `deploy` by alice@")
         .stderr_has("force-unlock");
     assert!(started.elapsed() < Duration::from_secs(10), "fails at once");
-    aws_env(p.run(), &moto).args(["-s", "prod", "destroy", "--yes"]).run().code(6);
-    assert!(moto.actions().iter().all(|a| a.starts_with("Describe")), "nothing done while locked");
+    aws_env(p.run(), &moto)
+        .args(["-s", "prod", "destroy", "--yes"])
+        .run()
+        .code(6);
+    assert!(
+        moto.actions().iter().all(|a| a.starts_with("Describe")),
+        "nothing done while locked"
+    );
 
     // --lock-timeout waits for the holder to finish.
     let releaser = std::thread::spawn(move || {
@@ -92,9 +100,19 @@ async fn sigterm_stops_new_work_saves_state_and_exits_130() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("interrupt: finishing calls in flight"), "{stderr}");
-    let created = moto.actions().iter().filter(|a| *a == "RunInstances").count();
-    assert!(created < 3, "no new work after the interrupt ({created} creates)");
+    assert!(
+        stderr.contains("interrupt: finishing calls in flight"),
+        "{stderr}"
+    );
+    let created = moto
+        .actions()
+        .iter()
+        .filter(|a| *a == "RunInstances")
+        .count();
+    assert!(
+        created < 3,
+        "no new work after the interrupt ({created} creates)"
+    );
     // State records exactly what exists.
     let st = state_json(&p, "prod").unwrap();
     let c = client(&moto).await;
@@ -107,8 +125,15 @@ async fn sigterm_stops_new_work_saves_state_and_exits_130() {
         );
     }
     // The next run converges.
-    aws_env(p.run(), &moto).args(["-s", "prod", "deploy", "--yes"]).run().success();
-    let agents: Vec<String> = live_instances(&c, "prod").await.into_iter().map(|i| i.agent).collect();
+    aws_env(p.run(), &moto)
+        .args(["-s", "prod", "deploy", "--yes"])
+        .run()
+        .success();
+    let agents: Vec<String> = live_instances(&c, "prod")
+        .await
+        .into_iter()
+        .map(|i| i.agent)
+        .collect();
     assert_eq!(agents, ["agent-eng", "agent-pm", "agent-tester"]);
 }
 

@@ -153,3 +153,117 @@ pub fn support_script(name: &str) -> std::path::PathBuf {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// `tests/support/fault_proxy.py` in front of `upstream` (moto's proxy, or Prism): injects
+/// seeded faults (5xx, throttling, timeouts, resets; before or after forwarding) and SIGKILLs
+/// a process at the N-th proxied request. See the script's docstring for the semantics.
+pub struct FaultProxy {
+    pub server: Server,
+}
+
+impl FaultProxy {
+    /// `flavor` is `aws` (EC2 error XML) or `hetzner` (Hetzner error JSON, 429 with headers).
+    pub fn start(upstream: &str, flavor: &str) -> FaultProxy {
+        let mut cmd = Command::new("python3");
+        cmd.arg(support_script("fault_proxy.py")).args([
+            "--port",
+            "0",
+            "--upstream",
+            upstream,
+            "--flavor",
+            flavor,
+        ]);
+        FaultProxy {
+            server: start_ready(cmd, "fault proxy"),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.server.port)
+    }
+
+    fn control(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+        http_json(method, self.server.port, path, Some(&body.to_string()))
+    }
+
+    /// Faults on: each request gets one with probability `rate`, drawn from `Random(seed)`.
+    /// `hold_seconds`: how long a `timeout` fault holds the request before dropping it.
+    /// `mutating_rate`: the rate for calls that change something (creates, deletes, ...).
+    pub fn enable(
+        &self,
+        seed: u64,
+        rate: f64,
+        mutating_rate: f64,
+        kinds: &[&str],
+        hold_seconds: f64,
+    ) {
+        let r = self.control(
+            "POST",
+            "/__faults/config",
+            serde_json::json!({"seed": seed, "rate": rate, "mutating_rate": mutating_rate,
+                "kinds": kinds, "hold_seconds": hold_seconds, "enabled": true}),
+        );
+        assert_eq!(r["ok"], true, "fault config: {r}");
+    }
+
+    /// Faults on with a raw configuration (see the script: `targets`, `max_faults`, ...).
+    pub fn configure(&self, config: serde_json::Value) {
+        let r = self.control("POST", "/__faults/config", config.clone());
+        assert_eq!(r["ok"], true, "fault config {config}: {r}");
+    }
+
+    pub fn disable(&self) {
+        self.control("POST", "/__faults/disable", serde_json::json!({}));
+    }
+
+    /// Counters: requests, forwarded, inflight, injected {"kind:phase": n}, by_target, kills.
+    pub fn stats(&self) -> serde_json::Value {
+        http_json("GET", self.server.port, "/__faults/stats", None)
+    }
+
+    /// Proxied requests since the last reset: method, path, target, status, fault.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        match http_json("GET", self.server.port, "/__faults/requests", None) {
+            serde_json::Value::Array(a) => a,
+            other => panic!("bad request log: {other}"),
+        }
+    }
+
+    pub fn reset(&self) {
+        self.control("POST", "/__faults/reset", serde_json::json!({}));
+    }
+
+    /// The `n`-th request from now SIGKILLs the process later named by [`Self::kill_pid`]
+    /// (`phase` "before": not forwarded; "after": forwarded, answer not passed back).
+    pub fn arm_kill(&self, n: usize, phase: &str) {
+        self.control(
+            "POST",
+            "/__faults/kill_after",
+            serde_json::json!({"n": n, "phase": phase}),
+        );
+    }
+
+    pub fn kill_pid(&self, pid: u32) {
+        self.control(
+            "POST",
+            "/__faults/kill_pid",
+            serde_json::json!({"pid": pid}),
+        );
+    }
+
+    pub fn disarm(&self) {
+        self.control("POST", "/__faults/kill_after", serde_json::json!({}));
+    }
+
+    /// Wait until no proxied request is in flight (at most `max`).
+    pub fn wait_idle(&self, max: Duration) {
+        let deadline = Instant::now() + max;
+        while Instant::now() < deadline {
+            if self.stats()["inflight"].as_u64() == Some(0) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("requests still in flight through the fault proxy after {max:?}");
+    }
+}

