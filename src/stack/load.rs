@@ -63,7 +63,7 @@ fn find_root(start: &Path) -> Result<PathBuf, StackError> {
 
 fn default_stack(root: &Path) -> Result<Option<String>, StackError> {
     let path = root.join(PROJECT_FILE);
-    let text = read(&path)?;
+    let text = read(&path, Path::new(PROJECT_FILE))?;
     // Only the one key is needed; a broken file is reported properly by `load`.
     Ok(toml::from_str::<toml::Table>(&text).ok().and_then(|t| {
         t.get("project")?
@@ -88,10 +88,26 @@ pub fn available_stacks(root: &Path) -> Vec<String> {
     v
 }
 
-fn read(path: &Path) -> Result<String, StackError> {
-    std::fs::read_to_string(path).map_err(|source| StackError::Io {
+/// Read `path` (shown to users as `shown`). Text that is not UTF-8 is a diagnostic at the
+/// first bad byte, like any other problem in the file.
+fn read(path: &Path, shown: &Path) -> Result<String, StackError> {
+    let bytes = std::fs::read(path).map_err(|source| StackError::Io {
         path: path.to_path_buf(),
         source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bad = e.as_bytes()[valid];
+        let text = std::str::from_utf8(&e.as_bytes()[..valid]).unwrap_or_default();
+        let (line, col) = Source::new(shown, text).position(valid);
+        StackError::Invalid(vec![Diagnostic {
+            file: shown.to_path_buf(),
+            line,
+            col,
+            field: String::new(),
+            message: format!("the file is not UTF-8 text (byte 0x{bad:02x})"),
+            help: Some("save it as UTF-8".into()),
+        }])
     })
 }
 
@@ -106,8 +122,8 @@ pub fn load(project: &Project) -> Result<Config, StackError> {
             available: available_stacks(&project.root),
         });
     }
-    let project_text = read(&project_path)?;
-    let stack_text = read(&stack_path)?;
+    let project_text = read(&project_path, Path::new(PROJECT_FILE))?;
+    let stack_text = read(&stack_path, &project.stack_file_display())?;
     load_from_strs(&project.root, &project.stack, &project_text, &stack_text)
 }
 
@@ -785,6 +801,22 @@ mod tests {
         assert!(
             e.to_string().starts_with("stacks/dev.toml:2:1: `locaton`"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn non_utf8_file_is_a_diagnostic() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_project(d.path(), PROJECT, STACK);
+        std::fs::write(
+            d.path().join("stacks/dev.toml"),
+            b"provider = \"aws\"\nx = \"\xff\"\n",
+        )
+        .unwrap();
+        let e = load(&p).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "stacks/dev.toml:2:6: the file is not UTF-8 text (byte 0xff)\n  help: save it as UTF-8"
         );
     }
 

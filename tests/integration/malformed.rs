@@ -59,8 +59,8 @@ struct Case {
     /// Environment changes: `None` removes the variable.
     env: Vec<(&'static str, Option<String>)>,
     stack_name: &'static str,
-    /// Raw bytes for the stack file instead of `stack`.
-    stack_bytes: Option<Vec<u8>>,
+    /// Files written as raw bytes, last (e.g. text that is not UTF-8).
+    raw: Vec<(&'static str, Vec<u8>)>,
     code: i32,
     /// Text stderr must contain, e.g. the secret's name.
     expect: Vec<String>,
@@ -76,7 +76,7 @@ fn case(name: &'static str, project: String, stack: String, code: i32, expect: &
         files: vec![],
         env: vec![],
         stack_name: "dev",
-        stack_bytes: None,
+        raw: vec![],
         code,
         expect: expect.iter().map(|s| s.to_string()).collect(),
         diag: None,
@@ -399,15 +399,26 @@ fn cases() -> Vec<Case> {
             "instance_type",
         ),
     ];
-    // The stack file is not UTF-8.
+    // Files that are not UTF-8: the first bad byte is located like any other problem.
     let mut c = case(
         "stack file is not UTF-8",
         p.clone(),
-        String::new(),
+        s.clone(),
         CONFIG,
-        &[SF, "valid UTF-8"],
+        &["error: stacks/dev.toml:2:14: the file is not UTF-8 text (byte 0xff)"],
     );
-    c.stack_bytes = Some(b"provider = \"aws\"\n\xff\xfe\n".to_vec());
+    c.raw
+        .push((SF, b"provider = \"aws\"\nregion = \"eu-\xff\"\n".to_vec()));
+    v.push(c);
+    let mut c = case(
+        "project file is not UTF-8 (Latin-1)",
+        p.clone(),
+        s.clone(),
+        CONFIG,
+        &["error: agent-army.toml:6:17: the file is not UTF-8 text (byte 0xe9)"],
+    );
+    c.raw
+        .push((PF, latin1(&p.replace("\"PM\"", "\"Produit \u{e9}\""))));
     v.push(c);
     // The selected stack does not exist.
     let mut c = case(
@@ -664,6 +675,13 @@ impl Armors {
     }
 }
 
+/// Latin-1 bytes of a string of Latin-1 characters.
+fn latin1(s: &str) -> Vec<u8> {
+    s.chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap())
+        .collect()
+}
+
 /// A string as it appears between the quotes of a JSON string.
 fn json_inner(s: &str) -> String {
     let q = serde_json::to_string(s).unwrap();
@@ -724,8 +742,8 @@ fn malformed_input_fails_before_any_cloud_call() {
         for (path, text) in &c.files {
             p.write(path, &armors.fill(&p, text));
         }
-        if let Some(bytes) = &c.stack_bytes {
-            std::fs::write(p.path().join(SF), bytes).unwrap();
+        for (path, bytes) in &c.raw {
+            std::fs::write(p.path().join(path), bytes).unwrap();
         }
         if let Ok(dir) = std::env::var("AGENT_ARMY_FUZZ_SEEDS") {
             write_seed(Path::new(&dir), c.name, &p);
