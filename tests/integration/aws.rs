@@ -28,6 +28,21 @@ pub(crate) async fn client(moto: &Moto) -> Client {
     Client::new(&conf)
 }
 
+/// An instance's user data, described back through EC2 and decoded (not gzipped here).
+pub(crate) async fn user_data(c: &Client, id: &str) -> String {
+    let ud = c
+        .describe_instance_attribute()
+        .instance_id(id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(ud.user_data().unwrap().value().unwrap())
+        .unwrap();
+    String::from_utf8(raw).expect("user data is not gzipped here")
+}
+
 pub(crate) struct Instance {
     pub id: String,
     pub agent: String,
@@ -192,17 +207,7 @@ async fn aws_lifecycle_deploy_redeploy_change_destroy() {
         assert_eq!(vtags.get("agent-army:agent"), Some(&inst.agent.as_str()));
         assert_eq!(vtags.get("agent-army:stack"), Some(&"prod"));
         // User data decodes to the rendered cloud-init with the right hostname.
-        let ud = c
-            .describe_instance_attribute()
-            .instance_id(&inst.id)
-            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
-            .send()
-            .await
-            .unwrap();
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(ud.user_data().unwrap().value().unwrap())
-            .unwrap();
-        let text = String::from_utf8(raw).unwrap();
+        let text = user_data(&c, &inst.id).await;
         assert!(text.starts_with("#cloud-config\n"));
         assert!(text.contains(&format!("--hostname=prod-{}", inst.agent)));
         if inst.agent == "agent-pm" {

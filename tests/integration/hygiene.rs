@@ -446,17 +446,7 @@ fn delivered_user_data(cloud: &Cloud) -> Vec<String> {
             let c = crate::aws::client(m).await;
             let mut v = Vec::new();
             for i in crate::aws::live_instances(&c, "prod").await {
-                let ud = c
-                    .describe_instance_attribute()
-                    .instance_id(&i.id)
-                    .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
-                    .send()
-                    .await
-                    .unwrap();
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(ud.user_data().unwrap().value().unwrap())
-                    .unwrap();
-                v.push(String::from_utf8(raw).expect("user data is not gzipped here"));
+                v.push(crate::aws::user_data(&c, &i.id).await);
             }
             v
         }),

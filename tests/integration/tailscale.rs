@@ -1,6 +1,5 @@
 //! Tailscale API: stale devices removed on destroy and replace, one-off keys per agent.
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::aws::{aws_env, client, live_instances, mutating};
@@ -184,19 +183,7 @@ async fn oauth_client_mints_one_single_use_key_per_agent() {
     // Each VM got exactly its own key; none is in state.
     let c = client(&moto).await;
     for inst in live_instances(&c, "prod").await {
-        let ud = c
-            .describe_instance_attribute()
-            .instance_id(&inst.id)
-            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
-            .send()
-            .await
-            .unwrap();
-        let text = String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(ud.user_data().unwrap().value().unwrap())
-                .unwrap(),
-        )
-        .unwrap();
+        let text = crate::aws::user_data(&c, &inst.id).await;
         let own: Vec<_> = secrets
             .iter()
             .filter(|s| text.contains(s.as_str()))
