@@ -915,16 +915,7 @@ impl Inner {
             Err(e) => return Err(e),
         };
         // Left by an interrupted run? Reuse it when it is the same key; replace a stale one.
-        let ours: Vec<SshKeyObj> = self
-            .list_all(
-                "/ssh_keys",
-                "ssh_keys",
-                &[(
-                    "label_selector",
-                    self.selector(&[(tags::ROLE, tags::ROLE_SSH_KEY)]),
-                )],
-            )
-            .await?;
+        let ours: Vec<SshKeyObj> = self.stack_ssh_keys().await?;
         if let Some(k) = ours
             .iter()
             .find(|k| same_public_key(&k.public_key, public_key))
@@ -1004,20 +995,24 @@ impl Inner {
             .await
     }
 
+    /// The stack's labelled break-glass SSH keys.
+    async fn stack_ssh_keys(&self) -> Result<Vec<SshKeyObj>, ProviderError> {
+        self.list_all(
+            "/ssh_keys",
+            "ssh_keys",
+            &[(
+                "label_selector",
+                self.selector(&[(tags::ROLE, tags::ROLE_SSH_KEY)]),
+            )],
+        )
+        .await
+    }
+
     /// The stack's break-glass key, for a server spec that comes without one.
     async fn break_glass_key(&self) -> Result<Option<String>, ProviderError> {
         self.break_glass
             .get_or_try_init(|| async {
-                let keys: Vec<SshKeyObj> = self
-                    .list_all(
-                        "/ssh_keys",
-                        "ssh_keys",
-                        &[(
-                            "label_selector",
-                            self.selector(&[(tags::ROLE, tags::ROLE_SSH_KEY)]),
-                        )],
-                    )
-                    .await?;
+                let keys: Vec<SshKeyObj> = self.stack_ssh_keys().await?;
                 Ok(keys.first().map(|k| k.id.to_string()))
             })
             .await
