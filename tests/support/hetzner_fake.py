@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Stateful fake of the Hetzner Cloud API v1 (servers, actions, firewalls, ssh_keys).
 
-Python 3.11 standard library only. Response shapes follow /work/shared/hetzner/cloud.spec.json
+Python 3.11 standard library only. Response shapes follow tests/fixtures/hetzner/cloud.spec.json (vendored)
 (checked through `prism proxy --errors`, see tests/support/prism.sh).
 
 Usage:  python3 hetzner_fake.py --port PORT [--seed N] [--action-polls 2] [--action-seconds 0]

@@ -9,7 +9,7 @@
 #   npm install --prefix "$REPO/.tools/prism" @stoplight/prism-cli     # gives prism 5.x
 # Lookup order: $PRISM_BIN, $REPO/.tools/prism/node_modules/.bin/prism, `prism` on PATH,
 # then `npx --no-install prism` (npx may fork: stop it by process group then).
-# Spec: $HETZNER_SPEC, else $REPO/../shared/hetzner/cloud.spec.json.
+# Spec: $HETZNER_SPEC, else $REPO/tests/fixtures/hetzner/cloud.spec.json.
 #
 # How the proxy behaves (Prism 5.14, verified by check_hetzner_fake.sh):
 # * URL prefix: the spec's server is https://api.hetzner.cloud/v1 and its paths are /servers,
@@ -35,7 +35,7 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-SPEC="${HETZNER_SPEC:-$REPO/../shared/hetzner/cloud.spec.json}"
+SPEC="${HETZNER_SPEC:-$REPO/tests/fixtures/hetzner/cloud.spec.json}"
 
 find_prism() {
   if [[ -n "${PRISM_BIN:-}" ]]; then echo "$PRISM_BIN"

@@ -43,7 +43,7 @@ impl Hetzner {
         );
         let spec = std::env::var("AGENT_ARMY_TEST_HETZNER_SPEC")
             .map(PathBuf::from)
-            .unwrap_or_else(|_| repo().join("../shared/hetzner/cloud.spec.json"));
+            .unwrap_or_else(|_| repo().join("tests/fixtures/hetzner/cloud.spec.json"));
         assert!(
             spec.exists(),
             "Hetzner OpenAPI spec not found at {}",
