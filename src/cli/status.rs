@@ -671,6 +671,9 @@ mod tests {
             env: Default::default(),
             workspace_files: Default::default(),
             secrets: Default::default(),
+            model: None,
+            coding_agents: Vec::new(),
+            openclaw: Default::default(),
         }
     }
 

@@ -14,6 +14,7 @@ use minijinja::{Environment, context};
 use serde::Serialize;
 
 use crate::secrets::{MASK, Secret};
+use crate::stack::openclaw::NODE_VERSION;
 use crate::stack::{Agent, Config, ProviderKind};
 
 /// Port the OpenClaw gateway listens on (loopback only).
@@ -26,6 +27,13 @@ pub const HETZNER_USER_DATA_LIMIT: usize = 32 * 1024;
 const AUTH_KEY_FILE: &str = "/run/agent-army/tailscale-authkey";
 const BOOTSTRAP_DIR: &str = "/var/lib/agent-army/bootstrap";
 const STAGE_DIR: &str = "/var/lib/agent-army/stage";
+/// Home of the agent's unprivileged user on the VM.
+pub const AGENT_HOME: &str = "/var/lib/openclaw";
+/// The environment variable that carries the gateway token to the gateway (the config refers
+/// to it instead of holding the token).
+pub const TOKEN_ENV: &str = "OPENCLAW_GATEWAY_TOKEN";
+/// Where the gateway's environment file lives on the VM.
+pub const ENV_FILE: &str = "/etc/openclaw-agent.env";
 
 const TEMPLATES: &[(&str, &str)] = &[
     (
@@ -47,6 +55,14 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "40-gateway.sh.j2",
         include_str!("../../templates/40-gateway.sh.j2"),
+    ),
+    (
+        "openclaw-gateway.service.j2",
+        include_str!("../../templates/openclaw-gateway.service.j2"),
+    ),
+    (
+        "openclaw-agent.sh.j2",
+        include_str!("../../templates/openclaw-agent.sh.j2"),
     ),
 ];
 
@@ -118,6 +134,11 @@ fn env_file(config: &Config, agent: &Agent, values: &Values) -> String {
     for (k, v) in &agent.env {
         vars.insert(k.clone(), v.clone());
     }
+    let token = match values {
+        Values::Masked => MASK.to_string(),
+        Values::Real { gateway_token, .. } => gateway_token.to_string(),
+    };
+    vars.insert(TOKEN_ENV.into(), token);
     for name in agent.secrets.keys() {
         let v = match values {
             Values::Masked => MASK.to_string(),
@@ -135,19 +156,80 @@ fn env_file(config: &Config, agent: &Agent, values: &Values) -> String {
     out
 }
 
-/// `openclaw.json`: token auth, loopback bind on the gateway port.
-pub fn openclaw_json(token: &str) -> String {
-    let doc = serde_json::json!({
+/// An env SecretRef: OpenClaw resolves it from the gateway's environment at start.
+fn env_ref(var: &str) -> serde_json::Value {
+    serde_json::json!({ "source": "env", "provider": "default", "id": var })
+}
+
+/// `openclaw.json` of an agent. It holds no secret: the gateway token and API keys are env
+/// references, resolved from the gateway's environment file.
+/// - gateway on loopback with token auth, behind `tailscale serve` (the only trusted proxy);
+/// - the OpenAI-compatible HTTP API on (same token), for scripts on the tailnet;
+/// - the agent's model, and the custom model servers it may use;
+/// - the managed workspace, with OpenClaw's first-run bootstrap ritual off (agent-army writes
+///   the identity files);
+/// - then the pass-through table, deep-merged (keys above that agent-army owns are refused by
+///   validation).
+pub fn openclaw_json(config: &Config, agent: &Agent) -> String {
+    let mut defaults = serde_json::json!({
+        "workspace": format!("{AGENT_HOME}/.openclaw/workspace"),
+        "skipBootstrap": true,
+    });
+    if let Some(model) = &agent.model {
+        defaults["model"] = serde_json::json!({ "primary": model });
+    }
+    let mut doc = serde_json::json!({
         "gateway": {
             "mode": "local",
             "bind": "loopback",
             "port": GATEWAY_PORT,
-            "auth": { "mode": "token", "token": token, "allowTailscale": false },
+            "auth": { "mode": "token", "token": env_ref(TOKEN_ENV), "allowTailscale": false },
+            "trustedProxies": ["127.0.0.1", "::1"],
+            "http": { "endpoints": { "chatCompletions": { "enabled": true } } },
         },
-        "agents": { "defaults": { "workspace": "/var/lib/openclaw/.openclaw/workspace" } },
+        "agents": { "defaults": defaults },
     });
+    if !config.model_providers.is_empty() {
+        let providers: serde_json::Map<String, serde_json::Value> = config
+            .model_providers
+            .iter()
+            .map(|(name, p)| {
+                let mut v = serde_json::json!({
+                    "baseUrl": p.base_url,
+                    "api": p.api,
+                    "models": p.models.iter().map(|m| serde_json::json!({"id": m, "name": m})).collect::<Vec<_>>(),
+                });
+                if let Some(k) = &p.api_key {
+                    v["apiKey"] = env_ref(k);
+                }
+                (name.clone(), v)
+            })
+            .collect();
+        doc["models"] = serde_json::json!({ "mode": "merge", "providers": providers });
+    }
+    if let serde_json::Value::Object(map) = &mut doc {
+        crate::stack::openclaw::merge(map, &agent.openclaw);
+    }
     // serde_json cannot fail on a `Value`.
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+}
+
+/// Workspace files: the project's folder, plus the identity files OpenClaw loads every session
+/// (IDENTITY.md with the role, and AGENTS.md/SOUL.md when the folder has none).
+pub fn workspace_files(agent: &Agent) -> BTreeMap<String, Vec<u8>> {
+    let mut files = agent.workspace_files.clone();
+    let role = &agent.role;
+    let name = &agent.name;
+    files.entry("IDENTITY.md".into()).or_insert_with(|| {
+        format!("# IDENTITY.md\n\n- Name: {name}\n- Role: {role}\n").into_bytes()
+    });
+    files.entry("AGENTS.md".into()).or_insert_with(|| {
+        format!("# AGENTS.md\n\nYou are {name}. Your role: {role}\n\nWork on what your role covers; say so when a request is outside it.\n").into_bytes()
+    });
+    files.entry("SOUL.md".into()).or_insert_with(|| {
+        format!("# SOUL.md\n\nBe direct, careful and honest about what you did and did not do, as {name} ({role}) should be.\n").into_bytes()
+    });
+    files
 }
 
 /// How file contents are encoded in the document.
@@ -164,16 +246,11 @@ fn render_with(
     encoding: Encoding,
 ) -> Result<String, RenderError> {
     let env = environment();
-    let (auth_key, token) = match values {
-        Values::Masked => (MASK.to_string(), MASK.to_string()),
+    let auth_key = match values {
+        Values::Masked => MASK.to_string(),
         Values::Real {
-            tailscale_auth_key,
-            gateway_token,
-            ..
-        } => (
-            tailscale_auth_key.expose().to_string(),
-            gateway_token.to_string(),
-        ),
+            tailscale_auth_key, ..
+        } => tailscale_auth_key.expose().to_string(),
     };
     let ctx = context! {
         version => env!("CARGO_PKG_VERSION"),
@@ -185,6 +262,10 @@ fn render_with(
         stage_dir => STAGE_DIR,
         port => GATEWAY_PORT,
         openclaw_version => config.openclaw_version,
+        node_version => NODE_VERSION,
+        agent_home => AGENT_HOME,
+        env_file => ENV_FILE,
+        coding_agents => agent.coding_agents,
     };
     let mut files: Vec<(String, &'static str, Vec<u8>)> = Vec::new();
     files.push((AUTH_KEY_FILE.into(), "0600", auth_key.into_bytes()));
@@ -198,18 +279,21 @@ fn render_with(
     files.push((
         format!("{STAGE_DIR}/openclaw.json"),
         "0600",
-        openclaw_json(&token).into_bytes(),
+        openclaw_json(config, agent).into_bytes(),
     ));
+    for (name, file) in [
+        ("openclaw-gateway.service.j2", "openclaw-gateway.service"),
+        ("openclaw-agent.sh.j2", "openclaw-agent"),
+    ] {
+        let text = env.get_template(name)?.render(&ctx)?;
+        files.push((format!("{STAGE_DIR}/{file}"), "0644", text.into_bytes()));
+    }
     files.push((
         format!("{STAGE_DIR}/agent.env"),
         "0600",
         env_file(config, agent, values).into_bytes(),
     ));
-    let mut workspace = agent.workspace_files.clone();
-    workspace
-        .entry("ROLE.md".into())
-        .or_insert_with(|| format!("# Role of {}\n\n{}\n", agent.name, agent.role).into_bytes());
-    for (rel, bytes) in workspace {
+    for (rel, bytes) in workspace_files(agent) {
         files.push((format!("{STAGE_DIR}/workspace/{rel}"), "0644", bytes));
     }
 

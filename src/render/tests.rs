@@ -82,7 +82,10 @@ fn tailscale_runs_first_and_key_never_on_command_line() {
     assert!(doc.contains("trap 'rm -f \"$AUTH_KEY_FILE\"' EXIT"));
     assert!(doc.contains("tailscale serve --bg --https=443 http://127.0.0.1:18789"));
     assert!(doc.contains("\"mode\": \"token\""));
-    assert!(doc.contains("\"token\": \"0123456789abcdef0123456789abcdef0123456789abcdef\""));
+    assert!(
+        doc.contains("OPENCLAW_GATEWAY_TOKEN=0123456789abcdef0123456789abcdef0123456789abcdef")
+    );
+    assert_eq!(doc.matches("0123456789abcdef0123456789abcdef").count(), 1);
 }
 
 #[derive(serde::Deserialize)]
@@ -151,16 +154,76 @@ fn hostile_values_survive_yaml_and_shell_exactly() {
     }
     assert!(!std::path::Path::new("/tmp/pwned").exists());
     // The role reaches the workspace verbatim.
-    assert!(file(&parsed, "workspace/ROLE.md").content.contains(nasty));
+    assert!(
+        file(&parsed, "workspace/IDENTITY.md")
+            .content
+            .contains(nasty)
+    );
 }
 
 #[test]
-fn openclaw_json_is_token_auth_on_loopback() {
-    let v: serde_json::Value = serde_json::from_str(&openclaw_json("abc")).unwrap();
+fn openclaw_json_is_token_auth_on_loopback_behind_serve_with_no_secret() {
+    let project = PROJECT.replace(
+        "[defaults.env]",
+        "[defaults]\nmodel = \"local/qwen3\"\n\n[defaults.openclaw.gateway.http.endpoints.responses]\nenabled = true\n\n[models.providers.local]\nbase_url = \"http://10.0.0.5:8000/v1\"\napi_key = \"LOCAL_LLM_KEY\"\nmodels = [\"qwen3\"]\n\n[defaults.env]",
+    );
+    let stack = format!("{HETZNER}LOCAL_LLM_KEY = \"env:LOCAL_LLM_KEY\"\n");
+    let (_d, c) = config_with(&project, &stack);
+    let a = &c.agents[0];
+    let v: serde_json::Value = serde_json::from_str(&openclaw_json(&c, a)).unwrap();
+    let env_ref = |id: &str| serde_json::json!({"source": "env", "provider": "default", "id": id});
     assert_eq!(v["gateway"]["auth"]["mode"], "token");
-    assert_eq!(v["gateway"]["auth"]["token"], "abc");
+    assert_eq!(
+        v["gateway"]["auth"]["token"],
+        env_ref("OPENCLAW_GATEWAY_TOKEN")
+    );
     assert_eq!(v["gateway"]["bind"], "loopback");
     assert_eq!(v["gateway"]["port"], 18789);
+    assert_eq!(
+        v["gateway"]["trustedProxies"],
+        serde_json::json!(["127.0.0.1", "::1"])
+    );
+    assert_eq!(v["agents"]["defaults"]["model"]["primary"], "local/qwen3");
+    assert_eq!(v["agents"]["defaults"]["skipBootstrap"], true);
+    let local = &v["models"]["providers"]["local"];
+    assert_eq!(local["baseUrl"], "http://10.0.0.5:8000/v1");
+    assert_eq!(local["apiKey"], env_ref("LOCAL_LLM_KEY"));
+    assert_eq!(local["models"][0]["id"], "qwen3");
+    // The pass-through table merged deeply, next to what agent-army sets.
+    assert_eq!(
+        v["gateway"]["http"]["endpoints"]["responses"]["enabled"],
+        true
+    );
+    assert_eq!(
+        v["gateway"]["http"]["endpoints"]["chatCompletions"]["enabled"],
+        true
+    );
+    // The token reaches the VM in the environment file only.
+    let values = Values::Real {
+        tailscale_auth_key: &Secret::new("k"),
+        env: [("LOCAL_LLM_KEY".to_string(), Secret::new("llm-secret"))].into(),
+        gateway_token: "tok-123",
+    };
+    let doc = render(&c, a, &values).unwrap();
+    let parsed: Doc = serde_saphyr::from_str(&doc).unwrap();
+    assert!(!file(&parsed, "openclaw.json").content.contains("tok-123"));
+    let env = &file(&parsed, "agent.env").content;
+    assert!(env.contains("OPENCLAW_GATEWAY_TOKEN=tok-123\n"), "{env}");
+    assert!(env.contains("LOCAL_LLM_KEY=llm-secret\n"), "{env}");
+}
+
+#[test]
+fn identity_files_carry_the_role_unless_the_workspace_has_them() {
+    let (_d, c) = config_with(PROJECT, HETZNER);
+    let mut a = c.agents[0].clone();
+    let files = workspace_files(&a);
+    let identity = String::from_utf8(files["IDENTITY.md"].clone()).unwrap();
+    assert!(identity.contains("Role: Product manager"), "{identity}");
+    assert!(files.contains_key("AGENTS.md") && files.contains_key("SOUL.md"));
+    a.workspace_files
+        .insert("AGENTS.md".into(), b"# mine\n".to_vec());
+    assert_eq!(workspace_files(&a)["AGENTS.md"], b"# mine\n");
+    assert!(!workspace_files(&a).contains_key("ROLE.md"));
 }
 
 fn with_workspace(stack: &str, bytes: usize) -> (tempfile::TempDir, Config) {

@@ -7,6 +7,7 @@ use toml::Spanned;
 
 use super::diag::{Diagnostic, Source, suggest};
 use super::model::*;
+use super::openclaw::{self as oc, ModelProvider, RawModels};
 use super::{PROJECT_FILE, STACKS_DIR, StackError};
 use crate::env::{Env, vars};
 use crate::naming;
@@ -394,7 +395,19 @@ impl Validator<'_> {
                 }
                 v.get_ref().clone()
             })
-            .unwrap_or_else(|| "latest".into());
+            .unwrap_or_else(|| oc::PINNED_OPENCLAW_VERSION.into());
+        let mut model_providers = BTreeMap::new();
+        self.model_providers(&p.models, true, &mut model_providers);
+        self.model_providers(&s.models, false, &mut model_providers);
+        let default_model = self.model_ref(&p.defaults.model, "defaults.model", true);
+        let stack_model = self.model_ref(&s.model, "model", false);
+        let default_coding =
+            self.coding_agents(&p.defaults.coding_agents, "defaults.coding_agents");
+        let mut base_openclaw = self.passthrough(&p.defaults.openclaw, "defaults.openclaw", true);
+        oc::merge(
+            &mut base_openclaw,
+            &self.passthrough(&s.openclaw, "openclaw", false),
+        );
 
         // Secrets.
         let secrets = self.secret_table(&s.secrets, "secrets");
@@ -443,6 +456,7 @@ impl Validator<'_> {
 
         // Agents.
         let mut agents = Vec::new();
+        let mut model_sources = Vec::new();
         let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for a in &p.agents {
             let aname = a.name.get_ref().clone();
@@ -506,6 +520,28 @@ impl Validator<'_> {
                 Some(w) => self.workspace(&project.root, w),
                 None => BTreeMap::new(),
             };
+            // The model and where it was set: (span, set in the project file).
+            let at = |m: &Option<Spanned<String>>, in_project| {
+                m.as_ref().map(|m| (m.span(), in_project))
+            };
+            let model = self
+                .model_ref(&a.model, "agents.model", true)
+                .map(|m| (m, at(&a.model, true)))
+                .or_else(|| stack_model.clone().map(|m| (m, at(&s.model, false))))
+                .or_else(|| {
+                    default_model
+                        .clone()
+                        .map(|m| (m, at(&p.defaults.model, true)))
+                });
+            let coding_agents = match &a.coding_agents {
+                Some(_) => self.coding_agents(&a.coding_agents, "agents.coding_agents"),
+                None => default_coding.clone(),
+            };
+            let mut openclaw = base_openclaw.clone();
+            oc::merge(
+                &mut openclaw,
+                &self.passthrough(&a.openclaw, "agents.openclaw", true),
+            );
             agents.push(Agent {
                 name: aname.clone(),
                 role: a.role.get_ref().clone(),
@@ -523,7 +559,11 @@ impl Validator<'_> {
                     })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
+                model: model.as_ref().map(|(m, _)| m.clone()),
+                coding_agents,
+                openclaw,
             });
+            model_sources.push(model.and_then(|(_, src)| src));
         }
 
         // Per-agent secrets.
@@ -567,6 +607,8 @@ impl Validator<'_> {
             }
         }
 
+        self.model_keys(&agents, &model_sources, &model_providers, &mut warnings);
+
         Config {
             project: name,
             stack,
@@ -577,10 +619,141 @@ impl Validator<'_> {
             allowed_ssh_cidrs: cidrs,
             recipients,
             openclaw_version,
+            model_providers,
             tailscale_tags,
             secrets,
             agents,
             warnings,
+        }
+    }
+
+    /// Report a problem in the project file (`in_project`) or the stack file.
+    fn err_in<T>(&mut self, in_project: bool, s: &Spanned<T>, field: &str, p: oc::Problem) {
+        if in_project {
+            self.perr(s, field, p.message, p.help);
+        } else {
+            self.serr(s, field, p.message, p.help);
+        }
+    }
+
+    fn model_ref(
+        &mut self,
+        m: &Option<Spanned<String>>,
+        field: &str,
+        in_project: bool,
+    ) -> Option<String> {
+        let m = m.as_ref()?;
+        match oc::split_model(m.get_ref()) {
+            Ok(_) => Some(m.get_ref().clone()),
+            Err(p) => {
+                self.err_in(in_project, m, field, p);
+                None
+            }
+        }
+    }
+
+    fn model_providers(
+        &mut self,
+        raw: &Option<Spanned<RawModels>>,
+        in_project: bool,
+        out: &mut BTreeMap<String, ModelProvider>,
+    ) {
+        let Some(raw) = raw else { return };
+        for (name, p) in &raw.get_ref().providers {
+            let field = format!("models.providers.{}", name.get_ref());
+            match oc::provider(name.get_ref(), p.get_ref()) {
+                Ok(v) => {
+                    if let Some(k) = &p.get_ref().api_key
+                        && !naming::is_env_name(k.get_ref())
+                    {
+                        self.err_in(
+                            in_project,
+                            k,
+                            &format!("{field}.api_key"),
+                            oc::Problem {
+                                message: format!("`{}` is not a secret name", k.get_ref()),
+                                help: Some("name a stack secret, e.g. `LOCAL_LLM_KEY`, and set it with `agent-army secrets set`".into()),
+                            },
+                        );
+                        continue;
+                    }
+                    out.insert(name.get_ref().clone(), v);
+                }
+                Err(e) => self.err_in(in_project, p, &field, e),
+            }
+        }
+    }
+
+    fn coding_agents(&mut self, list: &Option<Vec<Spanned<String>>>, field: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for spec in list.iter().flatten() {
+            match oc::coding_agent(spec.get_ref()) {
+                Ok(pkg) => out.push(pkg),
+                Err(p) => self.err_in(true, spec, field, p),
+            }
+        }
+        out
+    }
+
+    fn passthrough(
+        &mut self,
+        t: &Option<Spanned<toml::Table>>,
+        field: &str,
+        in_project: bool,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let Some(t) = t else {
+            return serde_json::Map::new();
+        };
+        match oc::passthrough(t.get_ref()) {
+            Ok(m) => m,
+            Err((key, p)) => {
+                self.err_in(in_project, t, &format!("{field}.{key}"), p);
+                serde_json::Map::new()
+            }
+        }
+    }
+
+    /// Every agent's model must have its provider's key among the agent's secrets.
+    fn model_keys(
+        &mut self,
+        agents: &[Agent],
+        sources: &[Option<(std::ops::Range<usize>, bool)>],
+        providers: &BTreeMap<String, ModelProvider>,
+        warnings: &mut Vec<String>,
+    ) {
+        let mut unset = Vec::new();
+        for (a, span) in agents.iter().zip(sources) {
+            let Some(model) = &a.model else {
+                unset.push(a.name.clone());
+                continue;
+            };
+            let problem = match oc::required_secret(model, providers) {
+                Ok(Some(secret)) if !a.secrets.contains_key(&secret) => Some(oc::Problem {
+                    message: format!(
+                        "agent `{}` uses model `{model}`, but no secret `{secret}` reaches it",
+                        a.name
+                    ),
+                    help: Some(format!(
+                        "add `{secret}` to `[secrets]` in {} (e.g. `{secret} = \"env:{secret}\"`, or `agent-army secrets set {secret}`)",
+                        self.ssrc.path.display()
+                    )),
+                }),
+                Ok(_) => None,
+                Err(p) => Some(p),
+            };
+            if let Some(p) = problem {
+                let (span, in_project) = span.clone().unwrap_or((0..0, true));
+                let src = if in_project { self.psrc } else { self.ssrc };
+                let mut d = src.at(span, "model", p.message);
+                d.help = p.help;
+                self.diags.push(d);
+            }
+        }
+        if !unset.is_empty() {
+            warnings.push(format!(
+                "no model is set for {}: agent turns fail until you set `model` (e.g. `model = \"anthropic/claude-sonnet-5\"` under `[defaults]` in {PROJECT_FILE})",
+                unset.join(", ")
+            ));
         }
     }
 
@@ -786,7 +959,67 @@ mod tests {
         assert_eq!(c.agents[0].fqdn, "dev-agent-pm.tail1.ts.net");
         assert_eq!(c.agents[0].instance_type, "cx22");
         assert_eq!(c.agents[0].disk_gb, DEFAULT_DISK_GB);
-        assert!(c.warnings.is_empty());
+        assert_eq!(c.openclaw_version, super::oc::PINNED_OPENCLAW_VERSION);
+        // No model anywhere: loadable, with a warning naming the agents.
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("no model is set for agent-pm"));
+    }
+
+    #[test]
+    fn models_need_their_provider_key() {
+        let with = |defaults: &str, stack_extra: &str| {
+            let project = PROJECT.replacen(
+                "[project]",
+                &format!("[defaults]\n{defaults}\n\n[project]"),
+                1,
+            );
+            let top = if stack_extra.is_empty() {
+                ""
+            } else {
+                "model = \"local/qwen3\"\n"
+            };
+            errs(&project, &format!("{top}{STACK}{stack_extra}"))
+        };
+        // Built-in provider without its key.
+        let e = with("model = \"openai/gpt-5\"", "");
+        assert!(
+            e.iter().any(|e| e.contains("agent-army.toml")
+                && e.contains("`model`")
+                && e.contains("no secret `OPENAI_API_KEY` reaches it")),
+            "{e:?}"
+        );
+        // Unknown provider.
+        let e = with("model = \"acme/x\"", "");
+        assert!(
+            e.iter()
+                .any(|e| e.contains("unknown model provider `acme`")),
+            "{e:?}"
+        );
+        // Owned pass-through key.
+        let e = with("[defaults.openclaw.gateway]\nport = 1", "");
+        assert!(
+            e.iter()
+                .any(|e| e.contains("defaults.openclaw.gateway.port")
+                    && e.contains("set by agent-army")),
+            "{e:?}"
+        );
+        // Unknown coding agent.
+        let e = with("coding_agents = [\"cursor\"]", "");
+        assert!(
+            e.iter()
+                .any(|e| e.contains("`cursor` is not a coding agent")),
+            "{e:?}"
+        );
+        // A stack-level custom provider whose key the stack has.
+        let e = with(
+            "",
+            "\n[models.providers.local]\nbase_url = \"http://10.0.0.5:8000/v1\"\napi_key = \"LOCAL_LLM_KEY\"\nmodels = [\"qwen3\"]\n",
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("stacks/dev.toml") && e.contains("no secret `LOCAL_LLM_KEY`")),
+            "{e:?}"
+        );
     }
 
     #[test]

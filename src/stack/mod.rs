@@ -3,6 +3,7 @@
 pub mod diag;
 pub mod load;
 pub mod model;
+pub mod openclaw;
 
 pub use diag::Diagnostic;
 pub use load::{Project, load, load_from_strs};

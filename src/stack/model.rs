@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::openclaw::{ModelProvider, RawModels};
 use crate::secrets::SecretRef;
 
 /// `agent-army.toml`.
@@ -18,6 +19,8 @@ pub struct RawProject {
     pub defaults: RawDefaults,
     #[serde(default)]
     pub agents: Vec<RawAgent>,
+    /// Self-hosted or OpenAI-compatible model servers.
+    pub models: Option<Spanned<RawModels>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -34,6 +37,12 @@ pub struct RawDefaults {
     pub disk_gb: Option<Spanned<u32>>,
     /// npm version or dist-tag of `openclaw` to install.
     pub openclaw_version: Option<Spanned<String>>,
+    /// Default model, `provider/model`.
+    pub model: Option<Spanned<String>>,
+    /// Coding-agent CLIs installed for every agent's user.
+    pub coding_agents: Option<Vec<Spanned<String>>>,
+    /// Pass-through table deep-merged into every agent's `openclaw.json`.
+    pub openclaw: Option<Spanned<toml::Table>>,
     #[serde(default)]
     pub env: BTreeMap<Spanned<String>, Spanned<String>>,
 }
@@ -49,6 +58,12 @@ pub struct RawAgent {
     pub env: BTreeMap<Spanned<String>, Spanned<String>>,
     /// Folder (relative to the project) whose files are copied into the agent's workspace.
     pub workspace: Option<Spanned<String>>,
+    /// This agent's model, `provider/model`.
+    pub model: Option<Spanned<String>>,
+    /// Coding-agent CLIs for this agent (replaces the default list).
+    pub coding_agents: Option<Vec<Spanned<String>>>,
+    /// Pass-through table for this agent's `openclaw.json`.
+    pub openclaw: Option<Spanned<toml::Table>>,
 }
 
 /// Which cloud a stack runs on.
@@ -95,6 +110,12 @@ pub struct RawStack {
     pub secrets: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     pub agent_secrets: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<String>>>,
+    /// The stack's model, `provider/model` (between the project default and an agent's own).
+    pub model: Option<Spanned<String>>,
+    /// Model servers for this stack (added to the project's; same names are replaced).
+    pub models: Option<Spanned<RawModels>>,
+    /// Pass-through table for every agent of this stack.
+    pub openclaw: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +207,12 @@ pub struct Agent {
     pub workspace_files: BTreeMap<String, Vec<u8>>,
     /// Secrets exported to this agent (stack-wide ones merged with its own).
     pub secrets: BTreeMap<String, SecretRef>,
+    /// `provider/model`, or `None` when no level sets one.
+    pub model: Option<String>,
+    /// npm package specs of the coding-agent CLIs installed for the agent's user.
+    pub coding_agents: Vec<String>,
+    /// Pass-through settings (project defaults, then stack, then agent), deep-merged.
+    pub openclaw: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A validated project + stack.
@@ -200,6 +227,8 @@ pub struct Config {
     pub allowed_ssh_cidrs: Vec<ipnet::IpNet>,
     pub recipients: Vec<String>,
     pub openclaw_version: String,
+    /// Custom model providers (project's, then the stack's).
+    pub model_providers: BTreeMap<String, ModelProvider>,
     /// Tags of minted Tailscale auth keys.
     pub tailscale_tags: Vec<String>,
     /// Stack-wide secrets (reserved names and agent environment).
