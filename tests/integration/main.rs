@@ -12,5 +12,6 @@ mod hygiene;
 mod kills;
 mod locking;
 mod malformed;
+mod openclaw;
 mod ssh_status;
 mod tailscale;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod hetzner;
+pub mod openclaw;
 pub mod servers;
 
 use std::collections::BTreeMap;
