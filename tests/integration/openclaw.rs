@@ -51,11 +51,6 @@ fn agent_works(stack: &str, agent: &str) {
     let stub = llm_stub(REPLY, &stub_log);
     let p = example_with_local_model(stack, stub.port);
     let r = Rendered::of(&p, stack, agent);
-    let token = p
-        .run()
-        .args(["-s", stack, "outputs", "--show-secrets", "--output", "json"])
-        .run();
-    let _ = token; // outputs needs a deployed fleet; the token comes from the env file instead
     let env = r.file("/agent.env");
     let token = env
         .lines()
@@ -210,7 +205,7 @@ fn rendered_node_satisfies_openclaw_engines() {
         .trim_matches('\'')
         .to_string();
     let node = node_bin().join("node");
-    let script = "const v = process.argv[1]; const e = require('openclaw/package.json').engines.node; \
+    let script = "const v = process.argv[1]; const e = JSON.parse(require('fs').readFileSync('openclaw/package.json', 'utf8')).engines.node; \
                   const ok = require('semver').satisfies(v, e); console.log(JSON.stringify({e, ok})); process.exit(ok ? 0 : 1)";
     let out = Command::new(&node)
         .current_dir(openclaw_dir().join("node_modules"))
@@ -234,11 +229,10 @@ fn rendered_node_satisfies_openclaw_engines() {
             .unwrap(),
     )
     .unwrap();
-    assert!(
-        step.contains(&format!(
-            "OPENCLAW_VERSION={}",
-            pkg["version"].as_str().unwrap()
-        )),
-        "{step}"
-    );
+    let pinned = step
+        .lines()
+        .find_map(|l| l.strip_prefix("OPENCLAW_VERSION="))
+        .expect("OPENCLAW_VERSION in the install step")
+        .trim_matches('\'');
+    assert_eq!(pinned, pkg["version"].as_str().unwrap());
 }
