@@ -13,6 +13,7 @@ use crate::env::vars;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::provider::{Observed, Provider, ServerState};
+use crate::secrets::Keyring;
 use crate::stack::{Agent, Config, ProviderKind};
 use crate::state::{State, StateStore};
 use crate::tailnet::{self, AgentTailnet, Finding, Local, NetcheckSummary, Presence};
@@ -61,6 +62,8 @@ struct Gateway {
     answers: bool,
     status: Option<u16>,
     error: Option<String>,
+    /// Whether the request carried the agent's gateway token.
+    authenticated: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -133,8 +136,20 @@ fn root_cause(e: &reqwest::Error, timeout: Duration) -> String {
     }
 }
 
-async fn probe(http: reqwest::Client, url: String, timeout: Duration) -> Gateway {
-    match http.get(&url).send().await {
+/// Ask the gateway an authenticated question (`GET /control-ui-config.json` needs the token):
+/// 200 is a working gateway; anything else is judged in [`gateway_finding`].
+async fn probe(
+    http: reqwest::Client,
+    url: String,
+    token: Option<String>,
+    timeout: Duration,
+) -> Gateway {
+    let authenticated = token.is_some();
+    let mut req = http.get(&url);
+    if let Some(t) = &token {
+        req = req.bearer_auth(t);
+    }
+    match req.send().await {
         // `tailscale serve` answers 502 when nothing listens behind it.
         Ok(r) if r.status() == reqwest::StatusCode::BAD_GATEWAY => Gateway {
             url,
@@ -143,19 +158,66 @@ async fn probe(http: reqwest::Client, url: String, timeout: Duration) -> Gateway
             error: Some(
                 "`tailscale serve` answers 502: the gateway behind it is not running".into(),
             ),
+            authenticated,
         },
         Ok(r) => Gateway {
             url,
             answers: true,
             status: Some(r.status().as_u16()),
             error: None,
+            authenticated,
         },
         Err(e) => Gateway {
             url,
             answers: false,
             status: None,
             error: Some(root_cause(&e, timeout)),
+            authenticated,
         },
+    }
+}
+
+/// What an answering gateway's status code says about it.
+fn gateway_finding(agent: &Agent, g: &Gateway) -> Option<Finding> {
+    let status = g.status?;
+    let redeploy = format!(
+        "redeploy the agent: `agent-army deploy --replace {}`",
+        agent.name
+    );
+    let f = |unhealthy, message: String, help: String| {
+        Some(Finding {
+            unhealthy,
+            message,
+            help,
+        })
+    };
+    match (status, g.authenticated) {
+        (200..=299, _) => None,
+        (401, false) => f(
+            false,
+            "the gateway answers, but its token was not checked: no gateway key could be decrypted here".into(),
+            "give agent-army your age identity (AGENT_ARMY_IDENTITY, or ~/.config/agent-army/identity.txt) so `status` can use the agent's token".into(),
+        ),
+        (401, true) => f(
+            true,
+            format!("the gateway refuses the agent's token (401) on {}", g.url),
+            format!("the VM holds another token than the key in state; {redeploy}"),
+        ),
+        (403, _) => f(
+            true,
+            format!("the gateway refuses requests through `tailscale serve` (403) on {}", g.url),
+            format!("its openclaw.json lacks `gateway.trustedProxies` (agents rendered by an older agent-army) or has been edited; {redeploy}"),
+        ),
+        (429, _) => f(
+            true,
+            format!("the gateway is rate-limiting this client after failed logins (429) on {}", g.url),
+            "wait five minutes; if it recurs, something on your tailnet is trying wrong tokens".into(),
+        ),
+        (other, _) => f(
+            true,
+            format!("the gateway answers {other} on {}", g.url),
+            format!("look with `agent-army ssh {} -- journalctl -u openclaw-gateway -n 50`", agent.name),
+        ),
     }
 }
 
@@ -264,6 +326,13 @@ fn judge(
     }
     let online = view.is_some_and(|v| v.presence == Presence::Online);
     if let Some(g) = gateway
+        && g.answers
+        && !explained(&problems)
+        && let Some(f) = gateway_finding(agent, g)
+    {
+        problems.push(f);
+    }
+    if let Some(g) = gateway
         && !g.answers
         && view.is_some()
         && !explained(&problems)
@@ -310,8 +379,20 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
     let template = ctx
         .env
         .get(vars::GATEWAY_PROBE_URL)
-        .unwrap_or("https://{host}/")
+        .unwrap_or("https://{host}/control-ui-config.json")
         .to_string();
+    // The agents' tokens, when this machine can decrypt the gateway keys: the probe then
+    // proves the token works, not only that something answers.
+    let tokens: BTreeMap<String, String> = {
+        let keyring = Keyring::load(&ctx.env);
+        super::fleet::load_keys(
+            &state,
+            &keyring,
+            config.agents.iter().map(|a| a.name.clone()),
+        )
+        .map(|keys| keys.into_iter().map(|(k, v)| (k, v.token())).collect())
+        .unwrap_or_default()
+    };
     let http = reqwest::Client::builder()
         .user_agent(concat!("agent-army/", env!("CARGO_PKG_VERSION")))
         .timeout(args.timeout)
@@ -335,7 +416,8 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
                 http.clone(),
                 args.timeout,
             );
-            set.spawn(async move { (name, probe(http, url, t).await) });
+            let token = tokens.get(&a.name).cloned();
+            set.spawn(async move { (name, probe(http, url, token, t).await) });
         }
         let mut out = BTreeMap::new();
         while let Some(r) = set.join_next().await {
@@ -686,12 +768,50 @@ mod tests {
     }
 
     fn gw(answers: bool) -> Gateway {
+        answered(answers.then_some(200), true)
+    }
+
+    fn answered(status: Option<u16>, authenticated: bool) -> Gateway {
         Gateway {
-            url: "https://prod-agent-pm.t.ts.net/".into(),
-            answers,
-            status: answers.then_some(401),
-            error: (!answers).then(|| "no answer within 5s".into()),
+            url: "https://prod-agent-pm.t.ts.net/control-ui-config.json".into(),
+            answers: status.is_some(),
+            status,
+            error: status.is_none().then(|| "no answer within 5s".into()),
+            authenticated,
         }
+    }
+
+    #[test]
+    fn gateway_is_judged_by_an_authenticated_request() {
+        let a = agent();
+        let judged = |status, auth| {
+            judge(
+                &a,
+                "running",
+                Some(&online()),
+                None,
+                Some(&answered(Some(status), auth)),
+            )
+        };
+        assert!(judged(200, true).0);
+        let (ok, p) = judged(401, true);
+        assert!(
+            !ok && p[0].message.contains("refuses the agent's token (401)"),
+            "{p:?}"
+        );
+        assert!(p[0].help.contains("deploy --replace agent-pm"));
+        let (ok, p) = judged(403, true);
+        assert!(!ok && p[0].help.contains("trustedProxies"), "{p:?}");
+        let (ok, p) = judged(429, true);
+        assert!(!ok && p[0].message.contains("429"), "{p:?}");
+        let (ok, p) = judged(500, true);
+        assert!(!ok && p[0].message.contains("answers 500"), "{p:?}");
+        // Without a token to send, a 401 only proves something answers: a note, not a failure.
+        let (ok, p) = judged(401, false);
+        assert!(
+            ok && !p[0].unhealthy && p[0].message.contains("not checked"),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ fn status_and_ssh_work_against_a_hetzner_fleet() {
 
     let fake = FakeTailscale::new();
     let gw = Gateway::start();
+    gw.learn_tokens(h.env(p.run()), "prod");
     let out = fake
         .run(h.env(p.run()), "healthy")
         .env("AGENT_ARMY_GATEWAY_PROBE_URL", gw.url())

@@ -110,11 +110,14 @@ impl FakeTailscale {
     }
 }
 
-/// An HTTP server standing in for every agent's gateway: answers 401 (as a gateway without its
-/// token does) and records the paths asked for.
+/// An HTTP server standing in for every agent's gateway: answers 200 to a request that carries
+/// the agent's token (learnt with [`Gateway::learn_tokens`]) and 401 to any other, as a real
+/// gateway does, and records the paths asked for.
 pub(crate) struct Gateway {
     port: u16,
     paths: Arc<Mutex<Vec<String>>>,
+    /// Path (`/<fqdn>`) → the token that path accepts.
+    tokens: Arc<Mutex<std::collections::HashMap<String, String>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -124,8 +127,11 @@ impl Gateway {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let paths = Arc::new(Mutex::new(Vec::new()));
+        let tokens = Arc::new(Mutex::new(
+            std::collections::HashMap::<String, String>::new(),
+        ));
         let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (paths.clone(), stop.clone());
+        let (p, s, t) = (paths.clone(), stop.clone(), tokens.clone());
         let thread = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
@@ -135,23 +141,50 @@ impl Gateway {
                 let mut buf = [0u8; 8192];
                 let n = c.read(&mut buf).unwrap_or(0);
                 let head = String::from_utf8_lossy(&buf[..n]);
-                if let Some(path) = head.split_whitespace().nth(1) {
-                    p.lock().unwrap().push(path.to_string());
-                }
-                let _ = c.write_all(
-                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                p.lock().unwrap().push(path.clone());
+                let bearer = head.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("authorization")
+                        .then(|| v.trim().strip_prefix("Bearer ").map(str::to_string))?
+                });
+                let ok = bearer.is_some() && t.lock().unwrap().get(&path) == bearer.as_ref();
+                let answer: &[u8] = if ok {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+                } else {
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                };
+                let _ = c.write_all(answer);
             }
         });
         Gateway {
             port,
             paths,
+            tokens,
             stop,
             thread: Some(thread),
         }
     }
     pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/{{host}}", self.port)
+    }
+    /// Accept each deployed agent's token, as `outputs --show-secrets` prints it.
+    pub(crate) fn learn_tokens(&self, run: crate::support::Run, stack: &str) {
+        let doc = run
+            .args(["-s", stack, "outputs", "--show-secrets", "--output", "json"])
+            .run()
+            .json();
+        let mut t = self.tokens.lock().unwrap();
+        for a in doc["agents"].as_array().unwrap() {
+            let host = a["hostname"].as_str().unwrap();
+            let url = a["gateway_url"].as_str().unwrap();
+            let token = url.rsplit_once("token=").unwrap().1;
+            t.insert(format!("/{host}"), token.to_string());
+        }
+    }
+    /// Accept no token for `host` any more (the VM's token changed).
+    pub(crate) fn forget_token(&self, host: &str) {
+        self.tokens.lock().unwrap().remove(&format!("/{host}"));
     }
 }
 
@@ -454,6 +487,7 @@ async fn status_reports_every_tailnet_state_and_gates_on_health() {
     let (moto, p) = deployed();
     let fake = FakeTailscale::new();
     let gw = Gateway::start();
+    gw.learn_tokens(aws_env(p.run(), &moto), "prod");
     let st = state_json(&p, "prod").unwrap();
     let run = |fixture: &str| {
         fake.run(aws_env(p.run(), &moto), fixture)
@@ -466,7 +500,7 @@ async fn status_reports_every_tailnet_state_and_gates_on_health() {
         .stdout_has("direct 198.51.100.21:41641")
         .stdout_has("relay fra")
         .stdout_has("100.101.1.21 fd7a:115c:a1e0::1015")
-        .stdout_has("answers (401)")
+        .stdout_has("answers (200)")
         .stdout_has("All 3 agents are healthy.");
     println!("{}", out.stdout);
     let mut paths = gw.paths.lock().unwrap().clone();
@@ -502,7 +536,8 @@ async fn status_reports_every_tailnet_state_and_gates_on_health() {
         serde_json::json!(["100.101.1.21", "fd7a:115c:a1e0::1015"])
     );
     assert_eq!(pm["gateway"]["answers"], true);
-    assert_eq!(pm["gateway"]["status"], 401);
+    assert_eq!(pm["gateway"]["status"], 200);
+    assert_eq!(pm["gateway"]["authenticated"], true);
     assert_eq!(pm["healthy"], true);
     let eng = agent(&doc, "agent-eng");
     assert_eq!(
@@ -561,6 +596,16 @@ async fn status_reports_every_tailnet_state_and_gates_on_health() {
     assert_eq!(agent(&doc, "agent-pm")["tailnet"]["presence"], "missing");
     assert_eq!(agent(&doc, "agent-eng")["tailnet"]["presence"], "duplicate");
     assert_eq!(agent(&doc, "agent-tester")["healthy"], true);
+
+    // A gateway that refuses the agent's token (the VM holds another one): unhealthy, with
+    // the cause and the fix, although it answers.
+    gw.forget_token(PM);
+    let out = run("healthy").args(["-s", "prod", "status"]).run();
+    out.code(1)
+        .stdout_has("agent-pm: the gateway refuses the agent's token (401)")
+        .stdout_has("agent-army deploy --replace agent-pm")
+        .stdout_has("1 of 3 agents unhealthy.");
+    gw.learn_tokens(aws_env(p.run(), &moto), "prod");
 
     // Everything online but the gateways silent: unhealthy.
     let closed = format!("http://127.0.0.1:{}/{{host}}", free_port());
