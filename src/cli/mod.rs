@@ -4,6 +4,7 @@ pub mod apply;
 pub mod devices;
 pub mod fleet;
 pub mod init;
+pub mod pair;
 pub mod render;
 pub mod secrets;
 pub mod ssh;
@@ -75,6 +76,8 @@ pub enum Command {
     ForceUnlock(apply::ForceUnlockArgs),
     /// Print the deployed agents' hostnames and gateway URLs from state
     Outputs(apply::OutputsArgs),
+    /// List the browsers waiting for approval on an agent's gateway, and approve one
+    Pair(pair::PairArgs),
     /// Write each agent's cloud-init user data to a folder for inspection
     Render(render::RenderArgs),
     /// Manage encrypted secrets in the stack file
@@ -142,6 +145,7 @@ pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
         Command::Render(a) => render::run(&ctx, a),
         Command::Secrets(c) => secrets::run(&ctx, c),
         Command::Ssh(a) => ssh::run(&ctx, a).await,
+        Command::Pair(a) => pair::run(&ctx, a).await,
         Command::Status(a) => status::run(&ctx, a).await,
     }
 }

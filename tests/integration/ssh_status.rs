@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
+use crate::support::openclaw::{AgentVm, Rendered, serve_proxy};
 use crate::support::servers::{Moto, Server, free_port};
 use crate::support::{Out, Project, Run, repo, state_json};
 
@@ -819,4 +820,124 @@ fn help_has_examples() {
     out.stdout_has("--print").stdout_has("--user");
     let out = p.run().args(["status", "--help"]).run();
     out.stdout_has("--netcheck").stdout_has("exit status 1");
+}
+
+/// The VM's `openclaw-agent` wrapper as rendered, for this machine: the agent's files where
+/// [`AgentVm`] put them, and `setpriv` to the gateway's unprivileged user in place of
+/// `runuser -u openclaw` (there is no `openclaw` user here).
+fn openclaw_agent_stand_in(vm: &AgentVm, r: &Rendered, dir: &Path) {
+    let text = vm.localize(r.file("/openclaw-agent"));
+    let start = text
+        .find("if [ \"$(id -un)\" != openclaw ]")
+        .expect("user switch");
+    let end = start
+        + text[start..]
+            .find("\nfi\n")
+            .expect("end of the user switch")
+        + 4;
+    let switch = "if [ \"$(id -u)\" = 0 ]; then exec setpriv --reuid=65534 --regid=65534 --clear-groups -- \"$0\" \"$@\"; fi\n";
+    let text = format!("{}{switch}{}", &text[..start], &text[end..]).replace(
+        "export PATH=",
+        &format!("export PATH={}:", crate::support::openclaw::tool_path()),
+    );
+    let path = dir.join("openclaw-agent");
+    std::fs::write(&path, text).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pair_lists_and_approves_a_browser_on_a_real_gateway() {
+    let (moto, p) = deployed();
+    // The agent's real gateway, from its rendered files, behind a serve-like proxy.
+    let r = Rendered::of(&p, "prod", "agent-pm");
+    let vm = AgentVm::install(&r);
+    let (_gateway, _) = vm.start_gateway(&r);
+    let proxy = serve_proxy(vm.port, PM);
+    let token = r
+        .file("/agent.env")
+        .lines()
+        .find_map(|l| l.strip_prefix("OPENCLAW_GATEWAY_TOKEN="))
+        .unwrap()
+        .to_string();
+    // The agent's ssh path: a real sshd whose sessions find `openclaw-agent` on PATH.
+    let keys = Keys::new();
+    let fake = FakeTailscale::new();
+    openclaw_agent_stand_in(&vm, &r, fake.bin_dir());
+    let port = free_port();
+    let _sshd = sshd(&keys, "host_a", port, &fake);
+    let user = current_user();
+    let pair = |extra: &[&str]| {
+        let mut args = vec!["-s", "prod", "pair", "pm", "--user", &user];
+        args.extend_from_slice(extra);
+        aws_env(p.run(), &moto)
+            .env("PATH", path_without_tailscale())
+            .env("AGENT_ARMY_SSH_HOST_OVERRIDE", "127.0.0.1")
+            .env("AGENT_ARMY_SSH_PORT", port.to_string())
+            .env(
+                "AGENT_ARMY_SSH_IDENTITY",
+                keys.path("client").display().to_string(),
+            )
+            .args(args)
+            .run()
+    };
+
+    // Nothing pending yet.
+    pair(&[])
+        .success()
+        .stdout_has("No pairing request is pending on agent-pm");
+    pair(&["--yes"]).code(3).stderr_has("no pending request");
+
+    // A new browser with the right token asks to be paired, and waits.
+    let node = crate::support::openclaw::node_bin().join("node");
+    let browser = Command::new(node)
+        .arg(repo().join("tests/support/pair_client.mjs"))
+        .arg(format!("ws://127.0.0.1:{}", proxy.port))
+        .arg(&token)
+        .args(["--origin", &format!("https://{PM}"), "--wait", "120"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let pending = loop {
+        let doc = pair(&["--output", "json"]).success().json();
+        let list = doc["pending"].as_array().cloned().unwrap_or_default();
+        if !list.is_empty() {
+            break list;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request became pending"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let id = pending[0]["request_id"].as_str().unwrap().to_string();
+    assert_eq!(pending[0]["client"], "openclaw-control-ui");
+    assert_eq!(pending[0]["remote_ip"], "100.101.102.103");
+    // Listed in text, then approved.
+    pair(&[])
+        .success()
+        .stdout_has(&id)
+        .stdout_has("agent-army pair pm --yes");
+    pair(&["not-a-request"])
+        .code(3)
+        .stderr_has(&format!("pending: {id}"));
+    pair(&["--yes"])
+        .success()
+        .stdout_has(&format!("Approved request {id} on agent-pm"));
+    // The browser connects by itself once approved.
+    let out = browser.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("\"event\":\"paired\""),
+        "browser: {said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pair(&[])
+        .success()
+        .stdout_has("No pairing request is pending");
 }

@@ -1,0 +1,281 @@
+//! `pair <agent> [REQUEST_ID]`: approve a browser or device that asks to use an agent's gateway.
+//!
+//! OpenClaw asks every new browser (even one with the right token) for a one-time device
+//! approval. This lists the agent's pending requests and approves one, by running the VM's
+//! `openclaw-agent devices ...` (the openclaw CLI as the agent's user) over the same ssh path
+//! as `agent-army ssh`.
+
+use clap::Args;
+use serde_json::Value;
+
+use super::ssh::{Overrides, Target, build, pick_client, prepare_known_hosts, require_deployed};
+use super::{Ctx, find_agent};
+use crate::error::{Error, Result};
+use crate::exit::ExitStatus;
+use crate::state::StateStore;
+use crate::tailnet;
+
+const EXAMPLES: &str = "Examples:
+  agent-army pair pm                 list the browsers waiting for approval on agent-pm
+  agent-army pair pm --yes           approve the only pending request
+  agent-army pair pm 5f0c…           approve this request
+
+A browser shows `pairing required` until its request is approved; keep its page open, it
+connects by itself once approved.";
+
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct PairArgs {
+    /// Agent (`agent-pm`, or `pm` without the `agent-` prefix)
+    pub agent: String,
+    /// Request to approve (from the list); without it, the pending requests are listed
+    pub request_id: Option<String>,
+    /// Approve the only pending request (refused when there are several)
+    #[arg(long, short = 'y', conflicts_with = "request_id")]
+    pub yes: bool,
+    /// Remote user for ssh
+    #[arg(long, short = 'u', default_value = "ubuntu")]
+    pub user: String,
+}
+
+/// A pending pairing request, as `openclaw devices list --json` reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Pending {
+    pub request_id: String,
+    pub device_id: String,
+    pub client: String,
+    pub platform: String,
+    pub remote_ip: String,
+    pub role: String,
+    pub scopes: Vec<String>,
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The pending requests in `openclaw devices list --json` output.
+pub fn parse_pending(stdout: &str) -> std::result::Result<Vec<Pending>, String> {
+    let start = stdout
+        .find('{')
+        .ok_or_else(|| "no JSON in the answer of `openclaw devices list`".to_string())?;
+    let doc: Value = serde_json::from_str(&stdout[start..])
+        .map_err(|e| format!("unreadable answer of `openclaw devices list`: {e}"))?;
+    let list = doc
+        .get("pending")
+        .and_then(Value::as_array)
+        .ok_or_else(|| "`openclaw devices list` gave no `pending` list".to_string())?;
+    Ok(list
+        .iter()
+        .map(|p| Pending {
+            request_id: text(p, "requestId"),
+            device_id: text(p, "deviceId"),
+            client: text(p, "clientId"),
+            platform: text(p, "platform"),
+            remote_ip: text(p, "remoteIp"),
+            role: text(p, "role"),
+            scopes: p
+                .get("scopes")
+                .and_then(Value::as_array)
+                .map(|s| {
+                    s.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+        .filter(|p| !p.request_id.is_empty())
+        .collect())
+}
+
+/// Which request to approve, if any: the one named, or with `--yes` the only one.
+pub fn choose(pending: &[Pending], request_id: Option<&str>, yes: bool) -> Result<Option<String>> {
+    if let Some(id) = request_id {
+        return match pending.iter().find(|p| p.request_id == id) {
+            Some(p) => Ok(Some(p.request_id.clone())),
+            None => Err(Error::Input(format!(
+                "no pending request `{id}`{}",
+                if pending.is_empty() {
+                    " (none is pending: open the agent's URL in the browser first)".to_string()
+                } else {
+                    format!(
+                        "; pending: {}",
+                        pending
+                            .iter()
+                            .map(|p| p.request_id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ))),
+        };
+    }
+    if !yes {
+        return Ok(None);
+    }
+    match pending {
+        [] => Err(Error::Input(
+            "no pending request: open the agent's URL in the browser first, then run this again"
+                .into(),
+        )),
+        [one] => Ok(Some(one.request_id.clone())),
+        many => Err(Error::Input(format!(
+            "{} requests are pending; name the one to approve: {}",
+            many.len(),
+            many.iter()
+                .map(|p| p.request_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+pub async fn run(ctx: &Ctx, args: PairArgs) -> Result<ExitStatus> {
+    let config = ctx.config()?;
+    let agent = find_agent(&config, &args.agent)?;
+    let store = StateStore::new(&config.root, &config.stack, &ctx.env);
+    let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
+    require_deployed(&config, &state, agent)?;
+    let client = pick_client(&ctx.env)?;
+    let overrides = Overrides::from_env(&ctx.env)?;
+    let base = StateStore::base_dir(&config.root, &ctx.env);
+    let known_hosts = tailnet::known_hosts_path(&base, &config.stack);
+    if matches!(client, super::ssh::Client::OpenSsh(_)) {
+        prepare_known_hosts(&known_hosts)?;
+    }
+    let remote = |words: &[&str]| -> Result<String> {
+        let cmd = build(
+            &client,
+            &Target {
+                user: &args.user,
+                fqdn: &agent.fqdn,
+                known_hosts: &known_hosts,
+                overrides: &overrides,
+                remote: Some(
+                    words
+                        .iter()
+                        .map(|w| super::ssh::quote(w))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+                batch: true,
+            },
+        );
+        tracing::info!(command = %cmd.display(), "pair");
+        let out = cmd.std_command().output().map_err(|source| Error::Io {
+            path: cmd.program.clone(),
+            source,
+        })?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let last = err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim();
+            return Err(Error::Input(format!(
+                "`{}` on {} exited with {}: {last}",
+                words.join(" "),
+                agent.name,
+                out.status
+                    .code()
+                    .map_or("a signal".into(), |c| c.to_string())
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+
+    let listed = remote(&["openclaw-agent", "devices", "list", "--json"])?;
+    let pending = parse_pending(&listed).map_err(Error::Input)?;
+    let Some(id) = choose(&pending, args.request_id.as_deref(), args.yes)? else {
+        if ctx.json() {
+            println!(
+                "{}",
+                serde_json::json!({"agent": agent.name, "pending": pending})
+            );
+        } else if pending.is_empty() {
+            println!(
+                "No pairing request is pending on {}. Open https://{}/ in the browser, enter the token (`agent-army outputs --show-secrets`), then run this again.",
+                agent.name, agent.fqdn
+            );
+        } else {
+            println!("Pending pairing requests on {}:", agent.name);
+            for p in &pending {
+                println!(
+                    "  {}  {} on {} from {}  role {}  scopes {}",
+                    p.request_id,
+                    p.client,
+                    p.platform,
+                    p.remote_ip,
+                    p.role,
+                    p.scopes.join(",")
+                );
+            }
+            println!(
+                "Approve one with `agent-army pair {} <REQUEST_ID>`{}.",
+                args.agent,
+                if pending.len() == 1 {
+                    format!(" or `agent-army pair {} --yes`", args.agent)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        return Ok(ExitStatus::Success);
+    };
+    let approved = remote(&["openclaw-agent", "devices", "approve", &id, "--json"])?;
+    let device = approved
+        .find('{')
+        .and_then(|i| serde_json::from_str::<Value>(&approved[i..]).ok())
+        .and_then(|v| v.get("device").map(|d| text(d, "deviceId")))
+        .unwrap_or_default();
+    if ctx.json() {
+        println!(
+            "{}",
+            serde_json::json!({"agent": agent.name, "approved": id, "device_id": device})
+        );
+    } else {
+        println!(
+            "Approved request {id} on {} (device {device}); the browser connects by itself.",
+            agent.name
+        );
+    }
+    Ok(ExitStatus::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIST: &str = r#"{"pending":[{"requestId":"r1","deviceId":"d1","clientId":"openclaw-control-ui","platform":"Linux x86_64","remoteIp":"100.101.102.103","role":"operator","scopes":["operator.read"]}],"paired":[]}"#;
+
+    #[test]
+    fn parses_and_chooses() {
+        let p = parse_pending(LIST).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].request_id, "r1");
+        assert_eq!(p[0].scopes, ["operator.read"]);
+        assert_eq!(choose(&p, None, false).unwrap(), None);
+        assert_eq!(choose(&p, None, true).unwrap(), Some("r1".into()));
+        assert_eq!(choose(&p, Some("r1"), false).unwrap(), Some("r1".into()));
+        assert!(choose(&p, Some("r9"), false).is_err());
+        let two = [
+            p[0].clone(),
+            Pending {
+                request_id: "r2".into(),
+                ..p[0].clone()
+            },
+        ];
+        let e = choose(&two, None, true).unwrap_err().to_string();
+        assert!(
+            e.contains("2 requests are pending") && e.contains("r1, r2"),
+            "{e}"
+        );
+        assert!(choose(&[], None, true).is_err());
+        assert!(parse_pending("not json").is_err());
+    }
+}
