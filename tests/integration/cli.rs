@@ -156,7 +156,14 @@ fn render_passes_cloud_init_schema_for_every_agent_of_both_stacks() {
             schema_check(&f);
             let text = std::fs::read_to_string(&f).unwrap();
             assert!(text.contains(&format!("--hostname={stack}-{agent}")));
-            assert!(text.contains("\"token\": \"********\""), "token masked");
+            assert!(
+                text.contains("OPENCLAW_GATEWAY_TOKEN='********'"),
+                "token masked"
+            );
+            assert!(
+                text.contains("\"id\": \"OPENCLAW_GATEWAY_TOKEN\""),
+                "token by reference"
+            );
         }
     }
     // Real values with --show-secrets: still valid, mode 0600, and the token is stable.
@@ -186,8 +193,10 @@ fn render_passes_cloud_init_schema_for_every_agent_of_both_stacks() {
     assert_eq!(mode(&p.path().join(".agent-army/state/dev.json")), 0o600);
     p.assert_nowhere_on_disk(TS_SENTINEL);
     p.assert_nowhere_on_disk(API_SENTINEL);
-    let token_line = first.lines().find(|l| l.contains("\"token\":")).unwrap();
-    let token = token_line.split('"').nth(3).unwrap();
+    let token = first
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("OPENCLAW_GATEWAY_TOKEN="))
+        .unwrap();
     assert_eq!(token.len(), 48);
     p.assert_nowhere_on_disk(token);
 }
