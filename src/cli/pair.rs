@@ -8,12 +8,10 @@
 use clap::Args;
 use serde_json::Value;
 
-use super::ssh::{Overrides, Target, build, pick_client, prepare_known_hosts, require_deployed};
-use super::{Ctx, find_agent};
+use super::Ctx;
+use super::ssh::{Reach, quote};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::state::StateStore;
-use crate::tailnet;
 
 const EXAMPLES: &str = "Examples:
   agent-army pair pm                 list the browsers waiting for approval on agent-pm
@@ -134,36 +132,12 @@ pub fn choose(pending: &[Pending], request_id: Option<&str>, yes: bool) -> Resul
 }
 
 pub async fn run(ctx: &Ctx, args: PairArgs) -> Result<ExitStatus> {
-    let config = ctx.config()?;
-    let agent = find_agent(&config, &args.agent)?;
-    let store = StateStore::new(&config.root, &config.stack, &ctx.env);
-    let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
-    require_deployed(&config, &state, agent)?;
-    let client = pick_client(&ctx.env)?;
-    let overrides = Overrides::from_env(&ctx.env)?;
-    let base = StateStore::base_dir(&config.root, &ctx.env);
-    let known_hosts = tailnet::known_hosts_path(&base, &config.stack);
-    if matches!(client, super::ssh::Client::OpenSsh(_)) {
-        prepare_known_hosts(&known_hosts)?;
-    }
+    let reach = Reach::open(ctx, &args.agent)?;
+    reach.prepare(ctx).await?;
+    let agent = &reach.agent;
     let remote = |words: &[&str]| -> Result<String> {
-        let cmd = build(
-            &client,
-            &Target {
-                user: &args.user,
-                fqdn: &agent.fqdn,
-                known_hosts: &known_hosts,
-                overrides: &overrides,
-                remote: Some(
-                    words
-                        .iter()
-                        .map(|w| super::ssh::quote(w))
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                ),
-                batch: true,
-            },
-        );
+        let line = words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ");
+        let cmd = reach.command(&args.user, Some(line), true);
         tracing::info!(command = %cmd.display(), "pair");
         let out = cmd.std_command().output().map_err(|source| Error::Io {
             path: cmd.program.clone(),
@@ -177,14 +151,20 @@ pub async fn run(ctx: &Ctx, args: PairArgs) -> Result<ExitStatus> {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("")
                 .trim();
-            return Err(Error::Input(format!(
-                "`{}` on {} exited with {}: {last}",
-                words.join(" "),
-                agent.name,
-                out.status
-                    .code()
-                    .map_or("a signal".into(), |c| c.to_string())
-            )));
+            return Err(Error::Unreachable {
+                agent: agent.name.clone(),
+                problem: format!(
+                    "`{}` exited with {}: {last}",
+                    words.join(" "),
+                    out.status
+                        .code()
+                        .map_or("a signal".into(), |c| c.to_string())
+                ),
+                help: format!(
+                    "look with `agent-army ssh {} -- openclaw-agent devices list`; the agent may still be installing after first boot",
+                    agent.name
+                ),
+            });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };

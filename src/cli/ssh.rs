@@ -306,35 +306,68 @@ async fn check_tailnet(ctx: &Ctx, config: &Config, agent: &Agent) -> Result<()> 
     }
 }
 
+/// One deployed agent and the ssh path to it: what every command that runs something on an
+/// agent (`ssh`, `pair`) sets up the same way.
+pub struct Reach {
+    pub config: Config,
+    pub agent: Agent,
+    pub client: Client,
+    overrides: Overrides,
+    known_hosts: PathBuf,
+}
+
+impl Reach {
+    /// Load the stack, find the agent (short names too) and check that it is deployed.
+    pub fn open(ctx: &Ctx, name: &str) -> Result<Reach> {
+        let config = ctx.config()?;
+        let agent = find_agent(&config, name)?.clone();
+        let store = StateStore::new(&config.root, &config.stack, &ctx.env);
+        let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
+        require_deployed(&config, &state, &agent)?;
+        let base = StateStore::base_dir(&config.root, &ctx.env);
+        let known_hosts = tailnet::known_hosts_path(&base, &config.stack);
+        Ok(Reach {
+            client: pick_client(&ctx.env)?,
+            overrides: Overrides::from_env(&ctx.env)?,
+            known_hosts,
+            config,
+            agent,
+        })
+    }
+
+    /// The client command line for `remote` (a login shell when `None`).
+    pub fn command(&self, user: &str, remote: Option<String>, batch: bool) -> SshCommand {
+        build(
+            &self.client,
+            &Target {
+                user,
+                fqdn: &self.agent.fqdn,
+                known_hosts: &self.known_hosts,
+                overrides: &self.overrides,
+                remote,
+                batch,
+            },
+        )
+    }
+
+    /// Get the path ready before connecting: the tailnet checked (Tailscale SSH), or the
+    /// stack's known_hosts file in place (OpenSSH).
+    pub async fn prepare(&self, ctx: &Ctx) -> Result<()> {
+        match &self.client {
+            Client::Tailscale(_) => check_tailnet(ctx, &self.config, &self.agent).await,
+            Client::OpenSsh(_) => prepare_known_hosts(&self.known_hosts),
+        }
+    }
+}
+
 pub async fn run(ctx: &Ctx, args: SshArgs) -> Result<ExitStatus> {
-    let config = ctx.config()?;
-    let agent = find_agent(&config, &args.agent)?;
-    let store = StateStore::new(&config.root, &config.stack, &ctx.env);
-    let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
-    require_deployed(&config, &state, agent)?;
-    let client = pick_client(&ctx.env)?;
-    let overrides = Overrides::from_env(&ctx.env)?;
-    let base = StateStore::base_dir(&config.root, &ctx.env);
-    let known_hosts = tailnet::known_hosts_path(&base, &config.stack);
-    let cmd = build(
-        &client,
-        &Target {
-            user: &args.user,
-            fqdn: &agent.fqdn,
-            known_hosts: &known_hosts,
-            overrides: &overrides,
-            remote: remote_command(&args.command),
-            batch: false,
-        },
-    );
+    let reach = Reach::open(ctx, &args.agent)?;
+    let cmd = reach.command(&args.user, remote_command(&args.command), false);
     if args.print {
         println!("{}", cmd.display());
         return Ok(ExitStatus::Success);
     }
-    match &client {
-        Client::Tailscale(_) => check_tailnet(ctx, &config, agent).await?,
-        Client::OpenSsh(_) => prepare_known_hosts(&known_hosts)?,
-    }
+    reach.prepare(ctx).await?;
     tracing::info!(command = %cmd.display(), "exec");
     exec(&cmd)
 }

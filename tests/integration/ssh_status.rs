@@ -318,6 +318,17 @@ SetEnv PATH={fake}:/usr/local/bin:/usr/bin:/bin FAKE_TAILSCALE_FIXTURES={fixture
     server
 }
 
+/// A run that reaches every agent through OpenSSH at the local sshd on `port`.
+fn openssh_env(run: Run, keys: &Keys, port: u16) -> Run {
+    run.env("PATH", path_without_tailscale())
+        .env("AGENT_ARMY_SSH_HOST_OVERRIDE", "127.0.0.1")
+        .env("AGENT_ARMY_SSH_PORT", port.to_string())
+        .env(
+            "AGENT_ARMY_SSH_IDENTITY",
+            keys.path("client").display().to_string(),
+        )
+}
+
 fn known_hosts(p: &Project) -> PathBuf {
     p.path().join(".agent-army/known_hosts/prod")
 }
@@ -343,16 +354,7 @@ async fn ssh_over_openssh_checks_host_keys_and_passes_exit_codes() {
     let port = free_port();
     let mut server = sshd(&keys, "host_a", port, &fake);
     let user = current_user();
-    let run = || {
-        aws_env(p.run(), &moto)
-            .env("PATH", path_without_tailscale())
-            .env("AGENT_ARMY_SSH_HOST_OVERRIDE", "127.0.0.1")
-            .env("AGENT_ARMY_SSH_PORT", port.to_string())
-            .env(
-                "AGENT_ARMY_SSH_IDENTITY",
-                keys.path("client").display().to_string(),
-            )
-    };
+    let run = || openssh_env(aws_env(p.run(), &moto), &keys, port);
     let ssh = |extra: &[&str]| {
         let mut args = vec!["-s", "prod", "ssh", "pm", "--user", &user];
         args.extend_from_slice(extra);
@@ -871,14 +873,7 @@ async fn pair_lists_and_approves_a_browser_on_a_real_gateway() {
     let pair = |extra: &[&str]| {
         let mut args = vec!["-s", "prod", "pair", "pm", "--user", &user];
         args.extend_from_slice(extra);
-        aws_env(p.run(), &moto)
-            .env("PATH", path_without_tailscale())
-            .env("AGENT_ARMY_SSH_HOST_OVERRIDE", "127.0.0.1")
-            .env("AGENT_ARMY_SSH_PORT", port.to_string())
-            .env(
-                "AGENT_ARMY_SSH_IDENTITY",
-                keys.path("client").display().to_string(),
-            )
+        openssh_env(aws_env(p.run(), &moto), &keys, port)
             .args(args)
             .run()
     };
