@@ -44,11 +44,14 @@ pub mod vars {
     /// `ssh` with OpenSSH: private key file to use (`ssh -i`).
     pub const SSH_IDENTITY: &str = "AGENT_ARMY_SSH_IDENTITY";
     /// `status`: URL probed for each agent's gateway; `{host}` is replaced by its MagicDNS
-    /// name (default `https://{host}/`).
+    /// name (default `https://{host}/control-ui-config.json`).
     pub const GATEWAY_PROBE_URL: &str = "AGENT_ARMY_GATEWAY_PROBE_URL";
     /// Longest wait, in milliseconds, for one attempt of one cloud API call before it is
     /// retried (default: 60 s on AWS, 90 s on Hetzner). Tests shorten it.
     pub const REQUEST_TIMEOUT_MS: &str = "AGENT_ARMY_REQUEST_TIMEOUT_MS";
+    /// `open --browser`: the program that opens a URL (the usual convention; default
+    /// `xdg-open`, or `open` on macOS).
+    pub const BROWSER: &str = "BROWSER";
 }
 
 /// A snapshot of the process environment.

@@ -24,6 +24,11 @@ fn main() -> ExitCode {
     };
     init_tracing(&env, cli.global.verbose);
     std::panic::set_hook(Box::new(|info| {
+        // `agent-army outputs | head`: the reader went away. Not a bug; end quietly.
+        if info.to_string().contains("Broken pipe") {
+            BROKEN_PIPE.store(true, std::sync::atomic::Ordering::SeqCst);
+            return;
+        }
         eprintln!(
             "internal error: {info}\nThis is a bug in agent-army; please report it with the command you ran."
         );
@@ -54,9 +59,13 @@ fn main() -> ExitCode {
             eprintln!("{}", e.render());
             code(e.exit_status())
         }
+        Err(_) if BROKEN_PIPE.load(std::sync::atomic::Ordering::SeqCst) => ExitCode::from(141),
         Err(_) => code(ExitStatus::Internal),
     }
 }
+
+/// Set when stdout was closed by its reader (exit 141, as for SIGPIPE in a shell).
+static BROKEN_PIPE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn code(s: ExitStatus) -> ExitCode {
     ExitCode::from(s.code() as u8)

@@ -149,10 +149,12 @@ pub fn resolve_secrets(
     })
 }
 
-/// `https://<fqdn>/?token=...`, masked unless a token is given.
+/// `https://<fqdn>/#token=...`, masked unless a token is given. The token is in the fragment,
+/// as OpenClaw recommends: browsers never send a fragment, so it stays out of proxy and server
+/// logs and `Referer` headers.
 pub fn gateway_url(fqdn: &str, token: Option<&str>) -> String {
     format!(
-        "https://{fqdn}/?token={}",
+        "https://{fqdn}/#token={}",
         token.unwrap_or(crate::secrets::MASK)
     )
 }

@@ -1,13 +1,16 @@
 //! Command-line interface: clap types, and one module per subcommand.
 
+pub mod agent_access;
 pub mod apply;
 pub mod devices;
+pub mod docs;
 pub mod fleet;
 pub mod init;
 pub mod pair;
 pub mod render;
 pub mod secrets;
 pub mod ssh;
+pub mod stacks;
 pub mod status;
 pub mod validate;
 
@@ -76,6 +79,16 @@ pub enum Command {
     ForceUnlock(apply::ForceUnlockArgs),
     /// Print the deployed agents' hostnames and gateway URLs from state
     Outputs(apply::OutputsArgs),
+    /// Print an agent's gateway URL (token masked unless --show-secrets), or open it
+    Open(agent_access::OpenArgs),
+    /// Show an agent's gateway journal over the tailnet (`-f` to follow)
+    Logs(agent_access::LogsArgs),
+    /// List the project's stacks: provider, place, agents and state
+    Stacks,
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
+    Completions(docs::CompletionsArgs),
+    /// Print the man page, or write one page per command with --out
+    Man(docs::ManArgs),
     /// List the browsers waiting for approval on an agent's gateway, and approve one
     Pair(pair::PairArgs),
     /// Write each agent's cloud-init user data to a folder for inspection
@@ -146,6 +159,11 @@ pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
         Command::Secrets(c) => secrets::run(&ctx, c),
         Command::Ssh(a) => ssh::run(&ctx, a).await,
         Command::Pair(a) => pair::run(&ctx, a).await,
+        Command::Open(a) => agent_access::open(&ctx, a),
+        Command::Logs(a) => agent_access::logs(&ctx, a).await,
+        Command::Stacks => stacks::run(&ctx),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(&ctx, a),
         Command::Status(a) => status::run(&ctx, a).await,
     }
 }

@@ -233,15 +233,30 @@ fn get(ctx: &Ctx, name: &str, agent: Option<&str>, show: bool) -> Result<ExitSta
             config.stack_file.display()
         ))
     })?;
+    let scope = agent.unwrap_or("stack");
     if !show {
-        println!("{MASK}");
-        eprintln!("(masked; pass --show to print the value)");
+        if ctx.json() {
+            println!(
+                "{}",
+                serde_json::json!({"name": name, "scope": scope, "value": null, "masked": true})
+            );
+        } else {
+            println!("{MASK}");
+            eprintln!("(masked; pass --show to print the value)");
+        }
         return Ok(ExitStatus::Success);
     }
     let v = Keyring::load(&ctx.env)
         .resolve(r, &ctx.env)
         .map_err(|e| Error::secret(name, e))?;
-    println!("{}", v.expose());
+    if ctx.json() {
+        println!(
+            "{}",
+            serde_json::json!({"name": name, "scope": scope, "value": v.expose(), "masked": false})
+        );
+    } else {
+        println!("{}", v.expose());
+    }
     Ok(ExitStatus::Success)
 }
 

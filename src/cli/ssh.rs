@@ -375,7 +375,7 @@ pub async fn run(ctx: &Ctx, args: SshArgs) -> Result<ExitStatus> {
 /// Replace this process with the client, so the terminal, signals and the exit code are the
 /// client's own.
 #[cfg(unix)]
-fn exec(cmd: &SshCommand) -> Result<ExitStatus> {
+pub fn exec(cmd: &SshCommand) -> Result<ExitStatus> {
     use std::io::Write;
     use std::os::unix::process::CommandExt;
     let _ = std::io::stdout().flush();
@@ -388,7 +388,7 @@ fn exec(cmd: &SshCommand) -> Result<ExitStatus> {
 }
 
 #[cfg(not(unix))]
-fn exec(cmd: &SshCommand) -> Result<ExitStatus> {
+pub fn exec(cmd: &SshCommand) -> Result<ExitStatus> {
     let status = cmd.std_command().status().map_err(|source| Error::Io {
         path: cmd.program.clone(),
         source,

@@ -51,7 +51,8 @@ impl Project {
     }
 }
 
-fn find_root(start: &Path) -> Result<PathBuf, StackError> {
+/// The project root: the nearest folder from `start` upwards holding the project file.
+pub fn find_root(start: &Path) -> Result<PathBuf, StackError> {
     let mut dir = Some(start);
     while let Some(d) = dir {
         if d.join(PROJECT_FILE).is_file() {

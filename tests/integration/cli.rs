@@ -77,7 +77,7 @@ fn plan_works_offline_without_credentials_or_identity() {
     out.success()
         .stdout_has("+ security group (inbound: none)")
         .stdout_has("hostname: prod-agent-pm.tail12345.ts.net")
-        .stdout_has("gateway:  https://prod-agent-pm.tail12345.ts.net/?token=********")
+        .stdout_has("gateway:  https://prod-agent-pm.tail12345.ts.net/#token=********")
         .stdout_has("Plan: 3 to create, 0 to replace, 0 to destroy, 0 unchanged");
     insta::assert_snapshot!("plan_prod_offline", out.stdout);
     // The default stack comes from the project file; --stack and the env var beat it.
@@ -312,6 +312,40 @@ fn secrets_set_list_get_and_age_cli_interop() {
         .run();
     got.success();
     assert_eq!(got.stdout.trim_end(), "from-the-age-cli");
+    // The same as JSON, and masked without --show.
+    let doc = p
+        .run()
+        .args([
+            "-s",
+            "dev",
+            "-o",
+            "json",
+            "secrets",
+            "get",
+            "ANTHROPIC_API_KEY",
+            "--show",
+        ])
+        .run()
+        .json();
+    assert_eq!(
+        doc,
+        serde_json::json!({"name": "ANTHROPIC_API_KEY", "scope": "stack", "value": "from-the-age-cli", "masked": false})
+    );
+    let doc = p
+        .run()
+        .args([
+            "-s",
+            "dev",
+            "-o",
+            "json",
+            "secrets",
+            "get",
+            "ANTHROPIC_API_KEY",
+        ])
+        .run()
+        .json();
+    assert_eq!(doc["value"], serde_json::Value::Null);
+    assert_eq!(doc["masked"], true);
 
     // A wrong identity is reported as such.
     let other = Project::empty();
@@ -391,5 +425,121 @@ fn gateway_token_matches_ssh_keygen_and_sha256sum() {
     assert_eq!(
         String::from_utf8(line.stdout).unwrap(),
         format!("{}\n", ours.public_openssh())
+    );
+}
+
+#[test]
+fn completions_complete_every_subcommand_and_man_pages_have_their_sections() {
+    let p = Project::example();
+    let bash = p.run().args(["completions", "bash"]).run();
+    bash.success();
+    // The bash script offers every subcommand at the first position.
+    for sub in [
+        "deploy",
+        "destroy",
+        "plan",
+        "status",
+        "ssh",
+        "pair",
+        "open",
+        "logs",
+        "stacks",
+        "completions",
+        "man",
+    ] {
+        assert!(
+            bash.stdout.contains(&format!(" {sub} ")) || bash.stdout.contains(&format!(" {sub}\"")),
+            "bash lacks {sub}"
+        );
+    }
+    // And bash itself accepts it and completes `agent-army st` to the commands that start so.
+    let script = p.path().join("agent-army.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            ". {}; f=$(complete -p agent-army | sed -E 's/.* -F ([^ ]+) .*/\\1/'); COMP_WORDS=(agent-army st); COMP_CWORD=1; COMP_LINE='agent-army st'; COMP_POINT=13; \"$f\" agent-army st agent-army; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    let words = String::from_utf8_lossy(&out.stdout);
+    let mut got: Vec<&str> = words.lines().collect();
+    got.sort();
+    assert_eq!(
+        got,
+        ["stacks", "status"],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for shell in ["zsh", "fish", "powershell"] {
+        let out = p.run().args(["completions", shell]).run();
+        out.success();
+        assert!(
+            out.stdout.contains("pair") && out.stdout.contains("deploy"),
+            "{shell}"
+        );
+    }
+    p.run().args(["completions", "tcsh"]).run().code(64);
+
+    // man: the main page to stdout, one page per command with --out.
+    let man = p.run().arg("man").run();
+    man.success();
+    for heading in [
+        ".TH agent-army 1",
+        ".SH NAME",
+        ".SH SYNOPSIS",
+        ".SH DESCRIPTION",
+        ".SH OPTIONS",
+        ".SH SUBCOMMANDS",
+        ".SH VERSION",
+    ] {
+        assert!(man.stdout.contains(heading), "man page lacks {heading}");
+    }
+    p.run().args(["man", "--out", "man"]).run().success();
+    let deploy = p.read("man/agent-army-deploy.1");
+    assert!(
+        deploy.contains(".TH agent-army-deploy 1") && deploy.contains("\\-\\-yes"),
+        "{deploy}"
+    );
+    assert!(p.path().join("man/agent-army-pair.1").exists());
+}
+
+#[test]
+fn stacks_lists_provider_place_agents_and_state() {
+    let p = Project::example();
+    p.write("stacks/broken.toml", "provider = \"gcp\"\n");
+    let out = p.run().arg("stacks").run();
+    out.success();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("STACK"), "{}", out.stdout);
+    assert!(out.stdout.contains("invalid:"), "{}", out.stdout);
+    let dev = lines
+        .iter()
+        .find(|l| l.starts_with("dev (default)"))
+        .unwrap();
+    assert!(
+        dev.contains("hetzner")
+            && dev.contains("fsn1")
+            && dev.contains(" 3 ")
+            && dev.ends_with("none"),
+        "{dev}"
+    );
+    let doc = p.run().args(["-o", "json", "stacks"]).run().json();
+    let stacks = doc["stacks"].as_array().unwrap();
+    assert_eq!(stacks.len(), 3);
+    let prod = stacks.iter().find(|s| s["stack"] == "prod").unwrap();
+    assert_eq!(prod["provider"], "aws");
+    assert_eq!(prod["place"], "eu-central-1");
+    assert_eq!(prod["agents"], 3);
+    assert_eq!(prod["state"], false);
+    assert_eq!(prod["default"], false);
+    let broken = stacks.iter().find(|s| s["stack"] == "broken").unwrap();
+    assert!(
+        broken["error"]
+            .as_str()
+            .unwrap()
+            .contains("stacks/broken.toml"),
+        "{broken}"
     );
 }

@@ -936,3 +936,92 @@ async fn pair_lists_and_approves_a_browser_on_a_real_gateway() {
         .success()
         .stdout_has("No pairing request is pending");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_prints_or_opens_the_url_and_logs_reads_the_gateway_journal() {
+    let (moto, p) = deployed();
+    let tokens = aws_env(p.run(), &moto)
+        .args(["-s", "prod", "outputs", "--show-secrets", "-o", "json"])
+        .run()
+        .json();
+    let url = agent(&tokens, "agent-pm")["gateway_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(url.starts_with(&format!("https://{PM}/#token=")), "{url}");
+    let token = url.rsplit_once("#token=").unwrap().1.to_string();
+    assert_eq!(token.len(), 48);
+
+    // open: masked by default, the token with --show-secrets, the browser gets the full URL.
+    let open = |extra: &[&str]| {
+        let mut args = vec!["-s", "prod", "open", "pm"];
+        args.extend_from_slice(extra);
+        aws_env(p.run(), &moto).args(args).run()
+    };
+    let out = open(&[]);
+    out.success();
+    assert_eq!(out.stdout.trim(), format!("https://{PM}/#token=********"));
+    assert_eq!(open(&["--show-secrets"]).stdout.trim(), url);
+    let seen = p.path().join("browser.txt");
+    let browser = p.path().join("browser.sh");
+    std::fs::write(
+        &browser,
+        format!("#!/bin/sh\nprintf '%s' \"$1\" > '{}'\n", seen.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = aws_env(p.run(), &moto)
+        .env("BROWSER", browser.display().to_string())
+        .args(["-s", "prod", "open", "pm", "--browser"])
+        .run();
+    out.success().stderr_has("agent-army pair pm --yes");
+    assert!(!out.stdout.contains(&token), "the token is not printed");
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), url);
+    let doc = aws_env(p.run(), &moto)
+        .args(["-s", "prod", "-o", "json", "open", "pm"])
+        .run()
+        .json();
+    assert_eq!(doc["url"], format!("https://{PM}/#token=********"));
+    // An agent that is not deployed has no URL yet.
+    p.run()
+        .args(["-s", "dev", "open", "pm"])
+        .run()
+        .code(1)
+        .stderr_has("not deployed");
+
+    // logs: the gateway's journal over the same OpenSSH path as `ssh`, read by a stand-in
+    // `journalctl` on the sshd's PATH (this machine has no openclaw-gateway unit).
+    let keys = Keys::new();
+    let fake = FakeTailscale::new();
+    let journal = fake.bin_dir().join("journalctl");
+    std::fs::write(
+        &journal,
+        "#!/bin/sh\necho \"journal args: $*\"\necho '2026-11-29T10:00:00+0000 prod-agent-pm openclaw[42]: [gateway] ready'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&journal, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = free_port();
+    let _sshd = sshd(&keys, "host_a", port, &fake);
+    let user = current_user();
+    let logs = |extra: &[&str]| {
+        let mut args = vec!["-s", "prod", "logs", "pm", "--user", &user];
+        args.extend_from_slice(extra);
+        openssh_env(aws_env(p.run(), &moto), &keys, port)
+            .args(args)
+            .run()
+    };
+    logs(&[])
+        .success()
+        .stdout_has(
+            "journal args: --unit=openclaw-gateway --no-pager --output=short-iso --lines=100",
+        )
+        .stdout_has("[gateway] ready");
+    logs(&["-n", "5", "--since", "1h ago", "-f"])
+        .success()
+        .stdout_has("journal args: --unit=openclaw-gateway --no-pager --output=short-iso --lines=5 --since=1h ago --follow");
+    let printed = logs(&["--print", "-f"]);
+    printed.success().stdout_has(
+        "'journalctl --unit=openclaw-gateway --no-pager --output=short-iso --lines=100 --follow'",
+    );
+}

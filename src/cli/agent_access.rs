@@ -1,0 +1,145 @@
+//! `open` and `logs`: an agent's Control UI URL, and its gateway's journal.
+
+use clap::Args;
+
+use super::ssh::{Reach, exec, quote};
+use super::{Ctx, fleet};
+use crate::env::vars;
+use crate::error::{Error, Result};
+use crate::exit::ExitStatus;
+use crate::secrets::Keyring;
+use crate::state::StateStore;
+
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// Agent (`agent-pm`, or `pm` without the `agent-` prefix)
+    pub agent: String,
+    /// Print the URL with the real token (masked otherwise)
+    #[arg(long)]
+    pub show_secrets: bool,
+    /// Open the URL (with its token) in the browser: $BROWSER, else xdg-open / open
+    #[arg(long)]
+    pub browser: bool,
+}
+
+pub fn open(ctx: &Ctx, args: OpenArgs) -> Result<ExitStatus> {
+    let config = ctx.config()?;
+    let agent = super::find_agent(&config, &args.agent)?;
+    let store = StateStore::new(&config.root, &config.stack, &ctx.env);
+    let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
+    super::ssh::require_deployed(&config, &state, agent)?;
+    let token = if args.show_secrets || args.browser {
+        let keys = fleet::load_keys(&state, &Keyring::load(&ctx.env), [agent.name.clone()])?;
+        Some(
+            keys.get(&agent.name)
+                .ok_or_else(|| {
+                    Error::Input(format!(
+                        "state holds no gateway key for `{}`; run `agent-army deploy`",
+                        agent.name
+                    ))
+                })?
+                .token(),
+        )
+    } else {
+        None
+    };
+    let shown = fleet::gateway_url(
+        &agent.fqdn,
+        if args.show_secrets {
+            token.as_deref()
+        } else {
+            None
+        },
+    );
+    if args.browser {
+        let full = fleet::gateway_url(&agent.fqdn, token.as_deref());
+        let opener = ctx
+            .env
+            .get(vars::BROWSER)
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                if cfg!(target_os = "macos") {
+                    "open".into()
+                } else {
+                    "xdg-open".into()
+                }
+            });
+        let status = std::process::Command::new(&opener)
+            .arg(&full)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .map_err(|e| Error::Input(format!("cannot run `{opener}` to open the browser: {e}; set BROWSER, or copy the URL from `agent-army open {} --show-secrets`", args.agent)))?;
+        if !status.success() {
+            return Err(Error::Input(format!(
+                "`{opener}` exited with {}",
+                status.code().map_or("a signal".into(), |c| c.to_string())
+            )));
+        }
+    }
+    if ctx.json() {
+        println!(
+            "{}",
+            serde_json::json!({"agent": agent.name, "url": shown, "opened": args.browser})
+        );
+    } else {
+        println!("{shown}");
+        if args.browser {
+            eprintln!(
+                "opened in the browser; a new browser must be paired once: `agent-army pair {} --yes`",
+                args.agent
+            );
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Agent (`agent-pm`, or `pm` without the `agent-` prefix)
+    pub agent: String,
+    /// Keep printing new lines as they come
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// How many of the latest lines to show first
+    #[arg(long, short = 'n', default_value_t = 100)]
+    pub lines: u32,
+    /// Only lines since this time (journalctl syntax, e.g. `1h ago`, `today`)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Remote user for ssh
+    #[arg(long, short = 'u', default_value = "ubuntu")]
+    pub user: String,
+    /// Print the ssh command instead of running it
+    #[arg(long)]
+    pub print: bool,
+}
+
+/// The remote `journalctl` command line.
+pub fn journal_command(args: &LogsArgs) -> String {
+    let mut words = vec![
+        "journalctl".to_string(),
+        "--unit=openclaw-gateway".into(),
+        "--no-pager".into(),
+        "--output=short-iso".into(),
+        format!("--lines={}", args.lines),
+    ];
+    if let Some(s) = &args.since {
+        words.push(format!("--since={s}"));
+    }
+    if args.follow {
+        words.push("--follow".into());
+    }
+    words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
+}
+
+pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<ExitStatus> {
+    let reach = Reach::open(ctx, &args.agent)?;
+    let cmd = reach.command(&args.user, Some(journal_command(&args)), false);
+    if args.print {
+        println!("{}", cmd.display());
+        return Ok(ExitStatus::Success);
+    }
+    reach.prepare(ctx).await?;
+    tracing::info!(command = %cmd.display(), "exec");
+    exec(&cmd)
+}
