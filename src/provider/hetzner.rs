@@ -1220,6 +1220,9 @@ impl Provider for HetznerProvider {
                     me.wait_server(s.id, true).await?;
                     waited_for_old = true;
                 }
+                // The server holding the name finished deleting between the refused create
+                // and the lookup: the name is free now.
+                None if !waited_for_old => waited_for_old = true,
                 // A create whose answer was lost (retry after a 5xx or a dropped connection).
                 Some(s)
                     if s.status != "deleting"
