@@ -28,6 +28,8 @@ pub mod vars {
     pub const HCLOUD_ENDPOINT: &str = "HCLOUD_ENDPOINT";
     /// Disables colour.
     pub const NO_COLOR: &str = "NO_COLOR";
+    /// Colour even when stdout is not a terminal (any value but `0`), unless `--color never`.
+    pub const CLICOLOR_FORCE: &str = "CLICOLOR_FORCE";
     /// Home directory, for the default identity path.
     pub const HOME: &str = "HOME";
     /// Base URL of the Tailscale API (tests point it at a fake).

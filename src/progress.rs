@@ -9,6 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 enum Mode {
     Bars(MultiProgress),
     Plain,
+    Quiet,
 }
 
 /// Progress reporting for one run.
@@ -18,9 +19,12 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Bars when stderr is a terminal and not under CI; plain lines otherwise.
-    pub fn new(ci: bool) -> Self {
-        if !ci && std::io::stderr().is_terminal() {
+    /// Bars when stderr is a terminal and not under CI; plain lines otherwise; with `quiet`,
+    /// only failures.
+    pub fn new(ci: bool, quiet: bool) -> Self {
+        if quiet {
+            Progress { mode: Mode::Quiet }
+        } else if !ci && std::io::stderr().is_terminal() {
             Progress {
                 mode: Mode::Bars(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
             }
@@ -43,11 +47,13 @@ impl Progress {
                 Line {
                     name: name.to_string(),
                     bar: Some(bar),
+                    quiet: false,
                 }
             }
-            Mode::Plain => Line {
+            Mode::Plain | Mode::Quiet => Line {
                 name: name.to_string(),
                 bar: None,
+                quiet: matches!(self.mode, Mode::Quiet),
             },
         }
     }
@@ -59,6 +65,7 @@ impl Progress {
                 let _ = m.println(msg);
             }
             Mode::Plain => eprintln!("{} {msg}", timestamp()),
+            Mode::Quiet => {}
         }
     }
 }
@@ -71,18 +78,22 @@ fn timestamp() -> String {
 pub struct Line {
     name: String,
     bar: Option<ProgressBar>,
+    /// `--quiet`: only failures are printed.
+    quiet: bool,
 }
 
 impl Line {
     pub fn set(&self, msg: &str) {
         match &self.bar {
             Some(b) => b.set_message(msg.to_string()),
+            None if self.quiet => {}
             None => eprintln!("{} {}: {msg}", timestamp(), self.name),
         }
     }
     pub fn done(&self, msg: &str) {
         match &self.bar {
             Some(b) => b.finish_with_message(format!("✓ {msg}")),
+            None if self.quiet => {}
             None => eprintln!("{} {}: {msg}", timestamp(), self.name),
         }
     }

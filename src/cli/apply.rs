@@ -170,7 +170,10 @@ fn print_plan(ctx: &Ctx, config: &Config, plan: &Plan) {
     if ctx.json() {
         return;
     }
-    println!("{}", output::plan_text(config, plan));
+    anstream::println!(
+        "{}",
+        crate::cli::style::plan(&output::plan_text(config, plan))
+    );
 }
 
 pub async fn plan(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
@@ -523,7 +526,7 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
     let engine = Engine {
         provider: Arc::new(cloud),
         state: SharedState::new(state, store.clone()),
-        progress: Progress::new(ctx.env.is_ci()),
+        progress: Progress::new(ctx.env.is_ci(), ctx.global.quiet),
         parallelism: args.parallelism as usize,
         stop: stop.clone(),
     };
@@ -684,7 +687,7 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
     let engine = Engine {
         provider: Arc::new(cloud),
         state: SharedState::new(state, store.clone()),
-        progress: Progress::new(ctx.env.is_ci()),
+        progress: Progress::new(ctx.env.is_ci(), ctx.global.quiet),
         parallelism: args.parallelism as usize,
         stop,
     };

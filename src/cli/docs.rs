@@ -62,7 +62,7 @@ pub fn man(ctx: &Ctx, args: ManArgs) -> Result<ExitStatus> {
                 path: path.clone(),
                 source,
             })?;
-        if !ctx.json() {
+        if !ctx.json() && !ctx.global.quiet {
             println!("wrote {}", path.display());
         }
     }

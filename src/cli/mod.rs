@@ -12,6 +12,7 @@ pub mod secrets;
 pub mod ssh;
 pub mod stacks;
 pub mod status;
+pub mod style;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -55,6 +56,21 @@ pub struct Global {
     /// More logging (-v info, -vv debug, -vvv trace); never logs secret values
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// No progress lines or file notes, for CI logs (errors, warnings, results and notes that ask
+    /// for action stay)
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Colour in plans and status: auto (a terminal, unless NO_COLOR is set; CLICOLOR_FORCE
+    /// forces it), always or never
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
+    pub color: ColorWhen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -142,6 +158,7 @@ impl Ctx {
 
 /// Run a parsed command line.
 pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
+    style::init(cli.global.color, &env);
     let ctx = Ctx {
         env,
         cwd,

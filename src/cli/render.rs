@@ -73,7 +73,7 @@ pub fn run(ctx: &Ctx, args: RenderArgs) -> Result<ExitStatus> {
             path: path.clone(),
             source,
         })?;
-        if !ctx.json() {
+        if !ctx.json() && !ctx.global.quiet {
             println!("wrote {} ({} bytes)", path.display(), doc.len());
         }
     }

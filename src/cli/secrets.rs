@@ -180,7 +180,9 @@ fn set(ctx: &Ctx, name: &str, agent: Option<&str>) -> Result<ExitStatus> {
         source,
     })?;
     let scope = agent.map(|a| format!(" for agent {a}")).unwrap_or_default();
-    eprintln!("stored `{name}`{scope} encrypted in {}", path.display());
+    if !ctx.global.quiet {
+        eprintln!("stored `{name}`{scope} encrypted in {}", path.display());
+    }
     Ok(ExitStatus::Success)
 }
 
@@ -272,6 +274,8 @@ fn rm(ctx: &Ctx, name: &str, agent: Option<&str>) -> Result<ExitStatus> {
         path: path.clone(),
         source,
     })?;
-    eprintln!("removed `{name}` from {}", path.display());
+    if !ctx.global.quiet {
+        eprintln!("removed `{name}` from {}", path.display());
+    }
     Ok(ExitStatus::Success)
 }

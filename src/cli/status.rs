@@ -481,7 +481,7 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
     if ctx.json() {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
-        print!("{}", text(&config, &doc));
+        anstream::print!("{}", super::style::status_table(&text(&config, &doc)));
     }
     Ok(if unhealthy == 0 {
         ExitStatus::Success

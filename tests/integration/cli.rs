@@ -543,3 +543,52 @@ fn stacks_lists_provider_place_agents_and_state() {
         "{broken}"
     );
 }
+
+#[test]
+fn plan_is_coloured_for_people_and_plain_for_machines() {
+    let p = Project::example();
+    let plan = |color: Option<&str>, env: &[(&str, &str)], json: bool| {
+        let mut r = p.run().env_remove("NO_COLOR");
+        for (k, v) in env {
+            r = r.env(k, v);
+        }
+        let mut args = vec!["-s", "prod"];
+        if let Some(c) = color {
+            args.extend(["--color", c]);
+        }
+        if json {
+            args.extend(["-o", "json"]);
+        }
+        args.push("plan");
+        let out = r.args(args).run();
+        out.success();
+        out.stdout
+    };
+    let visible = |s: &str| {
+        s.replace("\u{1b}[32m", "<green>")
+            .replace("\u{1b}[31m", "<red>")
+            .replace("\u{1b}[33m", "<yellow>")
+            .replace("\u{1b}[1m", "<bold>")
+            .replace("\u{1b}[0m", "</>")
+    };
+    let coloured = plan(Some("always"), &[], false);
+    assert!(
+        coloured.contains("\u{1b}[32m  + agent-pm\u{1b}[0m"),
+        "{coloured:?}"
+    );
+    insta::assert_snapshot!("plan_prod_offline_coloured", visible(&coloured));
+    // The same words, with colour or without.
+    let plain = plan(None, &[("NO_COLOR", "1")], false);
+    assert!(!plain.contains('\u{1b}'));
+    assert_eq!(anstream::adapter::strip_str(&coloured).to_string(), plain);
+    // Not a terminal: plain by default; CLICOLOR_FORCE forces colour; NO_COLOR and
+    // `--color never` beat it.
+    assert!(!plan(None, &[], false).contains('\u{1b}'));
+    assert!(plan(None, &[("CLICOLOR_FORCE", "1")], false).contains('\u{1b}'));
+    assert!(!plan(None, &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")], false).contains('\u{1b}'));
+    assert!(!plan(Some("never"), &[("CLICOLOR_FORCE", "1")], false).contains('\u{1b}'));
+    // JSON never carries colour.
+    let json = plan(Some("always"), &[], true);
+    assert!(!json.contains('\u{1b}'));
+    serde_json::from_str::<serde_json::Value>(&json).unwrap();
+}

@@ -506,12 +506,26 @@ async fn status_reports_every_tailnet_state_and_gates_on_health() {
         .stdout_has("answers (200)")
         .stdout_has("All 3 agents are healthy.");
     println!("{}", out.stdout);
+
     let mut paths = gw.paths.lock().unwrap().clone();
     paths.sort();
     assert_eq!(
         paths,
         [format!("/{ENG}"), format!("/{PM}"), format!("/{TESTER}")]
     );
+
+    // The HEALTHY column in colour, when asked.
+    let coloured = run("healthy")
+        .args(["-s", "prod", "--color", "always", "status"])
+        .run();
+    coloured.success();
+    assert_eq!(
+        coloured.stdout.matches("\u{1b}[32myes\u{1b}[0m").count(),
+        3,
+        "{:?}",
+        coloured.stdout
+    );
+    assert!(!out.stdout.contains('\u{1b}'));
 
     // The same data as JSON.
     let out = run("healthy")
@@ -983,6 +997,20 @@ async fn open_prints_or_opens_the_url_and_logs_reads_the_gateway_journal() {
         .run()
         .json();
     assert_eq!(doc["url"], format!("https://{PM}/#token=********"));
+    // --quiet: a replacement prints its table and no progress lines; without it, it does.
+    let quiet = aws_env(p.run(), &moto)
+        .args(["-s", "prod", "deploy", "--yes", "-q", "--replace", "tester"])
+        .run();
+    quiet.success().stdout_has("agent-tester");
+    assert!(!quiet.stderr.contains("agent-tester:"), "{}", quiet.stderr);
+    let loud = aws_env(p.run(), &moto)
+        .args(["-s", "prod", "deploy", "--yes", "--replace", "tester"])
+        .run();
+    loud.success().stderr_has("agent-tester:");
+    aws_env(p.run(), &moto)
+        .args(["-s", "prod", "deploy", "-q", "-v"])
+        .run()
+        .code(64);
     // An agent that is not deployed has no URL yet.
     p.run()
         .args(["-s", "dev", "open", "pm"])
