@@ -50,9 +50,9 @@ pub fn plan(text: &str) -> String {
             paint(GREEN, body)
         } else if body.starts_with("  - ") {
             paint(RED, body)
-        } else if body.starts_with("-/+ ") {
-            paint(YELLOW, body)
-        } else if body.starts_with("  ~ ") && !body.contains("(no change") {
+        } else if body.starts_with("-/+ ")
+            || (body.starts_with("  ~ ") && !body.contains("(no change"))
+        {
             paint(YELLOW, body)
         } else if body.starts_with("Plan: ") || body.starts_with("No changes") {
             paint(BOLD, body)
