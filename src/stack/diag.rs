@@ -12,16 +12,46 @@ pub struct Diagnostic {
     pub field: String,
     pub message: String,
     pub help: Option<String>,
+    /// The offending source line with carets (see [`snippet`]), when the problem has a span.
+    pub snippet: Option<String>,
+}
+
+impl Diagnostic {
+    /// As shown to people: the one-line summary, the source line with carets under the
+    /// problem (as cargo shows it), then the help.
+    pub fn render(&self) -> String {
+        let mut out = self.summary();
+        if let Some(s) = &self.snippet {
+            out.push('\n');
+            out.push_str(s.trim_end());
+        }
+        if let Some(h) = &self.help {
+            out.push_str(&format!("\n  help: {h}"));
+        }
+        out
+    }
+
+    /// `file:line:col: `field`: message`.
+    fn summary(&self) -> String {
+        // A syntax error before any key belongs to no field: no empty "``".
+        let field = if self.field.is_empty() {
+            String::new()
+        } else {
+            format!("`{}`: ", self.field)
+        };
+        format!(
+            "{}:{}:{}: {field}{}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.message
+        )
+    }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.col)?;
-        // A syntax error before any key belongs to no field: no empty "``".
-        if !self.field.is_empty() {
-            write!(f, "`{}`: ", self.field)?;
-        }
-        f.write_str(&self.message)?;
+        f.write_str(&self.summary())?;
         if let Some(h) = &self.help {
             write!(f, "\n  help: {h}")?;
         }
@@ -65,6 +95,7 @@ impl<'a> Source<'a> {
             field: field.into(),
             message: message.into(),
             help: None,
+            snippet: (!span.is_empty()).then(|| snippet(self.path, self.text, span)),
         }
     }
 
@@ -294,5 +325,36 @@ mod tests {
         let off = text.find("\"big\"").unwrap();
         assert_eq!(s.table_at(off), "agents");
         assert_eq!(s.key_at(off).as_deref(), Some("disk_gb"));
+    }
+}
+
+/// The source line(s) of `span` in `text`, with carets under the span, as cargo shows them.
+pub fn snippet(path: &Path, text: &str, span: std::ops::Range<usize>) -> String {
+    use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
+    let end = span.end.max(span.start).min(text.len());
+    let start = floor_char_boundary(text, span.start.min(end));
+    let end = floor_char_boundary(text, end);
+    let path = path.display().to_string();
+    let report = [Group::with_level(Level::ERROR).element(
+        Snippet::source(text)
+            .path(path.as_str())
+            .fold(true)
+            .annotation(AnnotationKind::Primary.span(start..end)),
+    )];
+    Renderer::plain().render(&report).to_string()
+}
+
+#[cfg(test)]
+mod snippet_tests {
+    use super::*;
+
+    #[test]
+    fn shows_the_line_with_carets() {
+        let text = "provider = \"hetzner\"\nlocaton = \"fsn1\"\nserver_type = \"cx22\"\n";
+        let s = snippet(Path::new("stacks/dev.toml"), text, 21..28);
+        println!("{s}");
+        assert!(s.contains("locaton = \"fsn1\""), "{s}");
+        assert!(s.contains("^^^^^^^"), "{s}");
+        assert!(!s.contains("server_type"), "{s}");
     }
 }

@@ -109,6 +109,7 @@ fn read(path: &Path, shown: &Path) -> Result<String, StackError> {
             field: String::new(),
             message: format!("the file is not UTF-8 text (byte 0x{bad:02x})"),
             help: Some("save it as UTF-8".into()),
+            snippet: None,
         }])
     })
 }
@@ -212,6 +213,7 @@ impl Validator<'_> {
                 field: "stack".into(),
                 message: format!("stack name `{stack}` (from the file name) {e}"),
                 help: Some("rename the stack file to a lowercase DNS label such as `dev`".into()),
+                snippet: None,
             });
         }
 
@@ -425,6 +427,7 @@ impl Validator<'_> {
                     "`{TAILSCALE_OAUTH_ID}` and `{TAILSCALE_OAUTH_SECRET}` go together"
                 ),
                 help: Some("set both, or neither".into()),
+                snippet: None,
             });
         }
         let mut tailscale_tags = Vec::new();
@@ -452,6 +455,7 @@ impl Validator<'_> {
                 field: format!("secrets.{TAILSCALE_AUTH_KEY}"),
                 message: "missing required secret `tailscale_auth_key`".into(),
                 help: Some(format!("run `agent-army secrets set {TAILSCALE_AUTH_KEY} --stack {stack}` (reads the key from stdin), set it to `env:TS_AUTHKEY`, or give an OAuth client (`{TAILSCALE_OAUTH_ID}` and `{TAILSCALE_OAUTH_SECRET}`) so deploy mints one key per agent")),
+                snippet: None,
             });
         }
 

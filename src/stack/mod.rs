@@ -40,7 +40,7 @@ pub enum StackError {
 
 fn render_diags(d: &[Diagnostic]) -> String {
     d.iter()
-        .map(|d| d.to_string())
+        .map(|d| d.render())
         .collect::<Vec<_>>()
         .join("\nerror: ")
 }

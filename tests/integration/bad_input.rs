@@ -159,6 +159,46 @@ fn cases() -> Vec<(&'static str, String, String, &'static str)> {
     ]
 }
 
+/// Stderr without the cargo-style source excerpts (` --> file:line:col`, ` 3 | text`,
+/// `   | ^^^`), which [`diagnostics_show_the_source_line_with_carets`] checks.
+fn without_snippets(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            !(t.starts_with("--> ")
+                || t.starts_with('|')
+                || t.split_once(" |")
+                    .is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit())))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn diagnostics_show_the_source_line_with_carets() {
+    let p = Project::example();
+    let stack = p
+        .read("stacks/dev.toml")
+        .replace("location = ", "locaton = ");
+    p.write("stacks/dev.toml", &stack);
+    let line = stack
+        .lines()
+        .position(|l| l.starts_with("locaton"))
+        .unwrap()
+        + 1;
+    let out = p.run().args(["-s", "dev", "validate"]).run();
+    out.code(3);
+    let expected = format!(
+        "error: stacks/dev.toml:{line}:1: `locaton`: unknown key `locaton`\n --> stacks/dev.toml:{line}:1\n  |\n{line} | locaton = \"fsn1\"\n  | ^^^^^^^\n  help: did you mean `location`?\n"
+    );
+    assert!(
+        out.stderr.starts_with(&expected),
+        "{}\nexpected:\n{expected}",
+        out.stderr
+    );
+}
+
 #[test]
 fn every_rule_names_file_line_column_and_field() {
     let mut failures = Vec::new();
@@ -166,7 +206,8 @@ fn every_rule_names_file_line_column_and_field() {
         let p = Project::with_files(&[("agent-army.toml", &project), ("stacks/dev.toml", &stack)]);
         for cmd in [&["plan"][..], &["validate"], &["render", "--out", "out"]] {
             let out = p.run().args(["-s", "dev"]).args(cmd).run();
-            let ok = out.code == 3 && out.stderr.starts_with(expected);
+            // The summary and help as before; the source line with carets between them.
+            let ok = out.code == 3 && without_snippets(&out.stderr).starts_with(expected);
             if !ok {
                 failures.push(format!(
                     "case `{name}` ({cmd:?}): exit {} stderr:\n{}\nexpected:\n{expected}",
