@@ -144,6 +144,49 @@ pub async fn cloud(ctx: &Ctx, config: &Config) -> Result<Cloud> {
     }
 }
 
+/// The fleet's monthly cost at the provider's list prices, as far as it can be known here:
+/// Hetzner's API publishes its server-type prices per location; for AWS agent-army has no
+/// price source. Never fails the plan: what cannot be known is said.
+async fn cost(ctx: &Ctx, config: &Config) -> output::Cost {
+    let unavailable = |reason: String| output::Cost::Unavailable { reason };
+    if config.provider.kind() != crate::stack::ProviderKind::Hetzner {
+        return unavailable("agent-army has no price source for AWS".into());
+    }
+    let Ok(Cloud::Hetzner(h)) = cloud(ctx, config).await else {
+        return unavailable("no Hetzner API token to read the list prices".into());
+    };
+    let mut prices = BTreeMap::new();
+    for a in &config.agents {
+        if prices.contains_key(&a.instance_type) {
+            continue;
+        }
+        // A plan must not hang on prices: a short budget, then "n/a".
+        let lookup = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            h.monthly_price(&a.instance_type),
+        );
+        match lookup.await.unwrap_or_else(|_| {
+            Err(crate::provider::ProviderError::new(
+                "timeout",
+                "no answer within 15 s",
+            ))
+        }) {
+            Ok(Some(p)) => {
+                prices.insert(a.instance_type.clone(), p);
+            }
+            Ok(None) => {
+                return unavailable(format!(
+                    "server type `{}` has no price in `{}`",
+                    a.instance_type,
+                    config.provider.place()
+                ));
+            }
+            Err(e) => return unavailable(format!("cannot read Hetzner's prices: {}", e.message)),
+        }
+    }
+    output::Cost::estimate(config, &prices)
+}
+
 fn provider_error(config: &Config, e: crate::provider::ProviderError) -> Error {
     Error::Provider {
         provider: config.provider.kind().to_string(),
@@ -215,6 +258,7 @@ async fn plan_inner(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
         force_replace: &force,
         destroy: false,
     });
+    let cost = cost(ctx, &config).await;
     if ctx.json() {
         let doc = serde_json::json!({
             "project": config.project,
@@ -222,6 +266,7 @@ async fn plan_inner(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
             "provider": config.provider.kind(),
             "plan": plan,
             "changes": plan.has_changes(),
+            "cost": cost,
             "agents": config.agents.iter().map(|a| serde_json::json!({
                 "agent": a.name,
                 "hostname": a.fqdn,
@@ -231,6 +276,7 @@ async fn plan_inner(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
         print_plan(ctx, &config, &plan);
+        println!("{}", output::cost_text(&cost));
     }
     Ok(if args.detailed_exitcode && plan.has_changes() {
         ExitStatus::Changes

@@ -514,7 +514,57 @@ pub struct HetznerProvider {
     inner: Arc<Inner>,
 }
 
+/// Hetzner's list price of a server type per month in one location, in EUR.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct MonthlyPrice {
+    pub net: f64,
+    pub gross: f64,
+}
+
+#[derive(Deserialize)]
+struct ServerTypeObj {
+    name: String,
+    prices: Vec<PriceObj>,
+}
+#[derive(Deserialize)]
+struct PriceObj {
+    location: String,
+    price_monthly: PriceValue,
+}
+#[derive(Deserialize)]
+struct PriceValue {
+    net: String,
+    gross: String,
+}
+
 impl HetznerProvider {
+    /// The monthly list price of `server_type` in the stack's location, from the API's own
+    /// server-type prices; `None` when the type is unknown or not sold there.
+    pub async fn monthly_price(
+        &self,
+        server_type: &str,
+    ) -> Result<Option<MonthlyPrice>, ProviderError> {
+        let me = &self.inner;
+        let types: Vec<ServerTypeObj> = me
+            .list_all(
+                "/server_types",
+                "server_types",
+                &[("name", server_type.to_string())],
+            )
+            .await?;
+        Ok(types
+            .iter()
+            .filter(|t| t.name == server_type)
+            .flat_map(|t| &t.prices)
+            .find(|p| p.location == me.location)
+            .and_then(|p| {
+                Some(MonthlyPrice {
+                    net: p.price_monthly.net.parse().ok()?,
+                    gross: p.price_monthly.gross.parse().ok()?,
+                })
+            }))
+    }
+
     pub fn new(
         endpoint: &str,
         token: Secret,

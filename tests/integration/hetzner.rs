@@ -499,3 +499,49 @@ fn hetzner_lost_answers_are_recovered_by_name() {
     deploy(&h, &p).success().stdout_has("No changes");
     h.assert_no_prism_errors();
 }
+
+#[test]
+fn hetzner_plan_estimates_the_monthly_cost_from_the_api_prices() {
+    let h = Hetzner::start();
+    let p = Project::example();
+    // 3 agents on cx22 in fsn1: the fake publishes 3.79 EUR net, 19 % VAT on top.
+    let out = h.env(p.run()).args(["-s", "dev", "plan"]).run();
+    out.success().stdout_has(
+        "Estimated cost: 13.53 EUR/month (11.37 net) for 3 server(s) in fsn1 at Hetzner's list prices (cx22 3.79 net)",
+    );
+    let reqs = h.requests();
+    let asked: Vec<&Value> = reqs
+        .iter()
+        .filter(|r| r["path"] == "/v1/server_types")
+        .collect();
+    assert_eq!(asked.len(), 1, "one lookup per distinct server type");
+    assert_eq!(asked[0]["query"]["name"], serde_json::json!(["cx22"]));
+    assert!(mutating(&reqs).is_empty(), "plan changes nothing");
+    let doc = h
+        .env(p.run())
+        .args(["-s", "dev", "-o", "json", "plan"])
+        .run()
+        .json();
+    assert_eq!(doc["cost"]["status"], "estimate");
+    assert_eq!(doc["cost"]["monthly_net"], 11.37);
+    assert_eq!(doc["cost"]["monthly_gross"], 13.53);
+    assert_eq!(doc["cost"]["prices"]["cx22"]["net"], 3.79);
+    // A type the location does not sell has no price, and the plan says so.
+    p.write(
+        "stacks/dev.toml",
+        &p.read("stacks/dev.toml")
+            .replace("location = \"fsn1\"", "location = \"ash\""),
+    );
+    h.env(p.run())
+        .args(["-s", "dev", "plan"])
+        .run()
+        .success()
+        .stdout_has("Estimated cost: n/a (server type `cx22` has no price in `ash`).");
+    // Without a token: said, not guessed.
+    p.run()
+        .args(["-s", "dev", "plan"])
+        .run()
+        .success()
+        .stdout_has("Estimated cost: n/a (no Hetzner API token to read the list prices).");
+    h.assert_no_prism_errors();
+}

@@ -328,6 +328,7 @@ class Api:
             ("POST", r"/v1/firewalls/(\d+)/actions/set_rules", self.fw_set_rules),
             ("POST", r"/v1/firewalls/(\d+)/actions/apply_to_resources", self.fw_apply),
             ("POST", r"/v1/firewalls/(\d+)/actions/remove_from_resources", self.fw_remove),
+            ("GET", r"/v1/server_types", self.list_server_types),
             ("GET", r"/v1/ssh_keys", self.list_ssh_keys), ("POST", r"/v1/ssh_keys", self.create_ssh_key),
             ("GET", r"/v1/ssh_keys/(\d+)", self.get_ssh_key), ("DELETE", r"/v1/ssh_keys/(\d+)", self.delete_ssh_key),
         ]
@@ -600,6 +601,15 @@ class Api:
                 raise ApiError(404, "firewall_resource_not_found", "firewall is not applied to that resource", {})
         f["applied_to"] = [e for e in f["applied_to"] if e not in targets]
         return 201, {"actions": [st.r_action(a) for a in self._apply_actions(f, targets, "remove_firewall")]}
+
+    # ---- server types (catalogue, with prices per location) ----------------------------
+    def list_server_types(self, q, body):
+        names = sorted(SERVER_TYPES)
+        if "name" in q:
+            names = [n for n in names if n == q["name"][-1]]
+        res, _ = paginate(names, q, "server_types")
+        res["server_types"] = [self.st.r_server_type(n) for n in res["server_types"]]
+        return 200, res
 
     # ---- ssh keys ---------------------------------------------------------------------
     def list_ssh_keys(self, q, body):
