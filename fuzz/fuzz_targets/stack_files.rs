@@ -9,7 +9,7 @@
 //!   and column inside that file, and it displays without panicking;
 //! - every agent of a configuration that loads renders (masked) to a `#cloud-config` YAML
 //!   document that parses, with the agent's hostname, four bootstrap steps, its role in
-//!   `ROLE.md` byte for byte, and its environment file giving back every value through
+//!   `IDENTITY.md` (the role) byte for byte, and its environment file giving back every value through
 //!   POSIX shell quoting;
 //! - the provider's user data is within its limit or refused with `TooLarge`.
 #![no_main]
@@ -133,14 +133,17 @@ fn check_config(config: &Config) {
             .iter()
             .map(|f| (f.path.as_str(), f))
             .collect();
-        let role = files
-            .get("/var/lib/agent-army/stage/workspace/ROLE.md")
-            .expect("ROLE.md is written");
-        if !agent.workspace_files.contains_key("ROLE.md") {
-            assert_eq!(role.encoding, None);
+        let identity = files
+            .get("/var/lib/agent-army/stage/workspace/IDENTITY.md")
+            .expect("IDENTITY.md is written");
+        if !agent.workspace_files.contains_key("IDENTITY.md") {
+            assert_eq!(identity.encoding, None);
             assert_eq!(
-                role.content,
-                format!("# Role of {}\n\n{}\n", agent.name, agent.role),
+                identity.content,
+                format!(
+                    "# IDENTITY.md\n\n- Name: {}\n- Role: {}\n",
+                    agent.name, agent.role
+                ),
                 "role does not survive YAML"
             );
         }
@@ -157,6 +160,7 @@ fn check_config(config: &Config) {
             ("AGENT_ARMY_STACK", &config.stack),
             ("AGENT_ARMY_AGENT", &agent.name),
             ("AGENT_ARMY_ROLE", &agent.role),
+            ("OPENCLAW_GATEWAY_TOKEN", &"********".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
