@@ -114,13 +114,17 @@ pub struct LogsArgs {
     pub print: bool,
 }
 
-/// The remote `journalctl` command line.
-pub fn journal_command(args: &LogsArgs) -> String {
+/// The remote `journalctl` command line; `json` asks journalctl for one JSON object a line.
+pub fn journal_command(args: &LogsArgs, json: bool) -> String {
     let mut words = vec![
         "journalctl".to_string(),
         "--unit=openclaw-gateway".into(),
         "--no-pager".into(),
-        "--output=short-iso".into(),
+        if json {
+            "--output=json".into()
+        } else {
+            "--output=short-iso".into()
+        },
         format!("--lines={}", args.lines),
     ];
     if let Some(s) = &args.since {
@@ -134,7 +138,7 @@ pub fn journal_command(args: &LogsArgs) -> String {
 
 pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<ExitStatus> {
     let reach = Reach::open(ctx, &args.agent)?;
-    let cmd = reach.command(&args.user, Some(journal_command(&args)), false);
+    let cmd = reach.command(&args.user, Some(journal_command(&args, ctx.json())), false);
     if args.print {
         println!("{}", cmd.display());
         return Ok(ExitStatus::Success);

@@ -106,6 +106,19 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<ExitStatus> {
     if text != existing {
         write(&gitignore, &text)?;
     }
+    if ctx.json() {
+        println!(
+            "{}",
+            serde_json::json!({
+                "project_file": PROJECT_FILE,
+                "stack_file": format!("{STACKS_DIR}/{stack}.toml"),
+                "identity": identity.display().to_string(),
+                "identity_created": created,
+                "recipient": public,
+            })
+        );
+        return Ok(ExitStatus::Success);
+    }
     if created {
         eprintln!("created age identity {} (mode 0600)", identity.display());
     } else {

@@ -39,6 +39,17 @@ fn init_scaffolds_identity_and_gitignore_once() {
             .unwrap()
             .contains(&public)
     );
+    // init's JSON, in another folder with the same identity.
+    let other = dir.path().join("other-fleet");
+    std::fs::create_dir_all(&other).unwrap();
+    let doc = Run::new(&other)
+        .env("HOME", home.display().to_string())
+        .args(["-o", "json", "init"])
+        .run()
+        .json();
+    assert_eq!(doc["recipient"], public.as_str());
+    assert_eq!(doc["identity_created"], false);
+    assert_eq!(doc["stack_file"], "stacks/dev.toml");
     // The scaffold is a valid project: plan works straight away.
     Run::new(&proj)
         .env("HOME", home.display().to_string())

@@ -997,6 +997,56 @@ async fn open_prints_or_opens_the_url_and_logs_reads_the_gateway_journal() {
         .run()
         .json();
     assert_eq!(doc["url"], format!("https://{PM}/#token=********"));
+    // `stacks` sees the deployed fleet in state.
+    let doc = aws_env(p.run(), &moto)
+        .args(["-o", "json", "stacks"])
+        .run()
+        .json();
+    let prod = doc["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stack"] == "prod")
+        .unwrap()
+        .clone();
+    assert_eq!(prod["state"], true);
+    assert_eq!(prod["deployed"], 3);
+    // Every command that reads and prints data has JSON, against the deployed fleet.
+    for args in [
+        &["-s", "prod", "-o", "json", "plan"][..],
+        &["-s", "prod", "-o", "json", "outputs"],
+        &["-s", "prod", "-o", "json", "validate"],
+        &["-s", "prod", "-o", "json", "secrets", "list"],
+        &[
+            "-s",
+            "prod",
+            "-o",
+            "json",
+            "secrets",
+            "get",
+            "ANTHROPIC_API_KEY",
+        ],
+        &["-s", "prod", "-o", "json", "open", "pm"],
+        &["-o", "json", "stacks"],
+        &[
+            "-s",
+            "prod",
+            "-o",
+            "json",
+            "render",
+            "--out",
+            "rendered-json",
+        ],
+    ] {
+        let out = aws_env(p.run(), &moto).args(args).run();
+        out.success();
+        assert!(
+            serde_json::from_str::<Value>(&out.stdout).is_ok(),
+            "{args:?} is not JSON:\n{}",
+            out.stdout
+        );
+    }
+
     // --quiet: a replacement prints its table and no progress lines; without it, it does.
     let quiet = aws_env(p.run(), &moto)
         .args(["-s", "prod", "deploy", "--yes", "-q", "--replace", "tester"])
@@ -1048,6 +1098,9 @@ async fn open_prints_or_opens_the_url_and_logs_reads_the_gateway_journal() {
     logs(&["-n", "5", "--since", "1h ago", "-f"])
         .success()
         .stdout_has("journal args: --unit=openclaw-gateway --no-pager --output=short-iso --lines=5 --since=1h ago --follow");
+    logs(&["-o", "json", "-n", "1"])
+        .success()
+        .stdout_has("--output=json --lines=1");
     let printed = logs(&["--print", "-f"]);
     printed.success().stdout_has(
         "'journalctl --unit=openclaw-gateway --no-pager --output=short-iso --lines=100 --follow'",
