@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::ssh::{Reach, exec, quote};
+use super::ssh::{exec_on, quote};
 use super::{Ctx, fleet};
 use crate::env::vars;
 use crate::error::{Error, Result};
@@ -137,13 +137,6 @@ pub fn journal_command(args: &LogsArgs, json: bool) -> String {
 }
 
 pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<ExitStatus> {
-    let reach = Reach::open(ctx, &args.agent)?;
-    let cmd = reach.command(&args.user, Some(journal_command(&args, ctx.json())), false);
-    if args.print {
-        println!("{}", cmd.display());
-        return Ok(ExitStatus::Success);
-    }
-    reach.prepare(ctx).await?;
-    tracing::info!(command = %cmd.display(), "exec");
-    exec(&cmd)
+    let remote = journal_command(&args, ctx.json());
+    exec_on(ctx, &args.agent, &args.user, Some(remote), args.print).await
 }

@@ -130,16 +130,19 @@ impl Ctx {
         self.global.output == Output::Json
     }
 
-    /// Locate the project and stack.
-    pub fn project(&self) -> Result<Project> {
-        let start = self
-            .global
+    /// Where the project is searched from: `--project-dir`, else the current directory.
+    pub fn start_dir(&self) -> PathBuf {
+        self.global
             .project_dir
             .as_ref()
             .map(|d| self.cwd.join(d))
-            .unwrap_or_else(|| self.cwd.clone());
+            .unwrap_or_else(|| self.cwd.clone())
+    }
+
+    /// Locate the project and stack.
+    pub fn project(&self) -> Result<Project> {
         Ok(Project::locate(
-            &start,
+            &self.start_dir(),
             self.global.stack.as_deref(),
             &self.env,
         )?)

@@ -361,9 +361,28 @@ impl Reach {
 }
 
 pub async fn run(ctx: &Ctx, args: SshArgs) -> Result<ExitStatus> {
-    let reach = Reach::open(ctx, &args.agent)?;
-    let cmd = reach.command(&args.user, remote_command(&args.command), false);
-    if args.print {
+    exec_on(
+        ctx,
+        &args.agent,
+        &args.user,
+        remote_command(&args.command),
+        args.print,
+    )
+    .await
+}
+
+/// Run `remote` (a login shell when `None`) on an agent in place of this process, or print the
+/// client command line with `print`.
+pub async fn exec_on(
+    ctx: &Ctx,
+    agent: &str,
+    user: &str,
+    remote: Option<String>,
+    print: bool,
+) -> Result<ExitStatus> {
+    let reach = Reach::open(ctx, agent)?;
+    let cmd = reach.command(user, remote, false);
+    if print {
         println!("{}", cmd.display());
         return Ok(ExitStatus::Success);
     }
@@ -375,7 +394,7 @@ pub async fn run(ctx: &Ctx, args: SshArgs) -> Result<ExitStatus> {
 /// Replace this process with the client, so the terminal, signals and the exit code are the
 /// client's own.
 #[cfg(unix)]
-pub fn exec(cmd: &SshCommand) -> Result<ExitStatus> {
+fn exec(cmd: &SshCommand) -> Result<ExitStatus> {
     use std::io::Write;
     use std::os::unix::process::CommandExt;
     let _ = std::io::stdout().flush();
@@ -388,7 +407,7 @@ pub fn exec(cmd: &SshCommand) -> Result<ExitStatus> {
 }
 
 #[cfg(not(unix))]
-pub fn exec(cmd: &SshCommand) -> Result<ExitStatus> {
+fn exec(cmd: &SshCommand) -> Result<ExitStatus> {
     let status = cmd.std_command().status().map_err(|source| Error::Io {
         path: cmd.program.clone(),
         source,

@@ -23,13 +23,7 @@ struct Row {
 }
 
 pub fn run(ctx: &Ctx) -> Result<ExitStatus> {
-    let start = ctx
-        .global
-        .project_dir
-        .as_ref()
-        .map(|d| ctx.cwd.join(d))
-        .unwrap_or_else(|| ctx.cwd.clone());
-    let root = crate::stack::load::find_root(&start)?;
+    let root = crate::stack::load::find_root(&ctx.start_dir())?;
     let default = Project::locate(&root, None, &ctx.env).ok().map(|p| p.stack);
     let mut rows = Vec::new();
     for name in crate::stack::load::available_stacks(&root) {
