@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::Ctx;
 use super::ssh::{self, Client, Overrides, SshCommand, Target};
+use crate::boot::Boot;
 use crate::env::vars;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
@@ -22,13 +23,17 @@ const EXAMPLES: &str = "Examples:
   agent-army status                      cloud, tailnet and gateway of every agent
   agent-army -s prod status --output json
   agent-army status --netcheck           also run `tailscale netcheck` on every agent over ssh
+  agent-army status --no-boot            skip reading each agent's first-boot results over ssh
   agent-army status || alert             exit status 1 when any agent is unhealthy
 
 An agent is healthy when its server runs, its device is online on the tailnet under its own
-name, and its gateway answers on https://<stack>-<agent>.<tailnet>/.";
+name, its first boot did not fail, and its gateway answers on https://<stack>-<agent>.<tailnet>/.
+The first-boot results are read over ssh from agents that are online on the tailnet.";
 
 /// Default `tailscale netcheck` run time, plus the ssh connection.
 const NETCHECK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Reading the first-boot results: the ssh connection, then one `cat`.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
@@ -37,7 +42,10 @@ pub struct StatusArgs {
     /// nearest DERP region, and the risk of relayed connections
     #[arg(long)]
     pub netcheck: bool,
-    /// Remote user for --netcheck
+    /// Do not read each agent's first-boot step results over ssh
+    #[arg(long)]
+    pub no_boot: bool,
+    /// Remote user for the ssh reads (first boot, --netcheck)
     #[arg(long, default_value = "ubuntu")]
     pub user: String,
     /// How long to wait for each gateway to answer
@@ -73,6 +81,26 @@ struct Netcheck {
     error: Option<String>,
 }
 
+/// The agent's first boot, as its VM recorded it (read over ssh).
+#[derive(Debug, Clone, Serialize)]
+struct BootView {
+    #[serde(flatten)]
+    boot: Option<Boot>,
+    summary: Option<String>,
+    /// Why the results could not be read (or were not: not reachable, `--no-boot`).
+    error: Option<String>,
+}
+
+impl BootView {
+    fn unread(e: impl Into<String>) -> Self {
+        BootView {
+            boot: None,
+            summary: None,
+            error: Some(e.into()),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct AgentReport {
     agent: String,
@@ -83,6 +111,7 @@ struct AgentReport {
     /// `None` when the local Tailscale cannot tell.
     tailnet: Option<AgentTailnet>,
     gateway: Option<Gateway>,
+    boot: Option<BootView>,
     netcheck: Option<Netcheck>,
     healthy: bool,
     problems: Vec<Finding>,
@@ -221,20 +250,23 @@ fn gateway_finding(agent: &Agent, g: &Gateway) -> Option<Finding> {
     }
 }
 
-async fn netcheck(cmd: SshCommand) -> Netcheck {
-    let fail = |e: String| Netcheck {
-        summary: None,
-        error: Some(e),
-    };
+/// A remote command's outcome: its stdout, or why there is none (timeout, ssh failure, or the
+/// command's own exit status with its last line of stderr).
+async fn remote_output(
+    cmd: SshCommand,
+    timeout: Duration,
+) -> std::result::Result<(i32, String), String> {
     let mut c = tokio::process::Command::from(cmd.std_command());
     c.stdin(std::process::Stdio::null()).kill_on_drop(true);
-    let out = match tokio::time::timeout(NETCHECK_TIMEOUT, c.output()).await {
-        Err(_) => return fail(format!("no answer within {}s", NETCHECK_TIMEOUT.as_secs())),
-        Ok(Err(e)) => return fail(format!("cannot run {}: {e}", cmd.program.display())),
+    let out = match tokio::time::timeout(timeout, c.output()).await {
+        Err(_) => return Err(format!("no answer within {}s", timeout.as_secs())),
+        Ok(Err(e)) => return Err(format!("cannot run {}: {e}", cmd.program.display())),
         Ok(Ok(o)) => o,
     };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() && !stdout.contains('{') {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = out.status.code().unwrap_or(-1);
+    // 255: ssh itself failed (connection, authentication, host key).
+    if code == 255 || out.status.code().is_none() {
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err
             .lines()
@@ -243,7 +275,7 @@ async fn netcheck(cmd: SshCommand) -> Netcheck {
             .unwrap_or("")
             .trim()
             .to_string();
-        return fail(format!(
+        return Err(format!(
             "`{}` exited with {}{}",
             cmd.display(),
             out.status
@@ -256,12 +288,57 @@ async fn netcheck(cmd: SshCommand) -> Netcheck {
             }
         ));
     }
+    Ok((code, stdout))
+}
+
+async fn netcheck(cmd: SshCommand) -> Netcheck {
+    let fail = |e: String| Netcheck {
+        summary: None,
+        error: Some(e),
+    };
+    let display = cmd.display();
+    let stdout = match remote_output(cmd, NETCHECK_TIMEOUT).await {
+        Err(e) => return fail(e),
+        Ok((code, out)) if code != 0 && !out.contains('{') => {
+            return fail(format!("`{display}` exited with {code}"));
+        }
+        Ok((_, out)) => out,
+    };
     match tailnet::parse_netcheck(&stdout) {
         Ok(r) => Netcheck {
             summary: Some(tailnet::summarize(&r)),
             error: None,
         },
         Err(e) => fail(e),
+    }
+}
+
+/// The VM's first-boot results (`agent-army-boot`, installed by the user data).
+async fn boot_results(cmd: SshCommand) -> BootView {
+    let display = cmd.display();
+    match remote_output(cmd, BOOT_TIMEOUT).await {
+        Err(e) => BootView::unread(e),
+        Ok((0, out)) => {
+            let boot = Boot::parse(&out);
+            BootView {
+                summary: Some(boot.summary()),
+                boot: Some(boot),
+                error: None,
+            }
+        }
+        Ok((3, _)) => {
+            let boot = Boot::parse("");
+            BootView {
+                summary: Some(boot.summary()),
+                boot: Some(boot),
+                error: None,
+            }
+        }
+        Ok((127, _)) => BootView::unread(format!(
+            "`{}` is not on the VM (deployed by an older agent-army?)",
+            crate::boot::REPORTER_NAME
+        )),
+        Ok((code, _)) => BootView::unread(format!("`{display}` exited with {code}")),
     }
 }
 
@@ -458,14 +535,26 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
             cloud,
             tailnet: view,
             gateway,
+            boot: None,
             netcheck: None,
             healthy,
             problems,
         });
     }
 
-    if args.netcheck {
-        run_netchecks(ctx, &config, &local, &args.user, &mut agents).await?;
+    if args.netcheck || !args.no_boot {
+        let remote = Remote::open(ctx, &config, &local)?;
+        if !args.no_boot {
+            let direct = remote.overrides.host.is_some();
+            run_boots(&remote, &args.user, direct, &mut agents).await;
+            for r in agents.iter_mut() {
+                let name = r.agent.clone();
+                judge_boot(&name, r);
+            }
+        }
+        if args.netcheck {
+            run_netchecks(&remote, &args.user, &mut agents).await;
+        }
     }
 
     let unhealthy = agents.iter().filter(|a| !a.healthy).count();
@@ -490,66 +579,85 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
     })
 }
 
-/// `tailscale netcheck --format=json` on every reachable agent, in parallel.
-async fn run_netchecks(
-    ctx: &Ctx,
-    config: &Config,
-    local: &Local,
-    user: &str,
-    agents: &mut [AgentReport],
-) -> Result<()> {
-    let client = match local {
-        Local::Running { bin, .. } => Client::Tailscale(bin.clone()),
-        // Without a local tailnet, OpenSSH may still reach the agents (overrides, routes).
-        _ => match ssh::pick_client(&ctx.env)? {
-            Client::Tailscale(_) => match tailnet::find_program(&ctx.env, "ssh") {
-                Some(p) => Client::OpenSsh(p),
-                None => return Err(Error::NoSshClient),
+/// How `status` reaches the agents over ssh: the same client, overrides and known_hosts as
+/// `agent-army ssh`, never prompting.
+struct Remote {
+    client: Client,
+    overrides: Overrides,
+    known_hosts: std::path::PathBuf,
+}
+
+impl Remote {
+    fn open(ctx: &Ctx, config: &Config, local: &Local) -> Result<Remote> {
+        let client = match local {
+            Local::Running { bin, .. } => Client::Tailscale(bin.clone()),
+            // Without a local tailnet, OpenSSH may still reach the agents (overrides, routes).
+            _ => match ssh::pick_client(&ctx.env)? {
+                Client::Tailscale(_) => match tailnet::find_program(&ctx.env, "ssh") {
+                    Some(p) => Client::OpenSsh(p),
+                    None => return Err(Error::NoSshClient),
+                },
+                c => c,
             },
-            c => c,
-        },
-    };
-    let overrides = Overrides::from_env(&ctx.env)?;
-    let base = StateStore::base_dir(&config.root, &ctx.env);
-    let known_hosts = tailnet::known_hosts_path(&base, &config.stack);
-    if matches!(client, Client::OpenSsh(_)) {
-        ssh::prepare_known_hosts(&known_hosts)?;
+        };
+        let overrides = Overrides::from_env(&ctx.env)?;
+        let base = StateStore::base_dir(&config.root, &ctx.env);
+        let known_hosts = tailnet::known_hosts_path(&base, &config.stack);
+        if matches!(client, Client::OpenSsh(_)) {
+            ssh::prepare_known_hosts(&known_hosts)?;
+        }
+        Ok(Remote {
+            client,
+            overrides,
+            known_hosts,
+        })
     }
-    let remote = ssh::remote_command(&[
-        "tailscale".to_string(),
-        "netcheck".to_string(),
-        "--format=json".to_string(),
-    ]);
+
+    fn command(&self, user: &str, fqdn: &str, args: &[&str]) -> SshCommand {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        ssh::build(
+            &self.client,
+            &Target {
+                user,
+                fqdn,
+                known_hosts: &self.known_hosts,
+                overrides: &self.overrides,
+                remote: ssh::remote_command(&args),
+                batch: true,
+            },
+        )
+    }
+}
+
+/// Why an agent is not asked anything over ssh, if it is not.
+fn unreachable(r: &AgentReport) -> Option<String> {
+    if r.server_id.is_none() {
+        return Some("not deployed".to_string());
+    }
+    match &r.tailnet {
+        Some(v) if v.device.as_ref().is_none_or(|d| !d.online) => Some(format!(
+            "skipped: the agent is {} on the tailnet",
+            v.presence
+        )),
+        _ => None,
+    }
+}
+
+/// `tailscale netcheck --format=json` on every reachable agent, in parallel.
+async fn run_netchecks(remote: &Remote, user: &str, agents: &mut [AgentReport]) {
     let mut set = tokio::task::JoinSet::new();
     for (i, r) in agents.iter_mut().enumerate() {
-        let skip = if r.server_id.is_none() {
-            Some("not deployed".to_string())
-        } else {
-            match &r.tailnet {
-                Some(v) if v.device.as_ref().is_none_or(|d| !d.online) => Some(format!(
-                    "skipped: the agent is {} on the tailnet",
-                    v.presence
-                )),
-                _ => None,
-            }
-        };
-        if let Some(reason) = skip {
+        if let Some(reason) = unreachable(r) {
             r.netcheck = Some(Netcheck {
                 summary: None,
                 error: Some(reason),
             });
             continue;
         }
-        let cmd = ssh::build(
-            &client,
-            &Target {
-                user,
-                fqdn: &r.hostname,
-                known_hosts: &known_hosts,
-                overrides: &overrides,
-                remote: remote.clone(),
-                batch: true,
-            },
+        let cmd = remote.command(
+            user,
+            &r.hostname,
+            &["tailscale", "netcheck", "--format=json"],
         );
         set.spawn(async move { (i, netcheck(cmd).await) });
     }
@@ -558,7 +666,66 @@ async fn run_netchecks(
             agents[i].netcheck = Some(n);
         }
     }
-    Ok(())
+}
+
+/// Every reachable agent's first-boot results, in parallel. Without a local tailnet only when
+/// an ssh host override says where the agents are (MagicDNS names would not resolve).
+async fn run_boots(remote: &Remote, user: &str, direct: bool, agents: &mut [AgentReport]) {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, r) in agents.iter_mut().enumerate() {
+        let skip = unreachable(r).or_else(|| {
+            (r.tailnet.is_none() && !direct)
+                .then(|| "not read: this machine is not on the tailnet".to_string())
+        });
+        if let Some(reason) = skip {
+            r.boot = Some(BootView::unread(reason));
+            continue;
+        }
+        let cmd = remote.command(user, &r.hostname, &[crate::boot::REPORTER_NAME]);
+        set.spawn(async move { (i, boot_results(cmd).await) });
+    }
+    while let Some(done) = set.join_next().await {
+        if let Ok((i, b)) = done {
+            agents[i].boot = Some(b);
+        }
+    }
+}
+
+/// A failed first boot is the root cause of a silent gateway: it replaces the gateway's
+/// finding; a boot still running explains it in a note.
+fn judge_boot(name: &str, r: &mut AgentReport) {
+    let Some(boot) = r.boot.as_ref().and_then(|b| b.boot.as_ref()) else {
+        return;
+    };
+    match boot.state.as_str() {
+        "failed" => {
+            let step = boot
+                .steps
+                .iter()
+                .find(|s| s.state == "failed")
+                .or_else(|| boot.steps.iter().find(|s| s.state != "ok"));
+            let help = match step {
+                Some(s) => format!(
+                    "its log: `agent-army ssh {name} -- sudo cat /var/log/agent-army/boot-{}-{}.log`; fix the cause, then `agent-army deploy --replace {name}`",
+                    s.step, s.name
+                ),
+                None => format!("look with `agent-army ssh {name} -- agent-army-boot`"),
+            };
+            r.problems.retain(|p| !p.message.starts_with("the gateway"));
+            r.problems.push(Finding {
+                unhealthy: true,
+                message: format!("first boot {}", boot.summary()),
+                help,
+            });
+            r.healthy = false;
+        }
+        "running" | "pending" => r.problems.push(Finding {
+            unhealthy: false,
+            message: format!("first boot still {}", boot.summary()),
+            help: "wait, then run `agent-army status` again".into(),
+        }),
+        _ => {}
+    }
 }
 
 fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -645,6 +812,11 @@ fn text(config: &Config, doc: &Doc) -> String {
                     }
                     Some(_) => "no answer".into(),
                 },
+                match a.boot.as_ref().and_then(|b| b.boot.as_ref()) {
+                    Some(b) if b.state == "failed" => "failed".into(),
+                    Some(b) => b.state.clone(),
+                    None => "-".into(),
+                },
                 if a.healthy { "yes" } else { "no" }.into(),
             ]
         })
@@ -658,6 +830,7 @@ fn text(config: &Config, doc: &Doc) -> String {
             "PATH",
             "LAST SEEN",
             "GATEWAY",
+            "BOOT",
             "HEALTHY",
         ],
         &rows,

@@ -24,9 +24,29 @@ pub const AWS_USER_DATA_LIMIT: usize = 16 * 1024;
 /// Hetzner limit on user data, in characters.
 pub const HETZNER_USER_DATA_LIMIT: usize = 32 * 1024;
 
+/// The Tailscale auth key, on tmpfs, root-only; removed by step 1 however it ends.
 const AUTH_KEY_FILE: &str = "/run/agent-army/tailscale-authkey";
-const BOOTSTRAP_DIR: &str = "/var/lib/agent-army/bootstrap";
-const STAGE_DIR: &str = "/var/lib/agent-army/stage";
+/// The first-boot steps and their runner (see [`crate::boot`]).
+const BOOT_DIR: &str = "/var/lib/agent-army/boot";
+/// Where cloud-init's `scripts-per-instance` module finds the step scripts.
+const PER_INSTANCE_DIR: &str = "/var/lib/cloud/scripts/per-instance";
+/// Files the gateway step installs, secrets among them: on tmpfs, so never on disk, and removed
+/// by the last step whatever happened before.
+const STAGE_DIR: &str = "/run/agent-army/stage";
+/// The metadata-service guard (nftables rules, loaded by a unit at every boot).
+const GUARD_RULES: &str = "/etc/agent-army/metadata-guard.nft";
+const GUARD_UNIT: &str = "/etc/systemd/system/agent-army-metadata-guard.service";
+/// The agent's rootless Docker daemon launcher.
+const DOCKERD_LAUNCHER: &str = "/usr/local/lib/agent-army/dockerd-rootless";
+/// First subordinate uid/gid of the agent's user (rootless Docker), clear of the ranges
+/// `useradd` hands to login users from 100000 up.
+const SUBID_START: u32 = 524_288;
+/// How long a step may run before it is stopped and recorded as failed.
+const STEP_TIMEOUT_SECS: u32 = 1800;
+/// How long apt waits for a lock held by another package manager.
+const APT_LOCK_WAIT_SECS: u32 = 900;
+/// Fingerprint of Tailscale's package-repository signing key (pkgs.tailscale.com).
+pub const TAILSCALE_KEY_FINGERPRINT: &str = "2596A99EAAB33821893C0A79458CA832957F5868";
 /// Home of the agent's unprivileged user on the VM.
 pub const AGENT_HOME: &str = "/var/lib/openclaw";
 /// The environment variable that carries the gateway token to the gateway (the config refers
@@ -35,35 +55,31 @@ pub const TOKEN_ENV: &str = "OPENCLAW_GATEWAY_TOKEN";
 /// Where the gateway's environment file lives on the VM.
 pub const ENV_FILE: &str = "/etc/openclaw-agent.env";
 
-const TEMPLATES: &[(&str, &str)] = &[
-    (
-        "cloud-config.yaml.j2",
-        include_str!("../../templates/cloud-config.yaml.j2"),
-    ),
-    (
-        "10-tailscale.sh.j2",
-        include_str!("../../templates/10-tailscale.sh.j2"),
-    ),
-    (
-        "20-docker.sh.j2",
-        include_str!("../../templates/20-docker.sh.j2"),
-    ),
-    (
-        "30-openclaw.sh.j2",
-        include_str!("../../templates/30-openclaw.sh.j2"),
-    ),
-    (
-        "40-gateway.sh.j2",
-        include_str!("../../templates/40-gateway.sh.j2"),
-    ),
-    (
-        "openclaw-gateway.service.j2",
-        include_str!("../../templates/openclaw-gateway.service.j2"),
-    ),
-    (
-        "openclaw-agent.sh.j2",
-        include_str!("../../templates/openclaw-agent.sh.j2"),
-    ),
+macro_rules! templates {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../templates/", $name)))),*]
+    };
+}
+
+const TEMPLATES: &[(&str, &str)] = templates![
+    "cloud-config.yaml.j2",
+    "boot/lib.sh.j2",
+    "boot/run-step.sh.j2",
+    "boot/shim.sh.j2",
+    "boot/agent-army-boot.sh.j2",
+    "boot/1-tailscale.sh.j2",
+    "boot/2-packages.sh.j2",
+    "boot/3-agent-user.sh.j2",
+    "boot/4-docker.sh.j2",
+    "boot/5-openclaw.sh.j2",
+    "boot/6-gateway.sh.j2",
+    "boot/7-serve.sh.j2",
+    "openclaw-gateway.service.j2",
+    "openclaw-agent.sh.j2",
+    "metadata-guard.nft.j2",
+    "metadata-guard.service.j2",
+    "docker-rootless.service.j2",
+    "dockerd-rootless.sh.j2",
 ];
 
 /// Why a document could not be rendered.
@@ -260,6 +276,15 @@ fn render_with(
         hostname => agent.hostname,
         auth_key_file => AUTH_KEY_FILE,
         stage_dir => STAGE_DIR,
+        boot_dir => BOOT_DIR,
+        results => crate::boot::RESULTS_FILE,
+        total => crate::boot::STEPS.len(),
+        step_timeout => STEP_TIMEOUT_SECS,
+        apt_lock_wait => APT_LOCK_WAIT_SECS,
+        tailscale_key_fpr => TAILSCALE_KEY_FINGERPRINT,
+        subid_start => SUBID_START,
+        guard_rules => GUARD_RULES,
+        dockerd_launcher => DOCKERD_LAUNCHER,
         port => GATEWAY_PORT,
         openclaw_version => config.openclaw_version,
         node_version => NODE_VERSION,
@@ -268,14 +293,54 @@ fn render_with(
         coding_agents => agent.coding_agents,
     };
     let mut files: Vec<(String, &'static str, Vec<u8>)> = Vec::new();
+    let tpl = |name: &str| -> Result<Vec<u8>, RenderError> {
+        Ok(env.get_template(name)?.render(&ctx)?.into_bytes())
+    };
     files.push((AUTH_KEY_FILE.into(), "0600", auth_key.into_bytes()));
-    let mut steps = Vec::new();
-    for name in ["10-tailscale", "20-docker", "30-openclaw", "40-gateway"] {
-        let script = env.get_template(&format!("{name}.sh.j2"))?.render(&ctx)?;
-        let path = format!("{BOOTSTRAP_DIR}/{name}.sh");
-        files.push((path.clone(), "0700", script.into_bytes()));
-        steps.push(path);
+    files.push((format!("{BOOT_DIR}/lib.sh"), "0644", tpl("boot/lib.sh.j2")?));
+    files.push((
+        format!("{BOOT_DIR}/run-step"),
+        "0700",
+        tpl("boot/run-step.sh.j2")?,
+    ));
+    for (i, step) in crate::boot::STEPS.iter().enumerate() {
+        let n = i + 1;
+        let name = step.name;
+        files.push((
+            format!("{BOOT_DIR}/steps/{n}-{name}.sh"),
+            "0700",
+            tpl(&format!("boot/{n}-{name}.sh.j2"))?,
+        ));
+        let shim = env.get_template("boot/shim.sh.j2")?.render(context! {
+            n => n,
+            name => name,
+            needs => step.needs.join(","),
+            what => step.what,
+            ..ctx.clone()
+        })?;
+        files.push((
+            format!("{PER_INSTANCE_DIR}/agent-army-{n}-{name}"),
+            "0700",
+            shim.into_bytes(),
+        ));
     }
+    files.push((
+        crate::boot::REPORTER.into(),
+        "0755",
+        tpl("boot/agent-army-boot.sh.j2")?,
+    ));
+    files.push((
+        format!("{BOOT_DIR}/files/docker.service"),
+        "0644",
+        tpl("docker-rootless.service.j2")?,
+    ));
+    files.push((
+        DOCKERD_LAUNCHER.into(),
+        "0755",
+        tpl("dockerd-rootless.sh.j2")?,
+    ));
+    files.push((GUARD_RULES.into(), "0644", tpl("metadata-guard.nft.j2")?));
+    files.push((GUARD_UNIT.into(), "0644", tpl("metadata-guard.service.j2")?));
     files.push((
         format!("{STAGE_DIR}/openclaw.json"),
         "0600",
@@ -303,7 +368,7 @@ fn render_with(
         .collect::<Result<_, _>>()?;
     Ok(env
         .get_template("cloud-config.yaml.j2")?
-        .render(context! { files => entries, steps => steps, ..ctx })?)
+        .render(context! { files => entries, ..ctx })?)
 }
 
 fn encode_file(

@@ -43,19 +43,20 @@ fn masked_document_snapshot() {
     insta::assert_snapshot!("cloud_config_agent_pm_masked", doc);
 }
 
+/// Where each step's per-instance script is written, in the order of the steps.
 fn step_positions(doc: &str) -> Vec<usize> {
-    [
-        "10-tailscale.sh",
-        "20-docker.sh",
-        "30-openclaw.sh",
-        "40-gateway.sh",
-    ]
-    .iter()
-    .map(|s| {
-        let runcmd = doc.find("runcmd:").unwrap();
-        runcmd + doc[runcmd..].find(s).unwrap()
-    })
-    .collect()
+    crate::boot::STEPS
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let path = format!(
+                "/var/lib/cloud/scripts/per-instance/agent-army-{}-{}",
+                i + 1,
+                s.name
+            );
+            doc.find(&path).unwrap_or_else(|| panic!("no {path}"))
+        })
+        .collect()
 }
 
 #[test]
@@ -80,7 +81,9 @@ fn tailscale_runs_first_and_key_never_on_command_line() {
         )
     );
     assert!(doc.contains("trap 'rm -f \"$AUTH_KEY_FILE\"' EXIT"));
-    assert!(doc.contains("tailscale serve --bg --https=443 http://127.0.0.1:18789"));
+    assert!(doc.contains("timeout 120 tailscale serve --bg --https=443 http://127.0.0.1:18789"));
+    // No runcmd: cloud-init's runcmd is one script whose last line alone decides its status.
+    assert!(!doc.contains("runcmd:"));
     assert!(doc.contains("\"mode\": \"token\""));
     assert!(
         doc.contains("OPENCLAW_GATEWAY_TOKEN=0123456789abcdef0123456789abcdef0123456789abcdef")
@@ -91,7 +94,8 @@ fn tailscale_runs_first_and_key_never_on_command_line() {
 #[derive(serde::Deserialize)]
 struct Doc {
     write_files: Vec<WriteFile>,
-    runcmd: Vec<Vec<String>>,
+    #[serde(default)]
+    runcmd: Option<Vec<Vec<String>>>,
     hostname: String,
 }
 #[derive(serde::Deserialize)]
@@ -132,7 +136,13 @@ fn hostile_values_survive_yaml_and_shell_exactly() {
     let doc = render(&c, &c.agents[0], &values).unwrap();
     let parsed: Doc = serde_saphyr::from_str(&doc).unwrap();
     assert_eq!(parsed.hostname, "dev-agent-pm");
-    assert_eq!(parsed.runcmd.len(), 4);
+    assert!(parsed.runcmd.is_none());
+    let shims = parsed
+        .write_files
+        .iter()
+        .filter(|f| f.path.starts_with("/var/lib/cloud/scripts/per-instance/"))
+        .count();
+    assert_eq!(shims, crate::boot::STEPS.len());
     assert_eq!(file(&parsed, "tailscale-authkey").content, nasty);
     assert_eq!(file(&parsed, "tailscale-authkey").permissions, "0600");
     // The env file, sourced by bash, gives back every value byte for byte.
@@ -273,9 +283,13 @@ fn aws_gzips_large_documents_and_rejects_huge_ones() {
 
     let (_d, small) = with_workspace(AWS, 100);
     let ud = user_data(&small, &small.agents[0], &Values::Masked).unwrap();
-    assert!(
+    let plain = render(&small, &small.agents[0], &Values::Masked).unwrap();
+    // Documents within the limit stay readable; the boot steps alone now come close to it.
+    assert_eq!(
         ud.starts_with(b"#cloud-config\n"),
-        "small documents stay readable"
+        plain.len() <= AWS_USER_DATA_LIMIT,
+        "{} bytes",
+        plain.len()
     );
 
     // Random bytes do not compress.
@@ -325,4 +339,109 @@ fn hetzner_uses_gz_b64_files_when_large() {
         .read_to_string(&mut back)
         .unwrap();
     assert_eq!(back.len(), 40_000);
+}
+
+/// The rendered runner, library and step shims, run by bash in a temporary root with stand-in
+/// steps: outcomes are recorded, a failure names its step, dependent steps are skipped,
+/// independent ones still run, and the staged secrets are gone at the end.
+#[test]
+fn the_step_runner_records_failures_skips_dependents_and_removes_the_stage() {
+    let (_d, c) = config_with(PROJECT, HETZNER);
+    let key = Secret::new("tskey-auth-RUNNER");
+    let values = Values::Real {
+        tailscale_auth_key: &key,
+        env: [("ANTHROPIC_API_KEY".to_string(), Secret::new("sk-RUNNER"))].into(),
+        gateway_token: "tok",
+    };
+    let doc = render(&c, &c.agents[0], &values).unwrap();
+    let parsed: Doc = serde_saphyr::from_str(&doc).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let local = |p: &str| format!("{}{p}", root.path().display());
+    let localize = |text: &str| {
+        text.replace("/var/lib/agent-army", &local("/var/lib/agent-army"))
+            .replace("/run/agent-army", &local("/run/agent-army"))
+            .replace("/var/log/agent-army", &local("/var/log/agent-army"))
+    };
+    for f in &parsed.write_files {
+        let dst = std::path::PathBuf::from(local(&f.path));
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::write(&dst, localize(&f.content)).unwrap();
+    }
+    // Stand-in steps: tailscale fails like a failed join; every other step succeeds.
+    let steps = root.path().join("var/lib/agent-army/boot/steps");
+    for (i, s) in crate::boot::STEPS.iter().enumerate() {
+        let body = if s.name == "tailscale" {
+            format!(". {}\nfalse\n", local("/var/lib/agent-army/boot/lib.sh"))
+        } else {
+            "echo working\n".to_string()
+        };
+        std::fs::write(steps.join(format!("{}-{}.sh", i + 1, s.name)), body).unwrap();
+    }
+    let shims = root.path().join("var/lib/cloud/scripts/per-instance");
+    let mut names: Vec<String> = std::fs::read_dir(&shims)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut failed = Vec::new();
+    let mut console = String::new();
+    for n in &names {
+        let script = std::fs::read_to_string(shims.join(n)).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        console.push_str(&String::from_utf8_lossy(&out.stdout));
+        console.push_str(&String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            failed.push(n.clone());
+        }
+    }
+    // What cloud-init's runparts would report: the failed step and the one that needed it.
+    assert_eq!(
+        failed,
+        ["agent-army-1-tailscale", "agent-army-7-serve"],
+        "{console}"
+    );
+    assert!(
+        console.contains("agent-army: boot step 1/7 (tailscale): FAILED (exit 1)"),
+        "{console}"
+    );
+    assert!(console.contains("`false` exited 1"), "{console}");
+    assert!(
+        console.contains("agent-army: boot step 6/7 (gateway): ok in"),
+        "{console}"
+    );
+    assert!(
+        console.contains("SKIPPED: needs tailscale (failed)"),
+        "{console}"
+    );
+    assert!(
+        console.contains("first boot FAILED: step 1 (tailscale: failed), 7 (serve: skipped)"),
+        "{console}"
+    );
+    let results =
+        std::fs::read_to_string(root.path().join("var/lib/agent-army/boot/results.tsv")).unwrap();
+    let boot = crate::boot::Boot::parse(&results);
+    assert_eq!(boot.state, "failed");
+    assert!(
+        boot.summary()
+            .starts_with("failed at step 1/7 (tailscale): agent-army: line 2: `false` exited 1"),
+        "{}",
+        boot.summary()
+    );
+    assert!(
+        boot.summary().ends_with("; skipped: serve"),
+        "{}",
+        boot.summary()
+    );
+    // No staged secret and no auth key are left, though the steps that consume them never ran.
+    assert!(!root.path().join("run/agent-army/stage").exists());
+    assert!(
+        !root
+            .path()
+            .join("run/agent-army/tailscale-authkey")
+            .exists()
+    );
 }

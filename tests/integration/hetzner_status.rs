@@ -47,9 +47,10 @@ fn status_and_ssh_work_against_a_hetzner_fleet() {
         .run()
         .success();
     let calls = fake.calls();
+    // (status read each agent's first-boot results over `tailscale ssh` too.)
     let ssh = calls
         .iter()
-        .find(|c| c.first().map(String::as_str) == Some("ssh"))
+        .rfind(|c| c.first().map(String::as_str) == Some("ssh"))
         .unwrap();
     assert_eq!(ssh[1], "ubuntu@prod-agent-tester.tail12345.ts.net");
     assert_eq!(ssh.last().unwrap(), "uptime");

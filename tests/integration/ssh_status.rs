@@ -445,6 +445,26 @@ async fn ssh_over_openssh_checks_host_keys_and_passes_exit_codes() {
         format!("{PM} ssh-ed25519 {}\n", keys.blob("host_b"))
     );
 
+    // The VM's real `agent-army-boot` (from the rendered user data), reading a results file
+    // with a failed step, on the sshd's PATH: every agent reaches this one sshd.
+    let rendered = Rendered::of(&p, "prod", "agent-pm");
+    let results = keys.dir.path().join("results.tsv");
+    std::fs::copy(fixtures().join("boot-failed.tsv"), &results).unwrap();
+    let reporter = rendered.file("/usr/local/bin/agent-army-boot").replace(
+        "/var/lib/agent-army/boot/results.tsv",
+        &results.display().to_string(),
+    );
+    let reporter_path = fake.bin_dir().join("agent-army-boot");
+    std::fs::write(&reporter_path, reporter).unwrap();
+    assert!(
+        Command::new("chmod")
+            .arg("755")
+            .arg(&reporter_path)
+            .status()
+            .unwrap()
+            .success()
+    );
+
     // `status --netcheck` without a local tailnet: the same OpenSSH command builder, batch
     // mode, all agents at once (here all reach the one sshd, whose PATH has the fake).
     let out = run()
@@ -470,6 +490,14 @@ async fn ssh_over_openssh_checks_host_keys_and_passes_exit_codes() {
         let a = agent(&doc, name);
         assert_eq!(a["cloud"], "running", "{a:#}");
         assert_eq!(a["healthy"], false);
+        assert_eq!(a["boot"]["state"], "failed", "{name}: {a:#}");
+        assert!(
+            a["problems"][0]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("first boot failed at step 5/7 (openclaw): agent-army: line 21:"),
+            "{a:#}"
+        );
         let n = &a["netcheck"];
         assert_eq!(n["udp"], true, "{name}: {n:#}\nstderr:\n{}", out.stderr);
         assert_eq!(n["preferred_derp"], 4);
@@ -561,6 +589,70 @@ async fn status_reports_every_tailnet_state_and_gates_on_health() {
         eng["tailnet"]["device"]["link"],
         serde_json::json!({"kind": "relay", "region": "fra"})
     );
+
+    // First boot, read over `tailscale ssh` from every online agent: all steps ok here.
+    assert_eq!(pm["boot"]["state"], "ok", "{pm:#}");
+    assert_eq!(pm["boot"]["summary"], "ok (7 steps, 158s)");
+    assert_eq!(pm["boot"]["steps"][4]["name"], "openclaw");
+    assert_eq!(pm["boot"]["steps"][4]["seconds"], 48);
+    let boot_calls: Vec<_> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.last().map(String::as_str) == Some("agent-army-boot"))
+        .collect();
+    assert!(
+        boot_calls
+            .iter()
+            .any(|c| c[..2] == ["ssh".to_string(), format!("ubuntu@{PM}")]),
+        "{boot_calls:?}"
+    );
+
+    // One agent's first boot failed: the failed step with its detail, what it skipped, where
+    // its log is; the gateway's silence is not reported on top of it. Another is still booting.
+    let closed = format!("http://127.0.0.1:{}/{{host}}", free_port());
+    let boot_run = |spec: &str| {
+        run("healthy")
+            .env("FAKE_TAILSCALE_BOOT", spec)
+            .env("AGENT_ARMY_GATEWAY_PROBE_URL", &closed)
+    };
+    let out = boot_run("prod-agent-eng=failed prod-agent-tester=running *=ok")
+        .args(["-s", "prod", "status"])
+        .run();
+    out.code(1)
+        .stdout_has("BOOT")
+        .stdout_has("agent-eng: first boot failed at step 5/7 (openclaw): agent-army: line 21: `npm install -g --prefix /usr/local --no-fund --no-audit \"openclaw@$OPENCLAW_VERSION\"` exited 1; skipped: gateway")
+        .stdout_has("help: its log: `agent-army ssh agent-eng -- sudo cat /var/log/agent-army/boot-5-openclaw.log`")
+        .stdout_has("note: agent-tester: first boot still running step 2/7 (packages)")
+        .stdout_has("agent-pm: the gateway does not answer");
+    assert!(
+        !out.stdout
+            .contains("agent-eng: the gateway does not answer"),
+        "{}",
+        out.stdout
+    );
+    let doc = boot_run("prod-agent-eng=failed *=none")
+        .args(["-s", "prod", "status", "-o", "json"])
+        .run()
+        .json();
+    let eng = agent(&doc, "agent-eng");
+    assert_eq!(eng["boot"]["state"], "failed");
+    assert_eq!(eng["boot"]["steps"][4]["state"], "failed");
+    assert_eq!(eng["boot"]["steps"][4]["exit"], 1);
+    assert_eq!(eng["boot"]["steps"][5]["state"], "skipped");
+    assert_eq!(
+        eng["boot"]["steps"][5]["detail"],
+        "needs openclaw, which failed"
+    );
+    assert_eq!(eng["healthy"], false);
+    assert_eq!(agent(&doc, "agent-pm")["boot"]["summary"], "not started");
+    // --no-boot: nothing is read over ssh.
+    fake.clear();
+    let doc = run("healthy")
+        .args(["-s", "prod", "status", "--no-boot", "-o", "json"])
+        .run()
+        .json();
+    assert_eq!(agent(&doc, "agent-pm")["boot"], Value::Null);
+    assert!(fake.calls().iter().all(|c| c[0] != "ssh"));
 
     // Offline, and a stale device holding the name (the agent joined as `-1`): exit 1.
     let out = run("degraded").args(["-s", "prod", "status"]).run();
@@ -684,8 +776,11 @@ async fn status_reports_every_tailnet_state_and_gates_on_health() {
     let n = &agent(&doc, "agent-tester")["netcheck"];
     assert_eq!(n["udp"], false);
     assert_eq!(n["relay_risk"], true);
-    let mut ssh_calls: Vec<Vec<String>> =
-        fake.calls().into_iter().filter(|c| c[0] == "ssh").collect();
+    let mut ssh_calls: Vec<Vec<String>> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c[0] == "ssh" && c.last().map(String::as_str) != Some("agent-army-boot"))
+        .collect();
     ssh_calls.sort();
     assert_eq!(
         ssh_calls,

@@ -223,7 +223,8 @@ impl AgentVm {
     /// Start the gateway with the rendered unit's `ExecStart`, and wait until it is ready.
     pub fn start_gateway(&self, r: &Rendered) -> (Server, Duration) {
         let exec = r.unit("ExecStart");
-        let exec = self.localize(&exec[0]);
+        // systemd turns `$$` into `$` before running the line.
+        let exec = self.localize(&exec[0]).replace("$$", "$");
         let script = exec
             .strip_prefix("/bin/bash -c '")
             .and_then(|s| s.strip_suffix('\''))
