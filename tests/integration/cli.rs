@@ -153,6 +153,84 @@ fn schema_check(path: &std::path::Path) {
     );
 }
 
+/// Every script the user data carries passes `bash -n` (or `sh -n`) and shellcheck (warnings
+/// and errors), and the metadata guard passes `nft --check` (in a user and network namespace of
+/// its own; the agent's user name is swapped for `root`, which exists here).
+#[test]
+fn rendered_scripts_pass_shellcheck_and_the_guard_passes_nft_check() {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        write_files: Vec<File>,
+    }
+    #[derive(serde::Deserialize)]
+    struct File {
+        path: String,
+        content: String,
+    }
+    let p = Project::example();
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for stack in ["dev", "prod"] {
+        let out = format!("rendered/{stack}");
+        p.run()
+            .args(["-s", stack, "render", "--out", &out])
+            .run()
+            .success();
+        for agent in ["agent-pm", "agent-eng", "agent-tester"] {
+            let text = p.read(&format!("{out}/{agent}.yaml"));
+            let doc: Doc = serde_saphyr::from_str(&text).unwrap();
+            for f in doc.write_files {
+                let name = f.path.trim_start_matches('/').replace('/', "__");
+                let local = dir.path().join(format!("{stack}-{agent}-{name}"));
+                let shell = if f.content.starts_with("#!/bin/bash") || f.path.ends_with("/lib.sh") {
+                    "bash"
+                } else if f.content.starts_with("#!/bin/sh") {
+                    "sh"
+                } else if f.path.ends_with(".nft") {
+                    std::fs::write(&local, f.content.replace("\"openclaw\"", "\"root\"")).unwrap();
+                    let out = std::process::Command::new("unshare")
+                        .args(["-rn", "/usr/sbin/nft", "--check", "-f"])
+                        .arg(&local)
+                        .output()
+                        .expect("unshare + nft (scripts/test installs nftables)");
+                    assert!(
+                        out.status.success(),
+                        "{}: nft --check: {}",
+                        f.path,
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    checked += 1;
+                    continue;
+                } else {
+                    continue;
+                };
+                std::fs::write(&local, &f.content).unwrap();
+                let out = std::process::Command::new(shell)
+                    .arg("-n")
+                    .arg(&local)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{}: {shell} -n failed", f.path);
+                let out = std::process::Command::new("shellcheck")
+                    .args(["-S", "warning", "-s", shell])
+                    .arg(&local)
+                    .output()
+                    .expect("shellcheck (scripts/test installs it)");
+                assert!(
+                    out.status.success(),
+                    "{}:\n{}",
+                    f.path,
+                    String::from_utf8_lossy(&out.stdout)
+                );
+                checked += 1;
+            }
+        }
+    }
+    // Per agent: lib.sh, run-step, 7 steps, 7 shims, agent-army-boot, the dockerd launcher, the
+    // guard, and the openclaw-agent wrapper in the stage.
+    assert_eq!(checked, 6 * 20, "files checked");
+}
+
 #[test]
 fn render_passes_cloud_init_schema_for_every_agent_of_both_stacks() {
     let p = Project::example();
