@@ -197,7 +197,7 @@ fn prod_agent_tester_works() {
 fn rendered_node_satisfies_openclaw_engines() {
     let p = Project::example();
     let r = Rendered::of(&p, "dev", "agent-pm");
-    let step = r.file("30-openclaw.sh");
+    let step = r.file("/steps/5-openclaw.sh");
     let version = step
         .lines()
         .find_map(|l| l.strip_prefix("NODE_VERSION="))
