@@ -28,7 +28,8 @@ pub(crate) async fn client(moto: &Moto) -> Client {
     Client::new(&conf)
 }
 
-/// An instance's user data, described back through EC2 and decoded (not gzipped here).
+/// An instance's user data, described back through EC2 and decoded; gunzipped when agent-army
+/// gzipped it to fit AWS's 16 KiB limit (cloud-init detects gzip the same way: by its magic).
 pub(crate) async fn user_data(c: &Client, id: &str) -> String {
     let ud = c
         .describe_instance_attribute()
@@ -40,7 +41,17 @@ pub(crate) async fn user_data(c: &Client, id: &str) -> String {
     let raw = base64::engine::general_purpose::STANDARD
         .decode(ud.user_data().unwrap().value().unwrap())
         .unwrap();
-    String::from_utf8(raw).expect("user data is not gzipped here")
+    let raw = if raw.starts_with(&[0x1f, 0x8b]) {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .expect("gzipped user data");
+        out
+    } else {
+        raw
+    };
+    String::from_utf8(raw).expect("user data is UTF-8")
 }
 
 pub(crate) struct Instance {
