@@ -6,10 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::env::{Env, vars};
+use crate::lock::{LockError, LockGuard, StateLock, Unlocked};
 use crate::stack::ProviderKind;
 
 /// Version of the state format this build writes.
@@ -192,14 +195,58 @@ impl State {
     }
 }
 
-/// Where a stack's state lives, and reading/writing it.
+/// Where a stack's state lives: reading, locking, writing. One implementation today (a file
+/// under `.agent-army/`); a remote one plugs in here without touching the commands.
+pub trait StateBackend: Send + Sync {
+    /// Where the state is, for messages (a path or a URL).
+    fn location(&self) -> String;
+
+    /// Read the state; `None` when nothing was ever recorded.
+    fn read(&self) -> Result<Option<State>, StateError>;
+
+    /// Take the stack's lock for `operation`, waiting up to `wait`.
+    fn lock(&self, operation: &str, user: &str, wait: Duration) -> Result<LockGuard, LockError>;
+
+    /// Write the state (bumping its serial); the guard proves the lock is held.
+    fn write(&self, lock: &LockGuard, state: &mut State) -> Result<(), StateError>;
+
+    /// Remove the state (after a complete destroy).
+    fn remove(&self, lock: &LockGuard) -> Result<(), StateError>;
+
+    /// Remove the lock with this id, whoever holds it (`force-unlock`).
+    fn force_unlock(&self, id: &str) -> Result<Unlocked, LockError>;
+
+    /// Read the state for this project/stack, or a fresh one.
+    fn read_or_new(
+        &self,
+        project: &str,
+        stack: &str,
+        provider: ProviderKind,
+    ) -> Result<State, StateError> {
+        match self.read()? {
+            Some(s) if s.project != project || s.stack != stack => Err(StateError::Mismatch {
+                path: PathBuf::from(self.location()),
+                project: project.into(),
+                stack: stack.into(),
+                found_project: s.project,
+                found_stack: s.stack,
+            }),
+            Some(s) => Ok(s),
+            None => Ok(State::new(project, stack, provider)),
+        }
+    }
+}
+
+/// State in a file on this machine: `.agent-army/state/<stack>.json` (mode 0600, written
+/// atomically), locked by `.agent-army/locks/<stack>.lock`.
 #[derive(Debug, Clone)]
-pub struct StateStore {
+pub struct LocalStore {
+    pub stack: String,
     pub dir: PathBuf,
     pub path: PathBuf,
 }
 
-impl StateStore {
+impl LocalStore {
     /// `$AGENT_ARMY_STATE_DIR` or `<root>/.agent-army`.
     pub fn base_dir(root: &Path, env: &Env) -> PathBuf {
         env.get(vars::STATE_DIR)
@@ -210,11 +257,14 @@ impl StateStore {
     pub fn new(root: &Path, stack: &str, env: &Env) -> Self {
         let dir = Self::base_dir(root, env);
         let path = dir.join("state").join(format!("{stack}.json"));
-        StateStore { dir, path }
+        LocalStore {
+            stack: stack.to_string(),
+            dir,
+            path,
+        }
     }
 
-    /// Read the state; `None` when nothing was ever recorded.
-    pub fn read(&self) -> Result<Option<State>, StateError> {
+    fn read_file(&self) -> Result<Option<State>, StateError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -244,28 +294,8 @@ impl StateStore {
         serde_json::from_slice(&bytes).map(Some).map_err(corrupt)
     }
 
-    /// Read the state for this project/stack, or a fresh one.
-    pub fn read_or_new(
-        &self,
-        project: &str,
-        stack: &str,
-        provider: ProviderKind,
-    ) -> Result<State, StateError> {
-        match self.read()? {
-            Some(s) if s.project != project || s.stack != stack => Err(StateError::Mismatch {
-                path: self.path.clone(),
-                project: project.into(),
-                stack: stack.into(),
-                found_project: s.project,
-                found_stack: s.stack,
-            }),
-            Some(s) => Ok(s),
-            None => Ok(State::new(project, stack, provider)),
-        }
-    }
-
     /// Write atomically, mode 0600, bumping the serial.
-    pub fn write(&self, state: &mut State) -> Result<(), StateError> {
+    fn write_file(&self, state: &mut State) -> Result<(), StateError> {
         state.serial += 1;
         state.version = STATE_VERSION;
         let mut json = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
@@ -279,8 +309,7 @@ impl StateStore {
         })
     }
 
-    /// Remove the state file (after a complete destroy).
-    pub fn remove(&self) -> Result<(), StateError> {
+    fn remove_file(&self) -> Result<(), StateError> {
         match std::fs::remove_file(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -289,6 +318,103 @@ impl StateStore {
                 source,
             }),
         }
+    }
+}
+
+impl StateBackend for LocalStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn read(&self) -> Result<Option<State>, StateError> {
+        self.read_file()
+    }
+
+    fn lock(&self, operation: &str, user: &str, wait: Duration) -> Result<LockGuard, LockError> {
+        let lock = StateLock::acquire(&self.dir, &self.stack, operation, user, wait)?;
+        Ok(LockGuard::new(lock.id.clone(), lock.stale.clone(), lock))
+    }
+
+    fn write(&self, _lock: &LockGuard, state: &mut State) -> Result<(), StateError> {
+        self.write_file(state)
+    }
+
+    fn remove(&self, _lock: &LockGuard) -> Result<(), StateError> {
+        self.remove_file()
+    }
+
+    fn force_unlock(&self, id: &str) -> Result<Unlocked, LockError> {
+        crate::lock::force_unlock(&self.dir, &self.stack, id)
+    }
+}
+
+/// State kept in memory: for tests, and for trying a plan without touching disk. Its lock
+/// excludes other users of the same store, like the file lock does across processes.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: std::sync::Mutex<Option<State>>,
+    held: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Releases a [`MemoryStore`] lock on drop.
+struct MemoryLock(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for MemoryLock {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<State>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl StateBackend for MemoryStore {
+    fn location(&self) -> String {
+        "memory".into()
+    }
+
+    fn read(&self) -> Result<Option<State>, StateError> {
+        Ok(self.slot().clone())
+    }
+
+    fn lock(&self, operation: &str, _user: &str, wait: Duration) -> Result<LockGuard, LockError> {
+        use std::sync::atomic::Ordering;
+        let deadline = std::time::Instant::now() + wait;
+        while self.held.swap(true, Ordering::SeqCst) {
+            if std::time::Instant::now() >= deadline {
+                return Err(LockError::Held("another run in this process".into()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(LockGuard::new(
+            format!("memory-{operation}"),
+            None,
+            MemoryLock(self.held.clone()),
+        ))
+    }
+
+    fn write(&self, _lock: &LockGuard, state: &mut State) -> Result<(), StateError> {
+        state.serial += 1;
+        state.version = STATE_VERSION;
+        *self.slot() = Some(state.clone());
+        Ok(())
+    }
+
+    fn remove(&self, _lock: &LockGuard) -> Result<(), StateError> {
+        *self.slot() = None;
+        Ok(())
+    }
+
+    fn force_unlock(&self, _id: &str) -> Result<Unlocked, LockError> {
+        self.held.store(false, std::sync::atomic::Ordering::SeqCst);
+        Ok(Unlocked::NotHeld)
     }
 }
 
@@ -363,9 +489,9 @@ fn json_path_at(text: &[u8], end: usize) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, StateStore) {
+    fn store() -> (tempfile::TempDir, LocalStore) {
         let d = tempfile::tempdir().unwrap();
-        let s = StateStore::new(d.path(), "dev", &Env::default());
+        let s = LocalStore::new(d.path(), "dev", &Env::default());
         (d, s)
     }
 
@@ -373,6 +499,12 @@ mod tests {
     fn roundtrip_and_serial() {
         let (_d, st) = store();
         assert!(st.read().unwrap().is_none());
+        let lock = st.lock("test", "me", Duration::ZERO).unwrap();
+        assert!(matches!(
+            st.lock("other", "you", Duration::ZERO),
+            Err(LockError::Held(_))
+        ));
+        drop(lock);
         let mut s = State::new("p", "dev", ProviderKind::Aws);
         s.agents.insert(
             "a".into(),
@@ -381,8 +513,9 @@ mod tests {
                 ..Default::default()
             },
         );
-        st.write(&mut s).unwrap();
-        st.write(&mut s).unwrap();
+        let lock = st.lock("test", "me", Duration::ZERO).unwrap();
+        st.write(&lock, &mut s).unwrap();
+        st.write(&lock, &mut s).unwrap();
         let back = st.read().unwrap().unwrap();
         assert_eq!(back.serial, 2);
         assert_eq!(back, s);

@@ -8,7 +8,7 @@
 //! - an error is a non-empty list of diagnostics, each naming one of the two files at a line
 //!   and column inside that file, and it displays without panicking;
 //! - every agent of a configuration that loads renders (masked) to a `#cloud-config` YAML
-//!   document that parses, with the agent's hostname, four bootstrap steps, its role in
+//!   document that parses, with the agent's hostname, one cloud-init script per boot step, its role in
 //!   `IDENTITY.md` (the role) byte for byte, and its environment file giving back every value through
 //!   POSIX shell quoting;
 //! - the provider's user data is within its limit or refused with `TooLarge`.
@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
+use agent_army::boot;
 use agent_army::render::{self, RenderError, Values};
 use agent_army::stack::{Config, StackError, load_from_strs};
 use libfuzzer_sys::fuzz_target;
@@ -99,7 +100,6 @@ fn check_error(e: &StackError, project: &str, stack: &str) {
 struct Doc {
     hostname: String,
     write_files: Vec<WriteFile>,
-    runcmd: Vec<Vec<String>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -127,14 +127,21 @@ fn check_config(config: &Config) {
         let parsed: Doc = serde_saphyr::from_str(&doc)
             .unwrap_or_else(|e| panic!("rendered document is not YAML ({e}):\n{doc}"));
         assert_eq!(parsed.hostname, agent.hostname);
-        assert_eq!(parsed.runcmd.len(), 4, "four bootstrap steps");
         let files: BTreeMap<&str, &WriteFile> = parsed
             .write_files
             .iter()
             .map(|f| (f.path.as_str(), f))
             .collect();
+        for (i, step) in boot::STEPS.iter().enumerate() {
+            let shim = format!(
+                "/var/lib/cloud/scripts/per-instance/agent-army-{}-{}",
+                i + 1,
+                step.name
+            );
+            assert!(files.contains_key(shim.as_str()), "{shim} missing");
+        }
         let identity = files
-            .get("/var/lib/agent-army/stage/workspace/IDENTITY.md")
+            .get("/run/agent-army/stage/workspace/IDENTITY.md")
             .expect("IDENTITY.md is written");
         if !agent.workspace_files.contains_key("IDENTITY.md") {
             assert_eq!(identity.encoding, None);
@@ -148,11 +155,11 @@ fn check_config(config: &Config) {
             );
         }
         for rel in agent.workspace_files.keys() {
-            let path = format!("/var/lib/agent-army/stage/workspace/{rel}");
+            let path = format!("/run/agent-army/stage/workspace/{rel}");
             assert!(files.contains_key(path.as_str()), "{path} missing");
         }
         let env_file = files
-            .get("/var/lib/agent-army/stage/agent.env")
+            .get("/run/agent-army/stage/agent.env")
             .expect("agent.env is written");
         // Built-ins, overridden by the agent's env, overridden by its (masked) secrets.
         let mut want: BTreeMap<String, String> = [

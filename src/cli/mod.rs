@@ -2,9 +2,7 @@
 
 pub mod agent_access;
 pub mod apply;
-pub mod devices;
 pub mod docs;
-pub mod fleet;
 pub mod init;
 pub mod pair;
 pub mod render;
@@ -146,6 +144,16 @@ impl Ctx {
             self.global.stack.as_deref(),
             &self.env,
         )?)
+    }
+
+    /// Open a session on the stack (configuration, state backend, lock, keyring), printing
+    /// the configuration's warnings.
+    pub fn session(&self) -> Result<crate::app::Session> {
+        let (session, warnings) = crate::app::Session::open(&self.project()?, &self.env)?;
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+        Ok(session)
     }
 
     /// Load and validate the configuration, printing warnings.

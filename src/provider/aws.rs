@@ -26,9 +26,6 @@ use crate::stack::ProviderKind;
 
 /// Canonical's AWS account.
 pub const CANONICAL_OWNER: &str = "099720109477";
-/// Newest Ubuntu 24.04 LTS (noble) amd64 server image on gp3.
-pub const UBUNTU_NOBLE_PATTERN: &str =
-    "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*";
 
 /// Longest wait for one attempt of one EC2 call (see [`crate::env::vars::REQUEST_TIMEOUT_MS`]).
 const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -141,7 +138,7 @@ impl AwsProvider {
                     .filters(
                         Filter::builder()
                             .name("name")
-                            .values(UBUNTU_NOBLE_PATTERN)
+                            .values(super::profile::AWS.default_image.lookup)
                             .build(),
                     )
                     .filters(Filter::builder().name("state").values("available").build())

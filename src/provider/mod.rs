@@ -2,6 +2,10 @@
 
 pub mod aws;
 pub mod hetzner;
+pub mod memory;
+pub mod profile;
+
+pub use profile::{Profile, profile};
 
 use std::future::Future;
 
@@ -228,5 +232,20 @@ impl Provider for Cloud {
     }
     async fn wait_deleted(&self, ids: &[String]) -> Result<(), ProviderError> {
         delegate!(self, p => p.wait_deleted(ids).await)
+    }
+}
+
+impl Cloud {
+    /// The monthly list price of a server size here, when the cloud publishes one
+    /// (`Ok(None)`: no price for this size and place, or no price source; see
+    /// [`Profile::no_prices`]).
+    pub async fn monthly_price(
+        &self,
+        size: &str,
+    ) -> Result<Option<hetzner::MonthlyPrice>, ProviderError> {
+        match self {
+            Cloud::Hetzner(h) => h.monthly_price(size).await,
+            Cloud::Aws(_) => Ok(None),
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! Pieces shared by plan, deploy, destroy, render and outputs.
+//! The fleet as agent-army sees it: each agent's inputs and fingerprint, gateway keys, and
+//! resolved secrets. Shared by plan, deploy, destroy, render, validate and outputs.
 
 use std::collections::BTreeMap;
 
@@ -10,16 +11,15 @@ use crate::plan::DesiredAgent;
 use crate::render::{self, Values};
 use crate::secrets::{EncryptTo, Keyring, Secret};
 use crate::stack::model::{BOOT_ONLY_SECRETS, TAILSCALE_AUTH_KEY};
-use crate::stack::{Agent, Config, ProviderSettings};
+use crate::stack::{Agent, Config};
 use crate::state::{Inputs, State};
 use crate::token::GatewayKey;
 
-/// The default image when the stack sets none.
+/// The default image when the stack sets none, as shown and fingerprinted.
 pub fn default_image(config: &Config) -> &'static str {
-    match config.provider {
-        ProviderSettings::Aws { .. } => "ubuntu-24.04 (newest Canonical AMI)",
-        ProviderSettings::Hetzner { .. } => "ubuntu-24.04",
-    }
+    crate::provider::profile(config.provider.kind())
+        .default_image
+        .shown
 }
 
 /// The inputs that force a replacement when they change. Computed without any secret
@@ -38,10 +38,11 @@ pub fn inputs(config: &Config, agent: &Agent) -> Result<Inputs> {
             .image
             .clone()
             .unwrap_or_else(|| default_image(config).to_string()),
-        // Hetzner disks come with the server type: the setting does not apply there.
-        disk_gb: match config.provider {
-            ProviderSettings::Aws { .. } => agent.disk_gb,
-            ProviderSettings::Hetzner { .. } => 0,
+        // Where disks come with the server type, the setting does not apply.
+        disk_gb: if crate::provider::profile(config.provider.kind()).disk_configurable {
+            agent.disk_gb
+        } else {
+            0
         },
         place: config.provider.place().to_string(),
         user_data: hex::encode(Sha256::digest(masked.as_bytes()))[..16].to_string(),
@@ -62,6 +63,29 @@ pub fn desired(config: &Config) -> Result<Vec<DesiredAgent>> {
             })
         })
         .collect()
+}
+
+/// An agent's server id (from state) and the one word for its cloud state: `not deployed`
+/// (nothing recorded), the server's state as the cloud reports it, `missing` (recorded, but
+/// the cloud has no live server by that id) or `recorded` (the cloud was not asked).
+pub fn server_word(
+    state: &State,
+    observed: Option<&crate::provider::Observed>,
+    agent: &str,
+) -> (Option<String>, String) {
+    let id = state.agents.get(agent).and_then(|a| a.server_id.clone());
+    let word = match (&id, observed) {
+        (None, _) => "not deployed".to_string(),
+        (Some(id), Some(obs)) => obs
+            .servers
+            .iter()
+            .find(|s| &s.id == id)
+            .filter(|s| s.state != crate::provider::ServerState::Gone)
+            .map(|s| s.state.to_string())
+            .unwrap_or_else(|| "missing".into()),
+        (Some(_), None) => "recorded".into(),
+    };
+    (id, word)
 }
 
 /// Decrypt the gateway keys state holds for `names`.
