@@ -54,6 +54,16 @@ pub mod vars {
     /// `open --browser`: the program that opens a URL (the usual convention; default
     /// `xdg-open`, or `open` on macOS).
     pub const BROWSER: &str = "BROWSER";
+    /// The AWS SDK's own credential sources, looked at (never read for values) only to decide
+    /// whether an offline `plan` may ask the cloud: static keys, a profile, web identity, and
+    /// container credentials.
+    pub const AWS_CREDENTIAL_HINTS: &[&str] = &[
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ];
 }
 
 /// A snapshot of the process environment.

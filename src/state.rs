@@ -97,6 +97,14 @@ pub struct Inputs {
     /// Secret name → fingerprint of its stored form.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Generation of the derived gateway key (absent when 0, so fingerprints made before
+    /// generations existed stay the same).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub token_generation: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Inputs {
@@ -123,6 +131,12 @@ impl Inputs {
             &format!("{}GB", self.disk_gb),
         );
         cmp("location", &old.place, &self.place);
+        if old.token_generation != self.token_generation {
+            out.push(format!(
+                "gateway token rotated (generation {} → {})",
+                old.token_generation, self.token_generation
+            ));
+        }
         if old.user_data != self.user_data {
             out.push("user data changed".into());
         }

@@ -26,6 +26,35 @@ pub fn provider_error(config: &Config, e: ProviderError) -> Error {
     }
 }
 
+/// Why the cloud cannot be asked from here, when it visibly cannot: no credentials in any
+/// place the provider's client looks. `None` does not promise the credentials work.
+pub fn no_credentials(session: &Session) -> Option<String> {
+    let (config, env) = (&session.config, &session.env);
+    match &config.provider {
+        ProviderSettings::Hetzner { .. } => {
+            let found = env.get(vars::HCLOUD_TOKEN).is_some()
+                || config.secrets.contains_key(HCLOUD_TOKEN_SECRET);
+            (!found).then(|| {
+                format!(
+                    "no Hetzner API token ({} or the `{HCLOUD_TOKEN_SECRET}` secret)",
+                    vars::HCLOUD_TOKEN
+                )
+            })
+        }
+        ProviderSettings::Aws { .. } => {
+            let in_env = vars::AWS_CREDENTIAL_HINTS
+                .iter()
+                .any(|v| env.get(v).is_some());
+            let in_files = env.home().is_some_and(|h| {
+                h.join(".aws/credentials").exists() || h.join(".aws/config").exists()
+            });
+            (!in_env && !in_files).then(|| {
+                "no AWS credentials (environment, profile, web identity or ~/.aws)".to_string()
+            })
+        }
+    }
+}
+
 /// Connect to the stack's cloud.
 pub async fn connect(session: &Session) -> Result<Cloud> {
     let (config, env) = (&session.config, &session.env);

@@ -9,8 +9,8 @@ use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::plan::DesiredAgent;
 use crate::render::{self, Values};
-use crate::secrets::{EncryptTo, Keyring, Secret};
-use crate::stack::model::{BOOT_ONLY_SECRETS, TAILSCALE_AUTH_KEY};
+use crate::secrets::{EncryptTo, Keyring, Secret, SecretError};
+use crate::stack::model::{BOOT_ONLY_SECRETS, GATEWAY_SEED, TAILSCALE_AUTH_KEY};
 use crate::stack::{Agent, Config};
 use crate::state::{Inputs, State};
 use crate::token::GatewayKey;
@@ -47,10 +47,15 @@ pub fn inputs(config: &Config, agent: &Agent) -> Result<Inputs> {
         place: config.provider.place().to_string(),
         user_data: hex::encode(Sha256::digest(masked.as_bytes()))[..16].to_string(),
         secrets,
+        token_generation: agent.token_generation,
     })
 }
 
-pub fn desired(config: &Config) -> Result<Vec<DesiredAgent>> {
+/// The desired agents; `keys`, when known, sets each agent's expected key id.
+pub fn desired(
+    config: &Config,
+    keys: Option<&BTreeMap<String, GatewayKey>>,
+) -> Result<Vec<DesiredAgent>> {
     config
         .agents
         .iter()
@@ -60,6 +65,7 @@ pub fn desired(config: &Config) -> Result<Vec<DesiredAgent>> {
                 name: a.name.clone(),
                 fingerprint: inputs.fingerprint(),
                 inputs,
+                key_id: keys.and_then(|k| k.get(&a.name)).map(GatewayKey::key_id),
             })
         })
         .collect()
@@ -88,30 +94,75 @@ pub fn server_word(
     (id, word)
 }
 
-/// Decrypt the gateway keys state holds for `names`.
+/// The stack's gateway seed, when it has one.
+pub fn gateway_seed(config: &Config, keyring: &Keyring, env: &Env) -> Result<Option<Vec<u8>>> {
+    let Some(r) = config.secrets.get(GATEWAY_SEED) else {
+        return Ok(None);
+    };
+    let seed = keyring
+        .resolve(r, env)
+        .map_err(|e| Error::secret(GATEWAY_SEED, e))?;
+    crate::token::parse_seed(seed.expose())
+        .map(Some)
+        .map_err(|e| Error::secret(GATEWAY_SEED, SecretError::Corrupt(e.to_string())))
+}
+
+/// Where an agent's gateway key comes from: a key state holds (made before the stack had a
+/// gateway seed, or without one) stays the agent's key while its generation is 0; otherwise
+/// the key is derived from the seed. `None`: neither (a random key is made at deploy).
+fn known_key(
+    state: &State,
+    config: &Config,
+    agent: &Agent,
+    seed: Option<&[u8]>,
+    keyring: &Keyring,
+) -> Result<Option<GatewayKey>> {
+    if agent.token_generation == 0
+        && let Some(armored) = state.gateway_keys.get(&agent.name)
+    {
+        let label = format!("gateway key of {}", agent.name);
+        let seed_hex = keyring
+            .decrypt(armored)
+            .map_err(|e| Error::secret(&label, e))?;
+        let key = GatewayKey::from_seed_hex(seed_hex.expose())
+            .map_err(|e| Error::secret(&label, SecretError::Corrupt(e.to_string())))?;
+        return Ok(Some(key));
+    }
+    Ok(seed.map(|seed| {
+        GatewayKey::derive(
+            seed,
+            &config.project,
+            &config.stack,
+            &agent.name,
+            agent.token_generation,
+        )
+    }))
+}
+
+/// The gateway keys of `names` that this machine can know: held in state or derived from the
+/// stack's seed.
 pub fn load_keys(
     state: &State,
+    config: &Config,
     keyring: &Keyring,
+    env: &Env,
     names: impl IntoIterator<Item = String>,
 ) -> Result<BTreeMap<String, GatewayKey>> {
+    let seed = gateway_seed(config, keyring, env)?;
     let mut out = BTreeMap::new();
     for name in names {
-        if let Some(armored) = state.gateway_keys.get(&name) {
-            let label = format!("gateway key of {name}");
-            let seed = keyring
-                .decrypt(armored)
-                .map_err(|e| Error::secret(&label, e))?;
-            let key = GatewayKey::from_seed_hex(seed.expose()).map_err(|e| {
-                Error::secret(&label, crate::secrets::SecretError::Corrupt(e.to_string()))
-            })?;
+        let Some(agent) = config.agent(&name) else {
+            continue;
+        };
+        if let Some(key) = known_key(state, config, agent, seed.as_deref(), keyring)? {
             out.insert(name, key);
         }
     }
     Ok(out)
 }
 
-/// Decrypt existing gateway keys and create (and encrypt into `state`) any missing ones.
-/// Returns whether `state` changed.
+/// Every agent's gateway key: known ones (see [`load_keys`]), and for the rest a random key
+/// encrypted into `state` (stacks without a gateway seed). Returns whether `state` changed.
 pub fn ensure_keys(
     state: &mut State,
     config: &Config,
@@ -119,7 +170,7 @@ pub fn ensure_keys(
     env: &Env,
 ) -> Result<(BTreeMap<String, GatewayKey>, bool)> {
     let names: Vec<String> = config.agents.iter().map(|a| a.name.clone()).collect();
-    let mut keys = load_keys(state, keyring, names.clone())?;
+    let mut keys = load_keys(state, config, keyring, env, names.clone())?;
     let mut changed = false;
     let missing: Vec<&String> = names.iter().filter(|n| !keys.contains_key(*n)).collect();
     if !missing.is_empty() {
@@ -134,6 +185,10 @@ pub fn ensure_keys(
             keys.insert(name.clone(), key);
             changed = true;
         }
+        eprintln!(
+            "note: stack `{}` has no `{GATEWAY_SEED}`: new gateway keys are random and kept only in its state, so a machine without this state cannot know the tokens. Make them reproducible: `agent-army -s {} secrets set {GATEWAY_SEED} --generate`",
+            config.stack, config.stack
+        );
     }
     Ok((keys, changed))
 }

@@ -92,7 +92,7 @@ impl Session {
     ) -> Result<BTreeMap<String, GatewayKey>> {
         let names = self.config.agents.iter().map(|a| a.name.clone());
         let state = self.read_state()?;
-        let keys = fleet::load_keys(&state, &self.keyring, names)?;
+        let keys = fleet::load_keys(&state, &self.config, &self.keyring, &self.env, names)?;
         if keys.len() == self.config.agents.len() {
             return Ok(keys);
         }

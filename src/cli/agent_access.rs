@@ -28,7 +28,13 @@ pub fn open(ctx: &Ctx, args: OpenArgs) -> Result<ExitStatus> {
     let state = session.read_state()?;
     super::ssh::require_deployed(config, &state, agent)?;
     let token = if args.show_secrets || args.browser {
-        let keys = fleet::load_keys(&state, &session.keyring, [agent.name.clone()])?;
+        let keys = fleet::load_keys(
+            &state,
+            config,
+            &session.keyring,
+            &ctx.env,
+            [agent.name.clone()],
+        )?;
         Some(
             keys.get(&agent.name)
                 .ok_or_else(|| {

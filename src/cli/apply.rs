@@ -125,8 +125,27 @@ async fn plan_inner(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
     let config = &session.config;
     let state = session.read_state()?;
     let force = check_replace(config, &args.replace)?;
-    let desired = fleet::desired(config)?;
-    let refresh = args.refresh.unwrap_or(!state.is_empty());
+    // Key ids are checked when this machine can know the keys (a plan needs no identity).
+    let names = config.agents.iter().map(|a| a.name.clone());
+    let keys = fleet::load_keys(&state, config, &session.keyring, &ctx.env, names).ok();
+    let desired = fleet::desired(config, keys.as_ref())?;
+    // The cloud is asked whenever it can be: with an empty state too (a fresh CI runner must
+    // not plan to create a fleet that exists). Offline only without credentials, and said.
+    let refresh = match args.refresh {
+        Some(r) => r,
+        None if !state.is_empty() => true,
+        None => match cloud::no_credentials(&session) {
+            Some(why) => {
+                if !ctx.global.quiet {
+                    eprintln!(
+                        "note: the cloud was not queried ({why}); servers this stack may already have are not shown"
+                    );
+                }
+                false
+            }
+            None => true,
+        },
+    };
     let observed = if refresh {
         let cloud = cloud::connect(&session).await?;
         Some(
@@ -319,7 +338,7 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
     // Gateway keys are decrypted (or created) before any cloud call, so a wrong identity
     // stops the run while nothing has changed.
     let (keys, keys_changed) = fleet::ensure_keys(&mut state, config, keyring, &ctx.env)?;
-    let desired = fleet::desired(config)?;
+    let desired = fleet::desired(config, Some(&keys))?;
 
     let cloud = cloud::connect(&session).await?;
     let observed = cloud
@@ -408,6 +427,7 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
                     disk_gb: a.disk_gb,
                     user_data,
                     fingerprint: d.fingerprint.clone(),
+                    key_id: key.key_id(),
                     client_token: String::new(),
                     network_id: String::new(),
                     ssh_key_id: None,
@@ -522,6 +542,7 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
                 id: id.clone(),
                 agent: agent.clone(),
                 fingerprint: None,
+                key_id: None,
                 state: crate::provider::ServerState::Other("recorded in state".into()),
                 name: String::new(),
                 created: String::new(),
@@ -653,7 +674,9 @@ pub fn outputs(ctx: &Ctx, args: OutputsArgs) -> Result<ExitStatus> {
     let tokens = if args.show_secrets {
         fleet::load_keys(
             &state,
+            config,
             &session.keyring,
+            &ctx.env,
             config.agents.iter().map(|a| a.name.clone()),
         )?
         .into_iter()

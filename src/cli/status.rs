@@ -446,7 +446,9 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
     let tokens: BTreeMap<String, String> = {
         crate::app::fleet::load_keys(
             &state,
+            config,
             &session.keyring,
+            &ctx.env,
             config.agents.iter().map(|a| a.name.clone()),
         )
         .map(|keys| keys.into_iter().map(|(k, v)| (k, v.token())).collect())
@@ -877,6 +879,7 @@ mod tests {
 
     fn agent() -> Agent {
         Agent {
+            token_generation: 0,
             name: "agent-pm".into(),
             role: String::new(),
             hostname: "prod-agent-pm".into(),

@@ -14,7 +14,9 @@ pub fn run(ctx: &Ctx) -> Result<ExitStatus> {
     // has the same size, so the size check is exact.
     let keys = fleet::load_keys(
         &state,
+        config,
         keyring,
+        &ctx.env,
         config.agents.iter().map(|a| a.name.clone()),
     )?;
     let mut sizes = Vec::new();

@@ -20,11 +20,13 @@ fn desired(name: &str, itype: &str) -> DesiredAgent {
         place: "fsn1".into(),
         user_data: format!("ud-{name}"),
         secrets: Default::default(),
+        token_generation: 0,
     };
     DesiredAgent {
         name: name.into(),
         fingerprint: inputs.fingerprint(),
         inputs,
+        key_id: None,
     }
 }
 
@@ -40,6 +42,7 @@ fn prepared(desired: &[DesiredAgent]) -> BTreeMap<String, Prepared> {
                 disk_gb: 0,
                 user_data: b"#cloud-config\n".to_vec(),
                 fingerprint: d.fingerprint.clone(),
+                key_id: String::new(),
                 client_token: String::new(),
                 network_id: String::new(),
                 ssh_key_id: None,

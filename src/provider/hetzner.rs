@@ -1125,6 +1125,7 @@ impl Provider for HetznerProvider {
                     .cloned()
                     .unwrap_or_default(),
                 fingerprint: s.labels.get(&label_key(tags::FINGERPRINT)).cloned(),
+                key_id: s.labels.get(&label_key(tags::KEY_ID)).cloned(),
                 state: map_status(&s.status),
                 name: s.name,
                 created: s.created,
@@ -1232,6 +1233,7 @@ impl Provider for HetznerProvider {
             "labels": labels(&me.stack, tags::ROLE_SERVER, &[
                 (tags::AGENT, spec.agent.as_str()),
                 (tags::FINGERPRINT, spec.fingerprint.as_str()),
+                (tags::KEY_ID, spec.key_id.as_str()),
             ]),
             "user_data": user_data,
             "ssh_keys": ssh_key.into_iter().collect::<Vec<_>>(),

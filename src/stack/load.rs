@@ -567,6 +567,7 @@ impl Validator<'_> {
                 model: model.as_ref().map(|(m, _)| m.clone()),
                 coding_agents,
                 openclaw,
+                token_generation: 0,
             });
             model_sources.push(model.and_then(|(_, src)| src));
         }
@@ -584,6 +585,35 @@ impl Validator<'_> {
                         a.secrets.insert(k, v);
                     }
                 }
+                None => {
+                    let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
+                    let help = suggest(agent.get_ref(), &names)
+                        .map(|s| format!("did you mean `{s}`?"))
+                        .or_else(|| Some(format!("agents are: {}", names.join(", "))));
+                    self.serr(
+                        agent,
+                        &field,
+                        format!("no agent named `{}` in {PROJECT_FILE}", agent.get_ref()),
+                        help,
+                    );
+                }
+            }
+        }
+        // Token generations: known agents, and only with a seed to derive from.
+        for (agent, generation) in &s.token_generations {
+            let field = format!("token_generations.{}", agent.get_ref());
+            if !secrets.contains_key(GATEWAY_SEED) {
+                self.serr(
+                    generation,
+                    &field,
+                    format!("token generations need the stack's `{GATEWAY_SEED}` secret"),
+                    Some(format!(
+                        "run `agent-army secrets set {GATEWAY_SEED} --generate --stack {stack}`"
+                    )),
+                );
+            }
+            match agents.iter_mut().find(|a| &a.name == agent.get_ref()) {
+                Some(a) => a.token_generation = *generation.get_ref(),
                 None => {
                     let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
                     let help = suggest(agent.get_ref(), &names)

@@ -110,6 +110,10 @@ pub struct RawStack {
     pub secrets: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     pub agent_secrets: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<String>>>,
+    /// Agent → generation of its gateway key derived from `gateway_seed` (bump to rotate
+    /// that agent's token; the agent is replaced).
+    #[serde(default)]
+    pub token_generations: BTreeMap<Spanned<String>, Spanned<u32>>,
     /// The stack's model, `provider/model` (between the project default and an agent's own).
     pub model: Option<Spanned<String>>,
     /// Model servers for this stack (added to the project's; same names are replaced).
@@ -173,12 +177,16 @@ pub const RESERVED_SECRETS: &[&str] = &[
     TAILSCALE_API_KEY,
     TAILSCALE_OAUTH_ID,
     TAILSCALE_OAUTH_SECRET,
+    GATEWAY_SEED,
 ];
 pub const TAILSCALE_AUTH_KEY: &str = "tailscale_auth_key";
 pub const TAILSCALE_API_KEY: &str = "tailscale_api_key";
 pub const TAILSCALE_OAUTH_ID: &str = "tailscale_oauth_client_id";
 pub const TAILSCALE_OAUTH_SECRET: &str = "tailscale_oauth_client_secret";
 pub const HCLOUD_TOKEN_SECRET: &str = "hcloud_token";
+/// The stack's gateway seed: every agent's gateway key is derived from it, so any machine
+/// with the repository and an identity gets the same tokens.
+pub const GATEWAY_SEED: &str = "gateway_seed";
 
 /// Secrets whose change must not replace a running agent: they are only used at first boot
 /// (or by agent-army itself), so rotating them must not rebuild the fleet.
@@ -188,6 +196,7 @@ pub const BOOT_ONLY_SECRETS: &[&str] = &[
     TAILSCALE_API_KEY,
     TAILSCALE_OAUTH_ID,
     TAILSCALE_OAUTH_SECRET,
+    GATEWAY_SEED,
 ];
 
 /// A validated agent.
@@ -213,6 +222,9 @@ pub struct Agent {
     pub coding_agents: Vec<String>,
     /// Pass-through settings (project defaults, then stack, then agent), deep-merged.
     pub openclaw: serde_json::Map<String, serde_json::Value>,
+    /// Generation of the gateway key derived from the stack's `gateway_seed` (0 unless
+    /// rotated with `token_generations`).
+    pub token_generation: u32,
 }
 
 /// A validated project + stack.

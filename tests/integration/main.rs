@@ -9,6 +9,7 @@ mod faults;
 mod hetzner;
 mod hetzner_status;
 mod hygiene;
+mod identity;
 mod kills;
 mod locking;
 mod malformed;
