@@ -234,18 +234,25 @@ pub fn plan(input: &PlanInput) -> Plan {
         };
         if input.force_replace.contains(&d.name) {
             reasons.push("replacement requested with --replace".to_string());
-        } else if let Some(r) = key_mismatch {
-            reasons.push(r);
-        } else if current_fp.as_deref() != Some(d.fingerprint.as_str()) {
-            if let Some(s) = st.filter(|_| known) {
-                reasons.extend(d.inputs.diff(&s.inputs))
+        } else {
+            let recorded = st.filter(|_| known).map(|s| &s.inputs);
+            if current_fp.as_deref() != Some(d.fingerprint.as_str()) {
+                if let Some(old) = recorded {
+                    reasons.extend(d.inputs.diff(old))
+                }
+                if reasons.is_empty() {
+                    reasons.push(format!(
+                        "inputs changed (fingerprint {} → {})",
+                        current_fp.as_deref().unwrap_or("unknown"),
+                        d.fingerprint
+                    ));
+                }
             }
-            if reasons.is_empty() {
-                reasons.push(format!(
-                    "inputs changed (fingerprint {} → {})",
-                    current_fp.as_deref().unwrap_or("unknown"),
-                    d.fingerprint
-                ));
+            // A rotated token explains a new key id; anything else is named.
+            let rotated =
+                recorded.is_some_and(|old| old.token_generation != d.inputs.token_generation);
+            if let Some(r) = key_mismatch.filter(|_| !rotated) {
+                reasons.push(r);
             }
         }
         if !reasons.is_empty() {

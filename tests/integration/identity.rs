@@ -208,3 +208,47 @@ fn without_a_seed_lost_state_replaces_instead_of_reporting_wrong_tokens() {
     );
     assert!(!text.contains("adopt"), "{text}");
 }
+
+/// `token_generations` rotates one agent's token: that agent is replaced with the reason,
+/// the others keep theirs. Without a seed the setting is refused, naming file and field.
+#[test]
+fn a_token_generation_rotates_one_agent() {
+    let h = Hetzner::start();
+    let p = seeded_project();
+    let run = |args: &[&str]| {
+        let mut a = vec!["-s", "dev"];
+        a.extend_from_slice(args);
+        h.env(p.run()).env("GATEWAY_SEED", SEED).args(a).run()
+    };
+    run(&["deploy", "--yes"]).success();
+    let before = tokens(run(&["-o", "json", "outputs", "--show-secrets"]).success());
+    let text = p.read("stacks/dev.toml");
+    p.write(
+        "stacks/dev.toml",
+        &format!("token_generations = {{ agent-pm = 1 }}\n{text}"),
+    );
+    let plan = run(&["plan"]);
+    plan.success()
+        .stdout_has("gateway token rotated (generation 0 → 1)");
+    assert_eq!(plan.stdout.matches("-/+").count(), 1, "{}", plan.stdout);
+    run(&["deploy", "--yes"]).success();
+    let after = tokens(run(&["-o", "json", "outputs", "--show-secrets"]).success());
+    assert_ne!(after["agent-pm"], before["agent-pm"]);
+    assert_eq!(after["agent-eng"], before["agent-eng"]);
+    assert_eq!(after["agent-tester"], before["agent-tester"]);
+
+    // Without a seed: a clear error, nothing touched.
+    let q = Project::example();
+    let text = q.read("stacks/dev.toml");
+    q.write(
+        "stacks/dev.toml",
+        &format!("token_generations = {{ agent-pm = 1 }}\n{text}"),
+    );
+    q.run()
+        .args(["-s", "dev", "validate"])
+        .run()
+        .code(3)
+        .stderr_has("stacks/dev.toml:1")
+        .stderr_has("token generations need the stack's `gateway_seed` secret")
+        .stderr_has("secrets set gateway_seed --generate");
+}
