@@ -135,6 +135,35 @@ pub enum LockError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("remote lock {location}: {message}")]
+    Remote { location: String, message: String },
+}
+
+impl Holder {
+    /// This process, about to hold a lock for `operation`.
+    pub fn this_process(operation: &str, user: &str) -> Holder {
+        Holder {
+            id: format!("{:x}", std::process::id() as u64 ^ now_nanos()),
+            operation: operation.into(),
+            user: user.into(),
+            host: hostname(),
+            pid: std::process::id(),
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        }
+    }
+
+    /// How the holder is shown in a "locked by" error: a holder on this machine whose
+    /// process is gone is named as such.
+    pub fn describe(&self) -> String {
+        if self.host == hostname() && !process_alive(self.pid) {
+            format!(
+                "{self}, whose process is gone: the lock is stale; remove it with `agent-army force-unlock {}`",
+                self.id
+            )
+        } else {
+            self.to_string()
+        }
+    }
 }
 
 impl StateLock {

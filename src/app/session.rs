@@ -7,12 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::env::Env;
+use crate::env::{Env, vars};
 use crate::error::{Error, Result};
 use crate::lock::{LockError, LockGuard};
 use crate::secrets::Keyring;
-use crate::stack::{Config, Project};
-use crate::state::{LocalStore, State, StateBackend};
+use crate::stack::model::StateSettings;
+use crate::stack::{Config, Project, ProviderSettings};
+use crate::state::{LocalStore, S3Store, SharedS3, State, StateBackend};
 use crate::token::GatewayKey;
 
 use super::fleet;
@@ -35,8 +36,7 @@ impl Session {
         let config = crate::stack::load(project)?;
         let warnings = config.warnings.clone();
         let local_dir = LocalStore::base_dir(&config.root, env);
-        let store: Arc<dyn StateBackend> =
-            Arc::new(LocalStore::new(&config.root, &config.stack, env));
+        let store = backend(&config, env)?;
         Ok((
             Session {
                 keyring: Keyring::load(env),
@@ -105,6 +105,30 @@ impl Session {
         }
         Ok(keys)
     }
+}
+
+/// The stack's state backend: `AGENT_ARMY_STATE` when set, else the files' `[state]`.
+pub fn backend(config: &Config, env: &Env) -> Result<Arc<dyn StateBackend>> {
+    let settings = match env.get(vars::STATE) {
+        Some(v) => {
+            let region = match &config.provider {
+                ProviderSettings::Aws { region, .. } => region.as_str(),
+                _ => "us-east-1",
+            };
+            StateSettings::parse(v, region)
+                .map_err(|e| Error::Usage(format!("{}: {e}", vars::STATE)))?
+        }
+        None => config.state.clone(),
+    };
+    Ok(match settings {
+        StateSettings::Local => Arc::new(LocalStore::new(&config.root, &config.stack, env)),
+        StateSettings::S3(loc) => Arc::new(SharedS3::new(S3Store::new(
+            loc,
+            &config.project,
+            &config.stack,
+            env,
+        ))),
+    })
 }
 
 /// A lock error in the user's terms.

@@ -20,7 +20,7 @@ use crate::plan::{self, AgentAction, Plan, PlanInput};
 use crate::progress::Progress;
 use crate::provider::{NetworkSpec, Observed, Provider, ServerSpec};
 use crate::stack::Config;
-use crate::state::{LocalStore, State, StateBackend};
+use crate::state::State;
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
@@ -216,10 +216,9 @@ fn approve(ctx: &Ctx, yes: bool, prompt: &str, expected: &str) -> Result<()> {
 }
 
 pub fn force_unlock(ctx: &Ctx, args: ForceUnlockArgs) -> Result<ExitStatus> {
-    // Works even when the stack file no longer loads: the lock is found from the project.
-    let project = ctx.project()?;
-    let store = LocalStore::new(&project.root, &project.stack, &ctx.env);
-    match store.force_unlock(&args.id) {
+    let session = ctx.session()?;
+    let project = &session.config;
+    match session.store.force_unlock(&args.id) {
         Ok(crate::lock::Unlocked::Removed(h)) => {
             eprintln!(
                 "removed the lock of stack `{}` held by {h}; if that process is still running, stop it: two runs on one stack can duplicate resources",

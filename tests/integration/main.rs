@@ -14,5 +14,6 @@ mod kills;
 mod locking;
 mod malformed;
 mod openclaw;
+mod remote_state;
 mod ssh_status;
 mod tailscale;

@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::env::{Env, vars};
 use crate::lock::{LockError, LockGuard, StateLock, Unlocked};
+
+pub mod s3;
 use crate::stack::ProviderKind;
+pub use s3::{S3Store, SharedS3};
 
 /// Version of the state format this build writes.
 pub const STATE_VERSION: u32 = 1;
@@ -48,6 +51,12 @@ pub enum StateError {
         found_project: String,
         found_stack: String,
     },
+    #[error("remote state {location}: {message}")]
+    Remote { location: String, message: String },
+    #[error(
+        "remote state {location} changed since this run read it (another writer, or a lock that was forced); nothing was overwritten"
+    )]
+    Conflict { location: String },
 }
 
 impl StateError {
@@ -55,6 +64,8 @@ impl StateError {
         match self {
             StateError::TooNew { .. } => Some("upgrade agent-army to the version that wrote it".into()),
             StateError::Corrupt { .. } => Some("restore the file from backup; resources in the cloud are still found by their tags, so `agent-army destroy` or `deploy` can rebuild it after you move the damaged file away".into()),
+            StateError::Conflict { .. } => Some("run the command again: it reads the state anew".into()),
+            StateError::Remote { .. } => Some("check the bucket, its region and your AWS credentials (the standard AWS_* variables or profile)".into()),
             _ => None,
         }
     }
@@ -289,34 +300,12 @@ impl LocalStore {
                 });
             }
         };
-        // Look at the version before the full schema, so a newer file gets the right message.
-        #[derive(Deserialize)]
-        struct Head {
-            version: u32,
-        }
-        let corrupt = |e: serde_json::Error| StateError::Corrupt {
-            path: self.path.clone(),
-            message: describe_json_error(&bytes, &e),
-        };
-        let head: Head = serde_json::from_slice(&bytes).map_err(corrupt)?;
-        if head.version > STATE_VERSION {
-            return Err(StateError::TooNew {
-                path: self.path.clone(),
-                found: head.version,
-            });
-        }
-        serde_json::from_slice(&bytes).map(Some).map_err(corrupt)
+        decode(&bytes, &self.path).map(Some)
     }
 
     /// Write atomically, mode 0600, bumping the serial.
     fn write_file(&self, state: &mut State) -> Result<(), StateError> {
-        state.serial += 1;
-        state.version = STATE_VERSION;
-        let mut json = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
-        json.push(b'\n');
+        let json = encode(state, &self.path)?;
         crate::fsutil::write_private_atomic(&self.path, &json).map_err(|source| StateError::Write {
             path: self.path.clone(),
             source,
@@ -430,6 +419,39 @@ impl StateBackend for MemoryStore {
         self.held.store(false, std::sync::atomic::Ordering::SeqCst);
         Ok(Unlocked::NotHeld)
     }
+}
+
+/// A state document from its bytes (`path` names it in errors): the version is checked
+/// before the full schema, so a newer file gets the right message.
+pub fn decode(bytes: &[u8], path: &Path) -> Result<State, StateError> {
+    #[derive(Deserialize)]
+    struct Head {
+        version: u32,
+    }
+    let corrupt = |e: serde_json::Error| StateError::Corrupt {
+        path: path.to_path_buf(),
+        message: describe_json_error(bytes, &e),
+    };
+    let head: Head = serde_json::from_slice(bytes).map_err(corrupt)?;
+    if head.version > STATE_VERSION {
+        return Err(StateError::TooNew {
+            path: path.to_path_buf(),
+            found: head.version,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(corrupt)
+}
+
+/// The bytes of `state` as written: its serial bumped, this build's version, pretty JSON.
+pub fn encode(state: &mut State, path: &Path) -> Result<Vec<u8>, StateError> {
+    state.serial += 1;
+    state.version = STATE_VERSION;
+    let mut json = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    json.push(b'\n');
+    Ok(json)
 }
 
 /// A JSON error, prefixed with the field whose value is wrong when serde_json does not name
