@@ -17,3 +17,4 @@ mod openclaw;
 mod remote_state;
 mod ssh_status;
 mod tailscale;
+mod workflow;
