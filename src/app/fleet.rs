@@ -168,6 +168,7 @@ pub fn ensure_keys(
     config: &Config,
     keyring: &Keyring,
     env: &Env,
+    allow_foreign_recipients: bool,
 ) -> Result<(BTreeMap<String, GatewayKey>, bool)> {
     let names: Vec<String> = config.agents.iter().map(|a| a.name.clone()).collect();
     let mut keys = load_keys(state, config, keyring, env, names.clone())?;
@@ -176,6 +177,7 @@ pub fn ensure_keys(
     if !missing.is_empty() {
         let to = EncryptTo::for_stack(&config.recipients, env)
             .map_err(|e| Error::secret("gateway keys", e))?;
+        require_readable(&to, keyring, "gateway keys", allow_foreign_recipients)?;
         for name in missing {
             let key = GatewayKey::generate();
             let armored = to
@@ -191,6 +193,21 @@ pub fn ensure_keys(
         );
     }
     Ok((keys, changed))
+}
+
+/// Refuse to encrypt for recipients none of whose identities this machine holds (the value
+/// would be unrecoverable here), unless `allow` says the user means it.
+pub fn require_readable(to: &EncryptTo, keyring: &Keyring, what: &str, allow: bool) -> Result<()> {
+    if allow {
+        return Ok(());
+    }
+    let probe = to
+        .encrypt(b"agent-army recipient probe")
+        .map_err(|e| Error::secret(what, e))?;
+    match keyring.decrypt(&probe) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::secret(what, SecretError::Unrecoverable)),
+    }
 }
 
 /// Plaintext secrets of one agent.

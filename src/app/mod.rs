@@ -7,6 +7,7 @@
 pub mod cloud;
 pub mod devices;
 pub mod fleet;
+pub mod migrate;
 pub mod render;
 pub mod session;
 

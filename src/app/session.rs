@@ -99,7 +99,7 @@ impl Session {
         let lock = self.lock(operation, wait)?;
         let mut state = self.read_state()?;
         let (keys, changed) =
-            fleet::ensure_keys(&mut state, &self.config, &self.keyring, &self.env)?;
+            fleet::ensure_keys(&mut state, &self.config, &self.keyring, &self.env, false)?;
         if changed {
             self.write_state(&lock, &mut state)?;
         }
@@ -109,18 +109,29 @@ impl Session {
 
 /// The stack's state backend: `AGENT_ARMY_STATE` when set, else the files' `[state]`.
 pub fn backend(config: &Config, env: &Env) -> Result<Arc<dyn StateBackend>> {
-    let settings = match env.get(vars::STATE) {
+    match env.get(vars::STATE) {
         Some(v) => {
-            let region = match &config.provider {
-                ProviderSettings::Aws { region, .. } => region.as_str(),
-                _ => "us-east-1",
-            };
-            StateSettings::parse(v, region)
-                .map_err(|e| Error::Usage(format!("{}: {e}", vars::STATE)))?
+            parse_backend(v, config, env).map_err(|e| Error::Usage(format!("{}: {e}", vars::STATE)))
         }
-        None => config.state.clone(),
+        None => Ok(backend_for(config.state.clone(), config, env)),
+    }
+}
+
+/// A backend named as `AGENT_ARMY_STATE` names one.
+pub fn parse_backend(
+    s: &str,
+    config: &Config,
+    env: &Env,
+) -> std::result::Result<Arc<dyn StateBackend>, String> {
+    let region = match &config.provider {
+        ProviderSettings::Aws { region, .. } => region.as_str(),
+        _ => "us-east-1",
     };
-    Ok(match settings {
+    Ok(backend_for(StateSettings::parse(s, region)?, config, env))
+}
+
+fn backend_for(settings: StateSettings, config: &Config, env: &Env) -> Arc<dyn StateBackend> {
+    match settings {
         StateSettings::Local => Arc::new(LocalStore::new(&config.root, &config.stack, env)),
         StateSettings::S3(loc) => Arc::new(SharedS3::new(S3Store::new(
             loc,
@@ -128,7 +139,7 @@ pub fn backend(config: &Config, env: &Env) -> Result<Arc<dyn StateBackend>> {
             &config.stack,
             env,
         ))),
-    })
+    }
 }
 
 /// A lock error in the user's terms.

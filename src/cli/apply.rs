@@ -52,6 +52,9 @@ pub struct DeployArgs {
     /// Wait this long for another run's lock (e.g. 30s, 5m)
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
+    /// Encrypt new keys for the stack's recipients even if no identity here can read them
+    #[arg(long)]
+    pub allow_foreign_recipients: bool,
 }
 
 #[derive(Debug, Args)]
@@ -336,7 +339,13 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
     let mut state = session.read_state()?;
     // Gateway keys are decrypted (or created) before any cloud call, so a wrong identity
     // stops the run while nothing has changed.
-    let (keys, keys_changed) = fleet::ensure_keys(&mut state, config, keyring, &ctx.env)?;
+    let (keys, keys_changed) = fleet::ensure_keys(
+        &mut state,
+        config,
+        keyring,
+        &ctx.env,
+        args.allow_foreign_recipients,
+    )?;
     let desired = fleet::desired(config, Some(&keys))?;
 
     let cloud = cloud::connect(&session).await?;
@@ -440,7 +449,12 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
     let stop = Arc::new(AtomicBool::new(false));
     watch_interrupts(stop.clone());
     let break_glass = if crate::provider::profile(config.provider.kind()).break_glass_key {
-        Some(ensure_break_glass(&session, &lock, &mut state)?)
+        Some(ensure_break_glass(
+            &session,
+            &lock,
+            &mut state,
+            args.allow_foreign_recipients,
+        )?)
     } else {
         None
     };
@@ -495,7 +509,12 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
 
 /// The stack's break-glass SSH key (Hetzner): generated once, kept encrypted in state.
 /// Returns its public key line.
-fn ensure_break_glass(session: &Session, lock: &LockGuard, state: &mut State) -> Result<String> {
+fn ensure_break_glass(
+    session: &Session,
+    lock: &LockGuard,
+    state: &mut State,
+    allow_foreign_recipients: bool,
+) -> Result<String> {
     let (config, keyring) = (&session.config, &session.keyring);
     if let Some(armored) = &state.break_glass_key {
         let seed = keyring
@@ -512,6 +531,12 @@ fn ensure_break_glass(session: &Session, lock: &LockGuard, state: &mut State) ->
     let key = crate::token::GatewayKey::generate();
     let to = crate::secrets::EncryptTo::for_stack(&config.recipients, &session.env)
         .map_err(|e| Error::secret("break-glass ssh key", e))?;
+    fleet::require_readable(
+        &to,
+        keyring,
+        "break-glass ssh key",
+        allow_foreign_recipients,
+    )?;
     state.break_glass_key = Some(
         to.encrypt(key.seed_hex().as_bytes())
             .map_err(|e| Error::secret("break-glass ssh key", e))?,

@@ -252,3 +252,34 @@ fn a_token_generation_rotates_one_agent() {
         .stderr_has("token generations need the stack's `gateway_seed` secret")
         .stderr_has("secrets set gateway_seed --generate");
 }
+
+/// Keys encrypted only for recipients nobody here holds would be unrecoverable: deploy
+/// refuses before touching the cloud, unless told to go ahead.
+#[test]
+fn deploy_refuses_keys_it_could_never_read_back() {
+    let h = Hetzner::start();
+    let p = Project::example();
+    let text = p.read("stacks/dev.toml").replace(
+        &p.public_key,
+        "age16jcxy2zfs8745hxn2gslqdat6vr87886ruq4k9hpffz5vg8fqswqfpepg0",
+    );
+    p.write("stacks/dev.toml", &text);
+    let deploy = |extra: &[&str]| {
+        let mut a = vec!["-s", "dev", "deploy", "--yes"];
+        a.extend_from_slice(extra);
+        h.env(p.run()).args(a).run()
+    };
+    deploy(&[])
+        .code(4)
+        .stderr_has("holds no identity for any of the stack's `age_recipients`")
+        .stderr_has("--allow-foreign-recipients");
+    assert!(
+        !h.requests().iter().any(|r| r["method"] != "GET"),
+        "nothing touched in the cloud"
+    );
+    assert!(
+        crate::support::state_json(&p, "dev").is_none(),
+        "no state written"
+    );
+    deploy(&["--allow-foreign-recipients"]).success();
+}

@@ -262,3 +262,52 @@ async fn a_write_with_a_stale_etag_is_refused() {
         );
     });
 }
+
+/// Local state moves to S3 and back, and the fleet stays the same fleet.
+#[tokio::test(flavor = "multi_thread")]
+async fn state_migrates_from_local_to_s3_and_back() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let p = runner(&moto, false);
+    let s3 = format!("s3://{BUCKET}/ci?region=us-east-1&path_style=true");
+    let local = |args: &[&str]| {
+        let mut a = vec!["-s", "prod"];
+        a.extend_from_slice(args);
+        aws_env(p.run(), &moto)
+            .env("GATEWAY_SEED", SEED)
+            .env("AGENT_ARMY_STATE", "local")
+            .args(a)
+            .run()
+    };
+    local(&["deploy", "--yes"]).success();
+    let serial = crate::support::state_json(&p, "prod").unwrap()["serial"]
+        .as_u64()
+        .unwrap();
+    run(&moto, &p, false, &["state", "migrate", "--from", "local"])
+        .run()
+        .success()
+        .stdout_has("copied the state of stack `prod`")
+        .stdout_has(&format!("to s3://{BUCKET}/{STATE_KEY}"));
+    let remote: serde_json::Value =
+        serde_json::from_str(&moto.get_object(BUCKET, STATE_KEY).unwrap()).unwrap();
+    assert_eq!(remote["serial"].as_u64(), Some(serial + 1));
+    // Twice: the target holds state now, so it needs --force.
+    run(&moto, &p, false, &["state", "migrate", "--from", "local"])
+        .run()
+        .code(3)
+        .stderr_has("already holds state")
+        .stderr_has("--force");
+    let out = run(&moto, &p, false, &["deploy", "--yes"]).run();
+    out.success();
+    assert!(out.stdout.contains("No changes"), "{}", out.stdout);
+    // And back.
+    local(&["state", "migrate", "--from", &s3, "--force"])
+        .success()
+        .stdout_has("copied the state");
+    let back = crate::support::state_json(&p, "prod").unwrap();
+    assert_eq!(back["agents"], remote["agents"]);
+    assert_eq!(live_instances(&client(&moto).await, "prod").await.len(), 3);
+    local(&["state", "migrate", "--from", "local"])
+        .code(64)
+        .stderr_has("already in");
+}
