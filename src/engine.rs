@@ -6,16 +6,18 @@
 //! or removes.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
 
+use crate::lock::LockGuard;
 use crate::plan::{AgentAction, NetworkAction, Plan};
 use crate::progress::Progress;
 use crate::provider::{NetworkSpec, ObservedNetwork, Provider, ProviderError, ServerSpec};
 use crate::state::{
-    AgentState, Inputs, NetworkState, PendingCreate, State, StateError, StateStore,
+    AgentState, Inputs, NetworkState, PendingCreate, State, StateBackend, StateError,
 };
 
 /// A server ready to be created for an agent (everything but ids and token).
@@ -49,18 +51,28 @@ impl Report {
     }
 }
 
-/// Shared, saved-on-write state.
+/// Shared, saved-on-write state, under the stack's lock.
 #[derive(Clone)]
 pub struct SharedState {
     inner: Arc<Mutex<State>>,
-    store: StateStore,
+    store: Arc<dyn StateBackend>,
+    lock: Arc<LockGuard>,
+    /// This machine's folder for the stack, whose known_hosts forgets deleted servers.
+    local_dir: PathBuf,
 }
 
 impl SharedState {
-    pub fn new(state: State, store: StateStore) -> Self {
+    pub fn new(
+        state: State,
+        store: Arc<dyn StateBackend>,
+        lock: Arc<LockGuard>,
+        local_dir: PathBuf,
+    ) -> Self {
         SharedState {
             inner: Arc::new(Mutex::new(state)),
             store,
+            lock,
+            local_dir,
         }
     }
 
@@ -68,7 +80,7 @@ impl SharedState {
     pub fn update(&self, f: impl FnOnce(&mut State)) -> Result<(), StateError> {
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard);
-        self.store.write(&mut guard)
+        self.store.write(&self.lock, &mut guard)
     }
 
     pub fn snapshot(&self) -> State {
@@ -348,7 +360,7 @@ async fn delete<P: Provider>(
     // stack's known_hosts so OpenSSH's accept-new records the new key instead of refusing.
     let stack = state.snapshot().stack;
     let host = crate::naming::hostname(&stack, agent);
-    if let Err(e) = crate::tailnet::forget_host(&state.store.dir, &stack, &host) {
+    if let Err(e) = crate::tailnet::forget_host(&state.local_dir, &stack, &host) {
         tracing::warn!("cannot drop {host} from known_hosts: {e}");
     }
     state
@@ -440,3 +452,6 @@ async fn create<P: Provider>(
     provider.wait_running(&id).await?;
     Ok(id)
 }
+
+#[cfg(test)]
+mod tests;

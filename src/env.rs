@@ -54,6 +54,23 @@ pub mod vars {
     /// `open --browser`: the program that opens a URL (the usual convention; default
     /// `xdg-open`, or `open` on macOS).
     pub const BROWSER: &str = "BROWSER";
+    /// Where state lives, overriding the files' `[state]`: `local`, or
+    /// `s3://BUCKET[/PREFIX][?region=R&path_style=true]`.
+    pub const STATE: &str = "AGENT_ARMY_STATE";
+    /// The S3 endpoint of a remote state backend (the AWS SDK's standard variables; unset:
+    /// AWS itself).
+    pub const AWS_ENDPOINT_URL_S3: &str = "AWS_ENDPOINT_URL_S3";
+    pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
+    /// The AWS SDK's own credential sources, looked at (never read for values) only to decide
+    /// whether an offline `plan` may ask the cloud: static keys, a profile, web identity, and
+    /// container credentials.
+    pub const AWS_CREDENTIAL_HINTS: &[&str] = &[
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ];
 }
 
 /// A snapshot of the process environment.

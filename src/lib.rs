@@ -4,6 +4,7 @@
 //! edges (providers, process and environment access) so the core can be unit-tested without a
 //! cloud.
 
+pub mod app;
 pub mod boot;
 pub mod cli;
 pub mod engine;

@@ -30,10 +30,32 @@ impl std::fmt::Display for Holder {
     }
 }
 
-/// A held lock; released on drop.
+/// Proof that this run holds a stack's state lock, whatever backend keeps it; the lock is
+/// released when the guard is dropped. Writing state takes one, so nothing writes unlocked.
+pub struct LockGuard {
+    /// The lock id (`force-unlock` takes it).
+    pub id: String,
+    /// The holder recorded by a previous run that died without releasing the lock.
+    pub stale: Option<Holder>,
+    _held: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl LockGuard {
+    /// A guard that keeps `held` (the backend's handle) until dropped.
+    pub fn new(id: String, stale: Option<Holder>, held: impl std::any::Any + Send + Sync) -> Self {
+        LockGuard {
+            id,
+            stale,
+            _held: Box::new(held),
+        }
+    }
+}
+
+/// A held lock file; released on drop.
 pub struct StateLock {
     file: File,
     pub path: PathBuf,
+    pub id: String,
     /// The holder recorded by a previous run that died without releasing the lock (its
     /// process is gone, so the OS released the lock itself).
     pub stale: Option<Holder>,
@@ -113,6 +135,35 @@ pub enum LockError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("remote lock {location}: {message}")]
+    Remote { location: String, message: String },
+}
+
+impl Holder {
+    /// This process, about to hold a lock for `operation`.
+    pub fn this_process(operation: &str, user: &str) -> Holder {
+        Holder {
+            id: format!("{:x}", std::process::id() as u64 ^ now_nanos()),
+            operation: operation.into(),
+            user: user.into(),
+            host: hostname(),
+            pid: std::process::id(),
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        }
+    }
+
+    /// How the holder is shown in a "locked by" error: a holder on this machine whose
+    /// process is gone is named as such.
+    pub fn describe(&self) -> String {
+        if self.host == hostname() && !process_alive(self.pid) {
+            format!(
+                "{self}, whose process is gone: the lock is stale; remove it with `agent-army force-unlock {}`",
+                self.id
+            )
+        } else {
+            self.to_string()
+        }
+    }
 }
 
 impl StateLock {
@@ -178,7 +229,12 @@ impl StateLock {
         file.rewind().map_err(io)?;
         file.write_all(json.as_bytes()).map_err(io)?;
         file.sync_all().map_err(io)?;
-        Ok(StateLock { file, path, stale })
+        Ok(StateLock {
+            file,
+            path,
+            id: holder.id,
+            stale,
+        })
     }
 }
 

@@ -2,16 +2,13 @@
 
 use serde::Serialize;
 
-use crate::cli::fleet::gateway_url;
+use crate::app::fleet::gateway_url;
 use crate::plan::{AgentAction, NetworkAction, Plan};
 use crate::stack::{Config, ProviderKind};
 
 /// Words for the stack's network resource on each cloud.
 pub fn network_noun(kind: ProviderKind) -> &'static str {
-    match kind {
-        ProviderKind::Aws => "security group",
-        ProviderKind::Hetzner => "firewall",
-    }
+    crate::provider::profile(kind).network_noun
 }
 
 /// The plan as a diff, Terraform style.
@@ -42,15 +39,17 @@ pub fn plan_text(config: &Config, plan: &Plan) -> String {
                 .join(", ")
         )
     };
-    let noun = network_noun(kind);
+    let profile = crate::provider::profile(kind);
+    let noun = profile.network_noun;
     for n in &plan.network {
         match n {
             NetworkAction::Create => {
                 out.push_str(&format!("  + {noun} ({inbound})\n"));
-                if kind == ProviderKind::Hetzner {
-                    out.push_str(
-                        "  + break-glass ssh key (keeps Hetzner from mailing root passwords)\n",
-                    );
+                if profile.break_glass_key {
+                    out.push_str(&format!(
+                        "  + break-glass ssh key (keeps {} from mailing root passwords)\n",
+                        profile.name
+                    ));
                 }
             }
             NetworkAction::UpdateRules { id } => {
@@ -62,24 +61,22 @@ pub fn plan_text(config: &Config, plan: &Plan) -> String {
             NetworkAction::Delete { id } => out.push_str(&format!("  - {noun} {id}\n")),
         }
     }
-    let server = match kind {
-        ProviderKind::Aws => "instance",
-        ProviderKind::Hetzner => "server",
-    };
+    let server = profile.server_noun;
     for a in &plan.agents {
         let agent = config.agent(a.agent());
         let detail = |out: &mut String| {
             if let Some(ag) = agent {
-                let disk = match kind {
-                    ProviderKind::Aws => format!(", {} GB disk", ag.disk_gb),
-                    ProviderKind::Hetzner => String::new(),
+                let disk = if profile.disk_configurable {
+                    format!(", {} GB disk", ag.disk_gb)
+                } else {
+                    String::new()
                 };
                 out.push_str(&format!(
                     "      {server}: {}, {}{disk}\n      hostname: {}\n      gateway:  {}\n",
                     ag.instance_type,
                     ag.image
                         .as_deref()
-                        .unwrap_or(crate::cli::fleet::default_image(config)),
+                        .unwrap_or(crate::app::fleet::default_image(config)),
                     ag.fqdn,
                     gateway_url(&ag.fqdn, None)
                 ));
@@ -158,12 +155,12 @@ pub struct Outputs<'a> {
     pub agents: &'a [Row],
 }
 
+/// The outputs table: one row per agent.
 pub fn table(rows: &[Row]) -> String {
-    let headers = ["AGENT", "HOSTNAME", "SERVER", "STATE", "GATEWAY"];
-    let cells: Vec<[String; 5]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            vec![
                 r.agent.clone(),
                 r.hostname.clone(),
                 r.server_id.clone().unwrap_or_else(|| "-".into()),
@@ -172,26 +169,31 @@ pub fn table(rows: &[Row]) -> String {
             ]
         })
         .collect();
-    let mut widths = headers.map(|h| h.len());
-    for row in &cells {
-        for (i, c) in row.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
+    columns(&["AGENT", "HOSTNAME", "SERVER", "STATE", "GATEWAY"], &cells)
+}
+
+/// Left-aligned columns two spaces apart, widths in characters, no trailing blanks: every
+/// table agent-army prints.
+pub fn columns(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
         }
     }
-    let line = |cols: [&str; 5]| {
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
         let mut s = String::new();
-        for (i, c) in cols.iter().enumerate() {
-            if i == 4 {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
+        for (i, c) in cells.enumerate() {
+            let w = widths.get(i).copied().unwrap_or(0);
+            s.push_str(&format!("{c:<w$}  "));
         }
         s.trim_end().to_string() + "\n"
     };
-    let mut out = line(headers);
-    for r in &cells {
-        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    let mut out = line(&mut headers.iter().copied());
+    for r in rows {
+        out.push_str(&line(&mut r.iter().map(String::as_str)));
     }
     out
 }

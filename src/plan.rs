@@ -13,6 +13,8 @@ pub struct DesiredAgent {
     pub name: String,
     pub inputs: Inputs,
     pub fingerprint: String,
+    /// Id of the agent's gateway key, when this run can know it (`None`: not checked).
+    pub key_id: Option<String>,
 }
 
 /// What happens to the stack-wide network resources.
@@ -164,6 +166,7 @@ pub fn plan(input: &PlanInput) -> Plan {
                             id: id.clone(),
                             agent: name.clone(),
                             fingerprint: Some(a.fingerprint.clone()),
+                            key_id: None,
                             state: crate::provider::ServerState::Running,
                             name: String::new(),
                             created: String::new(),
@@ -217,18 +220,39 @@ pub fn plan(input: &PlanInput) -> Plan {
             keep.fingerprint.clone()
         };
         let mut reasons = Vec::new();
+        // The gateway key: a server whose key id is not this agent's key has another token
+        // than the one agent-army would report. A server state does not know and that has no
+        // key id cannot be verified at all.
+        let key_mismatch = match (d.key_id.as_deref(), keep.key_id.as_deref()) {
+            (Some(want), Some(have)) if want != have => Some(format!(
+                "its gateway key is not this stack's (key id {have}, expected {want})"
+            )),
+            (Some(_), None) if !known => Some(
+                "its gateway key cannot be verified (the server has no key id label)".to_string(),
+            ),
+            _ => None,
+        };
         if input.force_replace.contains(&d.name) {
             reasons.push("replacement requested with --replace".to_string());
-        } else if current_fp.as_deref() != Some(d.fingerprint.as_str()) {
-            if let Some(s) = st.filter(|_| known) {
-                reasons.extend(d.inputs.diff(&s.inputs))
+        } else {
+            let recorded = st.filter(|_| known).map(|s| &s.inputs);
+            if current_fp.as_deref() != Some(d.fingerprint.as_str()) {
+                if let Some(old) = recorded {
+                    reasons.extend(d.inputs.diff(old))
+                }
+                if reasons.is_empty() {
+                    reasons.push(format!(
+                        "inputs changed (fingerprint {} → {})",
+                        current_fp.as_deref().unwrap_or("unknown"),
+                        d.fingerprint
+                    ));
+                }
             }
-            if reasons.is_empty() {
-                reasons.push(format!(
-                    "inputs changed (fingerprint {} → {})",
-                    current_fp.as_deref().unwrap_or("unknown"),
-                    d.fingerprint
-                ));
+            // A rotated token explains a new key id; anything else is named.
+            let rotated =
+                recorded.is_some_and(|old| old.token_generation != d.inputs.token_generation);
+            if let Some(r) = key_mismatch.filter(|_| !rotated) {
+                reasons.push(r);
             }
         }
         if !reasons.is_empty() {

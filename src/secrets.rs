@@ -77,6 +77,10 @@ pub enum SecretError {
     },
     #[error("encryption failed: {0}")]
     Encrypt(String),
+    #[error(
+        "this machine holds no identity for any of the stack's `age_recipients`: what would be encrypted now could never be read back here"
+    )]
+    Unrecoverable,
 }
 
 impl SecretError {
@@ -91,6 +95,10 @@ impl SecretError {
             )),
             SecretError::NoMatchingKey => Some("check that your identity's public key is in the stack's `age_recipients`, then re-set the secret with `agent-army secrets set`".into()),
             SecretError::NoRecipients => Some("add your public key (from `agent-army init`) to `age_recipients` in the stack file".into()),
+            SecretError::Unrecoverable => Some(format!(
+                "add your public key (`agent-army init` prints it) to `age_recipients`, or set {} to an identity that is listed; with a `gateway_seed` (`agent-army secrets set gateway_seed --generate`) no gateway key is stored at all. To encrypt for the listed recipients anyway: `deploy --allow-foreign-recipients`",
+                vars::IDENTITY
+            )),
             SecretError::Unrecognised => Some("set it with `agent-army secrets set NAME`, or write `env:VAR`".into()),
             _ => None,
         }

@@ -13,6 +13,30 @@ use sha2::{Digest, Sha256};
 /// Number of hex characters in a gateway token.
 pub const TOKEN_LEN: usize = 48;
 
+/// HKDF salt of derived gateway keys (domain separation from any other use of the seed).
+const DERIVE_SALT: &[u8] = b"agent-army gateway key v1";
+/// Prefix of the key id hash.
+const KEY_ID_DOMAIN: &[u8] = b"agent-army key id v1\n";
+/// Bytes of a fresh gateway seed.
+pub const SEED_LEN: usize = 32;
+
+/// A fresh gateway seed, hex-encoded (what `secrets set gateway_seed --generate` stores).
+pub fn generate_seed_hex() -> String {
+    use rand_core::RngCore;
+    let mut b = [0u8; SEED_LEN];
+    rand_core::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// The seed bytes of a stored gateway seed: 64 hex characters (32 bytes) or more.
+pub fn parse_seed(s: &str) -> Result<Vec<u8>, KeyError> {
+    let bytes = hex::decode(s.trim()).map_err(|_| KeyError::BadGatewaySeed)?;
+    if bytes.len() < SEED_LEN {
+        return Err(KeyError::BadGatewaySeed);
+    }
+    Ok(bytes)
+}
+
 /// An agent's gateway key. `Debug` never shows the secret part.
 #[derive(Clone)]
 pub struct GatewayKey(SigningKey);
@@ -28,6 +52,10 @@ impl std::fmt::Debug for GatewayKey {
 pub enum KeyError {
     #[error("stored gateway key is not a 32-byte Ed25519 seed in hex")]
     BadSeed,
+    #[error(
+        "the gateway seed must be at least 32 bytes in hex (64 characters); make one with `agent-army secrets set gateway_seed --generate`"
+    )]
+    BadGatewaySeed,
     #[error("not an OpenSSH Ed25519 private key: {0}")]
     BadOpenSsh(String),
 }
@@ -43,6 +71,36 @@ impl GatewayKey {
         let bytes = hex::decode(s.trim()).map_err(|_| KeyError::BadSeed)?;
         let seed: [u8; 32] = bytes.try_into().map_err(|_| KeyError::BadSeed)?;
         Ok(GatewayKey(SigningKey::from_bytes(&seed)))
+    }
+
+    /// The key of `agent` derived from the stack's gateway seed: HKDF-SHA256 (RFC 5869) with
+    /// the seed as input key material, a fixed salt naming the purpose, and the project,
+    /// stack, agent and generation as `info`, each length-prefixed so no two tuples share an
+    /// encoding. Any machine with the seed gets the same key; bumping `generation` gives the
+    /// agent a new, unrelated one.
+    pub fn derive(seed: &[u8], project: &str, stack: &str, agent: &str, generation: u32) -> Self {
+        let mut info = Vec::new();
+        for part in [project.as_bytes(), stack.as_bytes(), agent.as_bytes()] {
+            info.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            info.extend_from_slice(part);
+        }
+        info.extend_from_slice(&generation.to_be_bytes());
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(DERIVE_SALT), seed);
+        let mut okm = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's limit of 255 * 32: expand cannot fail.
+        hk.expand(&info, &mut okm)
+            .unwrap_or_else(|_| unreachable!("32-byte HKDF output"));
+        GatewayKey(SigningKey::from_bytes(&okm))
+    }
+
+    /// A public identifier of the key for tags and labels: 16 hex of SHA-256 over a domain
+    /// prefix and the public-key line. A different hash input from the token's, so it reveals
+    /// nothing about the token.
+    pub fn key_id(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(KEY_ID_DOMAIN);
+        h.update(self.public_openssh().as_bytes());
+        hex::encode(h.finalize())[..16].to_string()
     }
 
     /// The 32-byte seed in hex. Secret: only ever passed to the encryptor.
@@ -163,5 +221,44 @@ mod tests {
     #[test]
     fn mask_keeps_four_chars() {
         assert_eq!(mask("abcdef0123"), "abcd…");
+    }
+
+    #[test]
+    fn derived_keys_are_stable_separated_and_rotate_with_the_generation() {
+        let seed = [7u8; 32];
+        let a = GatewayKey::derive(&seed, "p", "dev", "agent-pm", 0);
+        assert_eq!(
+            a.token(),
+            GatewayKey::derive(&seed, "p", "dev", "agent-pm", 0).token()
+        );
+        // Each part of the tuple matters, and moving a boundary gives another key.
+        let others = [
+            GatewayKey::derive(&seed, "p", "dev", "agent-pm", 1),
+            GatewayKey::derive(&seed, "p", "prod", "agent-pm", 0),
+            GatewayKey::derive(&seed, "q", "dev", "agent-pm", 0),
+            GatewayKey::derive(&seed, "p", "dev", "agent-eng", 0),
+            GatewayKey::derive(&seed, "p", "deva", "gent-pm", 0),
+            GatewayKey::derive(&[8u8; 32], "p", "dev", "agent-pm", 0),
+        ];
+        for o in &others {
+            assert_ne!(o.token(), a.token());
+        }
+        // Pinned vector, computed independently with Python (RFC 5869 HKDF over hmac, Ed25519
+        // from `cryptography`): the derivation must never change silently (every token would).
+        assert_eq!(
+            a.token(),
+            "087c39d4e987a80d19582f04f67f245689c5be73fb235f6a"
+        );
+        assert_eq!(a.key_id(), "5e8f7b07ef674df3");
+        assert_eq!(a.token().len(), TOKEN_LEN);
+        assert_eq!(a.key_id().len(), 16);
+        assert!(!a.token().contains(&a.key_id()));
+    }
+
+    #[test]
+    fn seeds_are_hex_of_at_least_32_bytes() {
+        assert_eq!(parse_seed(&generate_seed_hex()).unwrap().len(), SEED_LEN);
+        assert!(parse_seed("abcd").is_err());
+        assert!(parse_seed(&"zz".repeat(32)).is_err());
     }
 }

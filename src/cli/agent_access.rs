@@ -2,13 +2,12 @@
 
 use clap::Args;
 
+use super::Ctx;
 use super::ssh::{exec_on, quote};
-use super::{Ctx, fleet};
+use crate::app::fleet;
 use crate::env::vars;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::secrets::Keyring;
-use crate::state::StateStore;
 
 #[derive(Debug, Args)]
 pub struct OpenArgs {
@@ -23,13 +22,19 @@ pub struct OpenArgs {
 }
 
 pub fn open(ctx: &Ctx, args: OpenArgs) -> Result<ExitStatus> {
-    let config = ctx.config()?;
-    let agent = super::find_agent(&config, &args.agent)?;
-    let store = StateStore::new(&config.root, &config.stack, &ctx.env);
-    let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
-    super::ssh::require_deployed(&config, &state, agent)?;
+    let session = ctx.session()?;
+    let config = &session.config;
+    let agent = super::find_agent(config, &args.agent)?;
+    let state = session.read_state()?;
+    super::ssh::require_deployed(config, &state, agent)?;
     let token = if args.show_secrets || args.browser {
-        let keys = fleet::load_keys(&state, &Keyring::load(&ctx.env), [agent.name.clone()])?;
+        let keys = fleet::load_keys(
+            &state,
+            config,
+            &session.keyring,
+            &ctx.env,
+            [agent.name.clone()],
+        )?;
         Some(
             keys.get(&agent.name)
                 .ok_or_else(|| {

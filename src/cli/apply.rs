@@ -8,19 +8,19 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{Ctx, fleet};
+use super::Ctx;
+use crate::app::cloud::{self, provider_error};
+use crate::app::{Session, devices, fleet};
 use crate::engine::{Engine, Prepared, Report, SharedState};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::lock::StateLock;
+use crate::lock::LockGuard;
 use crate::output::{self, Row};
 use crate::plan::{self, AgentAction, Plan, PlanInput};
 use crate::progress::Progress;
-use crate::provider::{Cloud, NetworkSpec, Observed, Provider, ServerSpec, StackId};
-use crate::secrets::Keyring;
-use crate::stack::model::HCLOUD_TOKEN_SECRET;
-use crate::stack::{Config, ProviderSettings};
-use crate::state::{State, StateStore};
+use crate::provider::{NetworkSpec, Observed, Provider, ServerSpec};
+use crate::stack::Config;
+use crate::state::State;
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
@@ -52,6 +52,9 @@ pub struct DeployArgs {
     /// Wait this long for another run's lock (e.g. 30s, 5m)
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
+    /// Encrypt new keys for the stack's recipients even if no identity here can read them
+    #[arg(long)]
+    pub allow_foreign_recipients: bool,
 }
 
 #[derive(Debug, Args)]
@@ -81,117 +84,6 @@ pub struct OutputsArgs {
     /// Show gateway tokens
     #[arg(long)]
     pub show_secrets: bool,
-}
-
-fn stack_id(config: &Config) -> StackId {
-    StackId {
-        project: config.project.clone(),
-        stack: config.stack.clone(),
-    }
-}
-
-/// Connect to the stack's cloud.
-pub async fn cloud(ctx: &Ctx, config: &Config) -> Result<Cloud> {
-    let poll = ctx.env.poll_interval();
-    match &config.provider {
-        ProviderSettings::Aws {
-            region,
-            subnet_id,
-            metadata_hop_limit,
-        } => Ok(Cloud::Aws(
-            crate::provider::aws::AwsProvider::new(
-                region,
-                stack_id(config),
-                subnet_id.clone(),
-                *metadata_hop_limit,
-                poll,
-                ctx.env.request_timeout(),
-            )
-            .await,
-        )),
-        ProviderSettings::Hetzner { location } => {
-            let token = match ctx.env.get(crate::env::vars::HCLOUD_TOKEN) {
-                Some(t) => crate::secrets::Secret::new(t),
-                None => match config.secrets.get(HCLOUD_TOKEN_SECRET) {
-                    Some(r) => Keyring::load(&ctx.env)
-                        .resolve(r, &ctx.env)
-                        .map_err(|e| Error::secret(HCLOUD_TOKEN_SECRET, e))?,
-                    None => {
-                        return Err(Error::Input(format!(
-                            "no Hetzner API token: set {} or the `{HCLOUD_TOKEN_SECRET}` secret (`agent-army secrets set {HCLOUD_TOKEN_SECRET}`)",
-                            crate::env::vars::HCLOUD_TOKEN
-                        )));
-                    }
-                },
-            };
-            let endpoint = ctx
-                .env
-                .get(crate::env::vars::HCLOUD_ENDPOINT)
-                .unwrap_or(crate::provider::hetzner::DEFAULT_ENDPOINT)
-                .to_string();
-            Ok(Cloud::Hetzner(
-                crate::provider::hetzner::HetznerProvider::new(
-                    &endpoint,
-                    token,
-                    stack_id(config),
-                    location.clone(),
-                    poll,
-                    ctx.env.request_timeout(),
-                )
-                .map_err(|e| provider_error(config, e))?,
-            ))
-        }
-    }
-}
-
-/// The fleet's monthly cost at the provider's list prices, as far as it can be known here:
-/// Hetzner's API publishes its server-type prices per location; for AWS agent-army has no
-/// price source. Never fails the plan: what cannot be known is said.
-async fn cost(ctx: &Ctx, config: &Config) -> output::Cost {
-    let unavailable = |reason: String| output::Cost::Unavailable { reason };
-    if config.provider.kind() != crate::stack::ProviderKind::Hetzner {
-        return unavailable("agent-army has no price source for AWS".into());
-    }
-    let Ok(Cloud::Hetzner(h)) = cloud(ctx, config).await else {
-        return unavailable("no Hetzner API token to read the list prices".into());
-    };
-    let mut prices = BTreeMap::new();
-    for a in &config.agents {
-        if prices.contains_key(&a.instance_type) {
-            continue;
-        }
-        // A plan must not hang on prices: a short budget, then "n/a".
-        let lookup = tokio::time::timeout(
-            std::time::Duration::from_secs(15),
-            h.monthly_price(&a.instance_type),
-        );
-        match lookup.await.unwrap_or_else(|_| {
-            Err(crate::provider::ProviderError::new(
-                "timeout",
-                "no answer within 15 s",
-            ))
-        }) {
-            Ok(Some(p)) => {
-                prices.insert(a.instance_type.clone(), p);
-            }
-            Ok(None) => {
-                return unavailable(format!(
-                    "server type `{}` has no price in `{}`",
-                    a.instance_type,
-                    config.provider.place()
-                ));
-            }
-            Err(e) => return unavailable(format!("cannot read Hetzner's prices: {}", e.message)),
-        }
-    }
-    output::Cost::estimate(config, &prices)
-}
-
-fn provider_error(config: &Config, e: crate::provider::ProviderError) -> Error {
-    Error::Provider {
-        provider: config.provider.kind().to_string(),
-        source: e,
-    }
 }
 
 fn ssh_cidrs(config: &Config) -> Vec<String> {
@@ -232,24 +124,43 @@ pub async fn plan(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
 }
 
 async fn plan_inner(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
-    let config = ctx.config()?;
-    let store = StateStore::new(&config.root, &config.stack, &ctx.env);
-    let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
-    let force = check_replace(&config, &args.replace)?;
-    let desired = fleet::desired(&config)?;
-    let refresh = args.refresh.unwrap_or(!state.is_empty());
+    let session = ctx.session()?;
+    let config = &session.config;
+    let state = session.read_state()?;
+    let force = check_replace(config, &args.replace)?;
+    // Key ids are checked when this machine can know the keys (a plan needs no identity).
+    let names = config.agents.iter().map(|a| a.name.clone());
+    let keys = fleet::load_keys(&state, config, &session.keyring, &ctx.env, names).ok();
+    let desired = fleet::desired(config, keys.as_ref())?;
+    // The cloud is asked whenever it can be: with an empty state too (a fresh CI runner must
+    // not plan to create a fleet that exists). Offline only without credentials, and said.
+    let refresh = match args.refresh {
+        Some(r) => r,
+        None if !state.is_empty() => true,
+        None => match cloud::no_credentials(&session) {
+            Some(why) => {
+                if !ctx.global.quiet {
+                    eprintln!(
+                        "note: the cloud was not queried ({why}); servers this stack may already have are not shown"
+                    );
+                }
+                false
+            }
+            None => true,
+        },
+    };
     let observed = if refresh {
-        let cloud = cloud(ctx, &config).await?;
+        let cloud = cloud::connect(&session).await?;
         Some(
             cloud
                 .observe()
                 .await
-                .map_err(|e| provider_error(&config, e))?,
+                .map_err(|e| provider_error(config, e))?,
         )
     } else {
         None
     };
-    let cidrs = ssh_cidrs(&config);
+    let cidrs = ssh_cidrs(config);
     let plan = plan::plan(&PlanInput {
         desired: &desired,
         state: &state,
@@ -258,7 +169,7 @@ async fn plan_inner(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
         force_replace: &force,
         destroy: false,
     });
-    let cost = cost(ctx, &config).await;
+    let cost = cloud::cost(&session).await;
     if ctx.json() {
         let doc = serde_json::json!({
             "project": config.project,
@@ -275,7 +186,7 @@ async fn plan_inner(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
         });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
-        print_plan(ctx, &config, &plan);
+        print_plan(ctx, config, &plan);
         println!("{}", output::cost_text(&cost));
     }
     Ok(if args.detailed_exitcode && plan.has_changes() {
@@ -307,34 +218,10 @@ fn approve(ctx: &Ctx, yes: bool, prompt: &str, expected: &str) -> Result<()> {
     }
 }
 
-fn lock(ctx: &Ctx, config: &Config, op: &str, timeout: Duration) -> Result<StateLock> {
-    let base = StateStore::base_dir(&config.root, &ctx.env);
-    let user = ctx
-        .env
-        .get("USER")
-        .or_else(|| ctx.env.get("LOGNAME"))
-        .unwrap_or("unknown");
-    let lock =
-        StateLock::acquire(&base, &config.stack, op, user, timeout).map_err(|e| match e {
-            crate::lock::LockError::Held(holder) => Error::Locked {
-                stack: config.stack.clone(),
-                holder,
-            },
-            crate::lock::LockError::Io { path, source } => Error::Io { path, source },
-            other => Error::Input(other.to_string()),
-        })?;
-    if let Some(h) = &lock.stale {
-        eprintln!(
-            "note: the previous run ({h}) ended without releasing the state lock; its process is gone, so the lock was free. The next step converges whatever it left half done."
-        );
-    }
-    Ok(lock)
-}
-
 pub fn force_unlock(ctx: &Ctx, args: ForceUnlockArgs) -> Result<ExitStatus> {
-    let project = ctx.project()?;
-    let base = StateStore::base_dir(&project.root, &ctx.env);
-    match crate::lock::force_unlock(&base, &project.stack, &args.id) {
+    let session = ctx.session()?;
+    let project = &session.config;
+    match session.store.force_unlock(&args.id) {
         Ok(crate::lock::Unlocked::Removed(h)) => {
             eprintln!(
                 "removed the lock of stack `{}` held by {h}; if that process is still running, stop it: two runs on one stack can duplicate resources",
@@ -396,23 +283,15 @@ fn rows_from(
         .agents
         .iter()
         .map(|a| {
-            let st = state.agents.get(&a.name);
-            let server_id = st.and_then(|s| s.server_id.clone());
+            let (server_id, word) = fleet::server_word(state, observed, &a.name);
             let outcome = report.and_then(|r| r.outcomes.iter().find(|o| o.agent == a.name));
-            let state_word = match (outcome, observed, &server_id) {
-                (Some(o), _, _) if o.error.is_some() => format!(
+            let state_word = match (outcome, &server_id) {
+                (Some(o), _) if o.error.is_some() => format!(
                     "failed ({})",
                     o.error.as_ref().map(|e| e.code.as_str()).unwrap_or("")
                 ),
-                (Some(_), _, Some(_)) => "running".into(),
-                (None, Some(obs), Some(id)) => obs
-                    .servers
-                    .iter()
-                    .find(|s| &s.id == id)
-                    .map(|s| s.state.to_string())
-                    .unwrap_or_else(|| "missing".into()),
-                (_, _, Some(_)) => "recorded".into(),
-                (_, _, None) => "not deployed".into(),
+                (Some(_), Some(_)) => "running".into(),
+                _ => word,
             };
             Row {
                 agent: a.name.clone(),
@@ -444,31 +323,37 @@ fn print_rows(ctx: &Ctx, config: &Config, rows: &[Row], extra: serde_json::Value
 }
 
 pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
-    let config = ctx.config()?;
-    let force = check_replace(&config, &args.replace)?;
+    let session = ctx.session()?;
+    let config = &session.config;
+    let keyring = &session.keyring;
+    let force = check_replace(config, &args.replace)?;
     // Every secret must resolve before anything is touched.
-    let keyring = Keyring::load(&ctx.env);
     let mut secrets = BTreeMap::new();
     for a in &config.agents {
         secrets.insert(
             a.name.clone(),
-            fleet::resolve_secrets(&config, a, &keyring, &ctx.env)?,
+            fleet::resolve_secrets(config, a, keyring, &ctx.env)?,
         );
     }
-    let _lock = lock(ctx, &config, "deploy", args.lock_timeout)?;
-    let store = StateStore::new(&config.root, &config.stack, &ctx.env);
-    let mut state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
+    let lock = Arc::new(session.lock("deploy", args.lock_timeout)?);
+    let mut state = session.read_state()?;
     // Gateway keys are decrypted (or created) before any cloud call, so a wrong identity
     // stops the run while nothing has changed.
-    let (keys, keys_changed) = fleet::ensure_keys(&mut state, &config, &keyring, &ctx.env)?;
-    let desired = fleet::desired(&config)?;
+    let (keys, keys_changed) = fleet::ensure_keys(
+        &mut state,
+        config,
+        keyring,
+        &ctx.env,
+        args.allow_foreign_recipients,
+    )?;
+    let desired = fleet::desired(config, Some(&keys))?;
 
-    let cloud = cloud(ctx, &config).await?;
+    let cloud = cloud::connect(&session).await?;
     let observed = cloud
         .observe()
         .await
-        .map_err(|e| provider_error(&config, e))?;
-    let cidrs = ssh_cidrs(&config);
+        .map_err(|e| provider_error(config, e))?;
+    let cidrs = ssh_cidrs(config);
     let plan = plan::plan(&PlanInput {
         desired: &desired,
         state: &state,
@@ -477,7 +362,7 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
         force_replace: &force,
         destroy: false,
     });
-    print_plan(ctx, &config, &plan);
+    print_plan(ctx, config, &plan);
     let tokens: BTreeMap<String, String> = if args.show_secrets {
         keys.iter().map(|(k, v)| (k.clone(), v.token())).collect()
     } else {
@@ -486,10 +371,10 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
 
     if !plan.has_changes() && !plan.has_state_changes() {
         if keys_changed {
-            store.write(&mut state)?;
+            session.write_state(&lock, &mut state)?;
         }
-        let rows = rows_from(&config, &state, Some(&observed), None, &tokens);
-        print_rows(ctx, &config, &rows, serde_json::json!({"changed": false}));
+        let rows = rows_from(config, &state, Some(&observed), None, &tokens);
+        print_rows(ctx, config, &rows, serde_json::json!({"changed": false}));
         return Ok(ExitStatus::Success);
     }
     if plan.has_changes() {
@@ -500,12 +385,12 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
             "yes",
         )?;
     }
-    store.write(&mut state)?;
+    session.write_state(&lock, &mut state)?;
 
     // Tailnet housekeeping before any cloud change: agents that get a new VM (or go away)
     // lose their old device, so the new VM joins under the exact hostname; live agents that
     // stay are never touched. With an OAuth client, each new VM gets its own one-off key.
-    let ts = super::devices::client(ctx, &config, &keyring).await?;
+    let ts = devices::client(&ctx.env, config, keyring).await?;
     let mut renew = Vec::new();
     let mut clean_hosts = Vec::new();
     let mut protect = Vec::new();
@@ -527,8 +412,8 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
     }
     clean_hosts.sort();
     clean_hosts.dedup();
-    super::devices::clean(ts.as_ref(), &clean_hosts, &protect, ctx.json()).await?;
-    let minted = super::devices::mint(ts.as_ref(), &config, &renew).await?;
+    devices::clean(ts.as_ref(), &clean_hosts, &protect, ctx.json()).await?;
+    let minted = devices::mint(ts.as_ref(), config, &renew).await?;
 
     let mut prepared = BTreeMap::new();
     for (a, d) in config.agents.iter().zip(&desired) {
@@ -538,7 +423,7 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
         let Some(s) = secrets.get(&a.name) else {
             continue;
         };
-        let user_data = fleet::real_user_data(&config, a, s, key, minted.get(&a.name))?;
+        let user_data = fleet::real_user_data(config, a, s, key, minted.get(&a.name))?;
         prepared.insert(
             a.name.clone(),
             Prepared {
@@ -550,6 +435,7 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
                     disk_gb: a.disk_gb,
                     user_data,
                     fingerprint: d.fingerprint.clone(),
+                    key_id: key.key_id(),
                     client_token: String::new(),
                     network_id: String::new(),
                     ssh_key_id: None,
@@ -562,16 +448,24 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
 
     let stop = Arc::new(AtomicBool::new(false));
     watch_interrupts(stop.clone());
-    let break_glass = if config.provider.kind() == crate::stack::ProviderKind::Hetzner {
+    let break_glass = if crate::provider::profile(config.provider.kind()).break_glass_key {
         Some(ensure_break_glass(
-            ctx, &config, &keyring, &store, &mut state,
+            &session,
+            &lock,
+            &mut state,
+            args.allow_foreign_recipients,
         )?)
     } else {
         None
     };
     let engine = Engine {
         provider: Arc::new(cloud),
-        state: SharedState::new(state, store.clone()),
+        state: SharedState::new(
+            state,
+            session.store.clone(),
+            lock.clone(),
+            session.local_dir.clone(),
+        ),
         progress: Progress::new(ctx.env.is_ci(), ctx.global.quiet),
         parallelism: args.parallelism as usize,
         stop: stop.clone(),
@@ -582,10 +476,10 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
     };
     let report = engine.apply(&plan, &prepared, &network).await;
     let final_state = engine.state.snapshot();
-    let rows = rows_from(&config, &final_state, None, Some(&report), &tokens);
+    let rows = rows_from(config, &final_state, None, Some(&report), &tokens);
     print_rows(
         ctx,
-        &config,
+        config,
         &rows,
         serde_json::json!({"changed": true, "failed": report.failed()}),
     );
@@ -616,12 +510,12 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
 /// The stack's break-glass SSH key (Hetzner): generated once, kept encrypted in state.
 /// Returns its public key line.
 fn ensure_break_glass(
-    ctx: &Ctx,
-    config: &Config,
-    keyring: &Keyring,
-    store: &StateStore,
+    session: &Session,
+    lock: &LockGuard,
     state: &mut State,
+    allow_foreign_recipients: bool,
 ) -> Result<String> {
+    let (config, keyring) = (&session.config, &session.keyring);
     if let Some(armored) = &state.break_glass_key {
         let seed = keyring
             .decrypt(armored)
@@ -635,26 +529,32 @@ fn ensure_break_glass(
         return Ok(key.public_openssh());
     }
     let key = crate::token::GatewayKey::generate();
-    let to = crate::secrets::EncryptTo::for_stack(&config.recipients, &ctx.env)
+    let to = crate::secrets::EncryptTo::for_stack(&config.recipients, &session.env)
         .map_err(|e| Error::secret("break-glass ssh key", e))?;
+    fleet::require_readable(
+        &to,
+        keyring,
+        "break-glass ssh key",
+        allow_foreign_recipients,
+    )?;
     state.break_glass_key = Some(
         to.encrypt(key.seed_hex().as_bytes())
             .map_err(|e| Error::secret("break-glass ssh key", e))?,
     );
-    store.write(state)?;
+    session.write_state(lock, state)?;
     Ok(key.public_openssh())
 }
 
 pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
-    let config = ctx.config()?;
-    let _lock = lock(ctx, &config, "destroy", args.lock_timeout)?;
-    let store = StateStore::new(&config.root, &config.stack, &ctx.env);
-    let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
-    let cloud = cloud(ctx, &config).await?;
+    let session = ctx.session()?;
+    let config = &session.config;
+    let lock = Arc::new(session.lock("destroy", args.lock_timeout)?);
+    let state = session.read_state()?;
+    let cloud = cloud::connect(&session).await?;
     let observed = cloud
         .observe()
         .await
-        .map_err(|e| provider_error(&config, e))?;
+        .map_err(|e| provider_error(config, e))?;
     // Servers recorded in state but not returned by the tag search (tags removed by hand)
     // are destroyed too.
     let mut observed = observed;
@@ -666,6 +566,7 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
                 id: id.clone(),
                 agent: agent.clone(),
                 fingerprint: None,
+                key_id: None,
                 state: crate::provider::ServerState::Other("recorded in state".into()),
                 name: String::new(),
                 created: String::new(),
@@ -689,14 +590,14 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
         force_replace: &BTreeSet::new(),
         destroy: true,
     });
-    print_plan(ctx, &config, &plan);
+    print_plan(ctx, config, &plan);
     let servers = plan
         .agents
         .iter()
         .filter(|a| matches!(a, AgentAction::Delete { .. }))
         .count();
     if servers == 0 && plan.network.is_empty() {
-        store.remove()?;
+        session.store.remove(&lock)?;
         if ctx.json() {
             println!(
                 "{}",
@@ -716,8 +617,7 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
         ),
         &config.stack,
     )?;
-    let keyring = Keyring::load(&ctx.env);
-    let ts = super::devices::client(ctx, &config, &keyring).await?;
+    let ts = devices::client(&ctx.env, config, &session.keyring).await?;
     let mut hosts: Vec<String> = plan
         .agents
         .iter()
@@ -726,13 +626,18 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
         .collect();
     hosts.sort();
     hosts.dedup();
-    super::devices::clean(ts.as_ref(), &hosts, &[], ctx.json()).await?;
+    devices::clean(ts.as_ref(), &hosts, &[], ctx.json()).await?;
     let stop = Arc::new(AtomicBool::new(false));
     watch_interrupts(stop.clone());
     let networks = plan.network.len();
     let engine = Engine {
         provider: Arc::new(cloud),
-        state: SharedState::new(state, store.clone()),
+        state: SharedState::new(
+            state,
+            session.store.clone(),
+            lock.clone(),
+            session.local_dir.clone(),
+        ),
         progress: Progress::new(ctx.env.is_ci(), ctx.global.quiet),
         parallelism: args.parallelism as usize,
         stop,
@@ -765,9 +670,12 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
             total: servers + networks,
         });
     }
-    store.remove()?;
+    session.store.remove(&lock)?;
     // Every host key of the stack is gone with its servers.
-    let _ = std::fs::remove_file(crate::tailnet::known_hosts_path(&store.dir, &config.stack));
+    let _ = std::fs::remove_file(crate::tailnet::known_hosts_path(
+        &session.local_dir,
+        &config.stack,
+    ));
     if ctx.json() {
         println!(
             "{}",
@@ -784,14 +692,15 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
 }
 
 pub fn outputs(ctx: &Ctx, args: OutputsArgs) -> Result<ExitStatus> {
-    let config = ctx.config()?;
-    let store = StateStore::new(&config.root, &config.stack, &ctx.env);
-    let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
+    let session = ctx.session()?;
+    let config = &session.config;
+    let state = session.read_state()?;
     let tokens = if args.show_secrets {
-        let keyring = Keyring::load(&ctx.env);
         fleet::load_keys(
             &state,
-            &keyring,
+            config,
+            &session.keyring,
+            &ctx.env,
             config.agents.iter().map(|a| a.name.clone()),
         )?
         .into_iter()
@@ -800,7 +709,7 @@ pub fn outputs(ctx: &Ctx, args: OutputsArgs) -> Result<ExitStatus> {
     } else {
         BTreeMap::new()
     };
-    let rows = rows_from(&config, &state, None, None, &tokens);
-    print_rows(ctx, &config, &rows, serde_json::json!({}));
+    let rows = rows_from(config, &state, None, None, &tokens);
+    print_rows(ctx, config, &rows, serde_json::json!({}));
     Ok(ExitStatus::Success)
 }

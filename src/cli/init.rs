@@ -160,10 +160,7 @@ role = "Tester: reviews pull requests and runs the test suites"
 }
 
 fn stack_template(provider: ProviderKind, tailnet: &str, public: &str) -> String {
-    let place = match provider {
-        ProviderKind::Aws => "region = \"us-east-1\"\ninstance_type = \"t3.medium\"",
-        ProviderKind::Hetzner => "location = \"fsn1\"\nserver_type = \"cx22\"",
-    };
+    let place = crate::provider::profile(provider).scaffold;
     format!(
         r#"provider = "{provider}"
 {place}

@@ -2,15 +2,14 @@
 
 pub mod agent_access;
 pub mod apply;
-pub mod devices;
 pub mod docs;
-pub mod fleet;
 pub mod init;
 pub mod pair;
 pub mod render;
 pub mod secrets;
 pub mod ssh;
 pub mod stacks;
+pub mod state;
 pub mod status;
 pub mod style;
 pub mod validate;
@@ -112,6 +111,9 @@ pub enum Command {
     /// Manage encrypted secrets in the stack file
     #[command(subcommand)]
     Secrets(secrets::SecretsCmd),
+    /// Move a stack's state between backends (local and S3)
+    #[command(subcommand)]
+    State(state::StateCmd),
     /// Open a shell, or run one command, on an agent over the tailnet
     Ssh(ssh::SshArgs),
     /// Show each agent's server, tailnet device and gateway; exit 1 when any is unhealthy
@@ -148,6 +150,16 @@ impl Ctx {
         )?)
     }
 
+    /// Open a session on the stack (configuration, state backend, lock, keyring), printing
+    /// the configuration's warnings.
+    pub fn session(&self) -> Result<crate::app::Session> {
+        let (session, warnings) = crate::app::Session::open(&self.project()?, &self.env)?;
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+        Ok(session)
+    }
+
     /// Load and validate the configuration, printing warnings.
     pub fn config(&self) -> Result<Config> {
         let project = self.project()?;
@@ -178,6 +190,7 @@ pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
         Command::Render(a) => render::run(&ctx, a),
         Command::Secrets(c) => secrets::run(&ctx, c),
         Command::Ssh(a) => ssh::run(&ctx, a).await,
+        Command::State(c) => state::run(&ctx, c),
         Command::Pair(a) => pair::run(&ctx, a).await,
         Command::Open(a) => agent_access::open(&ctx, a),
         Command::Logs(a) => agent_access::logs(&ctx, a).await,

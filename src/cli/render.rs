@@ -1,62 +1,40 @@
 //! `render --out DIR`: each agent's cloud-init, masked unless `--show-secrets`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
-use super::{Ctx, fleet};
+use super::Ctx;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::render::{self, Values};
-use crate::secrets::Keyring;
-use crate::state::StateStore;
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
     /// Folder to write `<agent>.yaml` files into (created if missing)
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Put real secret values and gateway tokens in the files (mode 0600)
+    /// Put real secret values and gateway tokens in the files (mode 0600); creates missing
+    /// gateway keys in state, under the stack's lock
     #[arg(long)]
     pub show_secrets: bool,
     /// Only this agent
     #[arg(long)]
     pub agent: Option<String>,
+    /// With --show-secrets: wait this long for another run's lock (e.g. 30s, 5m)
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
 }
 
 pub fn run(ctx: &Ctx, args: RenderArgs) -> Result<ExitStatus> {
-    let config = ctx.config()?;
+    let session = ctx.session()?;
     let agents: Vec<_> = match &args.agent {
-        Some(n) => vec![super::find_agent(&config, n)?],
-        None => config.agents.iter().collect(),
+        Some(n) => vec![super::find_agent(&session.config, n)?],
+        None => session.config.agents.iter().collect(),
     };
-    // Render everything in memory first: a failure leaves no partial output.
-    let mut docs = Vec::new();
-    if args.show_secrets {
-        let keyring = Keyring::load(&ctx.env);
-        let store = StateStore::new(&config.root, &config.stack, &ctx.env);
-        let mut state =
-            store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
-        let (keys, changed) = fleet::ensure_keys(&mut state, &config, &keyring, &ctx.env)?;
-        for a in &agents {
-            let secrets = fleet::resolve_secrets(&config, a, &keyring, &ctx.env)?;
-            let token = keys.get(&a.name).map(|k| k.token()).unwrap_or_default();
-            let placeholder = fleet::minted_placeholder();
-            let values = Values::Real {
-                tailscale_auth_key: secrets.auth_key.as_ref().unwrap_or(&placeholder),
-                env: secrets.env.clone(),
-                gateway_token: &token,
-            };
-            docs.push((a.name.clone(), render::render(&config, a, &values)?));
-        }
-        if changed {
-            store.write(&mut state)?;
-        }
-    } else {
-        for a in &agents {
-            docs.push((a.name.clone(), render::render(&config, a, &Values::Masked)?));
-        }
-    }
+    // Everything is rendered in memory first: a failure leaves no partial output.
+    let docs =
+        crate::app::render::documents(&session, &agents, args.show_secrets, args.lock_timeout)?;
     let out = ctx.cwd.join(&args.out);
     std::fs::create_dir_all(&out).map_err(|source| Error::Io {
         path: out.clone(),

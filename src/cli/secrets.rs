@@ -15,14 +15,19 @@ use crate::stack::model::RESERVED_SECRETS;
 pub enum SecretsCmd {
     /// Encrypt a value from stdin (or a hidden prompt) into the stack file
     #[command(
-        after_help = "Examples:\n  printf %s \"$TS_AUTHKEY\" | agent-army -s dev secrets set tailscale_auth_key\n  agent-army -s dev secrets set ANTHROPIC_API_KEY --agent agent-pm"
+        after_help = "Examples:\n  printf %s \"$TS_AUTHKEY\" | agent-army -s dev secrets set tailscale_auth_key\n  agent-army -s dev secrets set ANTHROPIC_API_KEY --agent agent-pm\n  agent-army -s dev secrets set gateway_seed --generate"
     )]
     Set {
-        /// `tailscale_auth_key`, `hcloud_token`, or an UPPER_CASE variable for the agents
+        /// `tailscale_auth_key`, `hcloud_token`, `gateway_seed`, or an UPPER_CASE variable for
+        /// the agents
         name: String,
         /// Only for this agent
         #[arg(long)]
         agent: Option<String>,
+        /// Store a fresh random value instead of reading one (32 bytes in hex), e.g. for
+        /// `gateway_seed`
+        #[arg(long)]
+        generate: bool,
     },
     /// List secret names (never values)
     List,
@@ -45,7 +50,11 @@ pub enum SecretsCmd {
 
 pub fn run(ctx: &Ctx, cmd: SecretsCmd) -> Result<ExitStatus> {
     match cmd {
-        SecretsCmd::Set { name, agent } => set(ctx, &name, agent.as_deref()),
+        SecretsCmd::Set {
+            name,
+            agent,
+            generate,
+        } => set(ctx, &name, agent.as_deref(), generate),
         SecretsCmd::List => list(ctx),
         SecretsCmd::Get { name, agent, show } => get(ctx, &name, agent.as_deref(), show),
         SecretsCmd::Rm { name, agent } => rm(ctx, &name, agent.as_deref()),
@@ -146,7 +155,7 @@ fn table_mut<'a>(
     }
 }
 
-fn set(ctx: &Ctx, name: &str, agent: Option<&str>) -> Result<ExitStatus> {
+fn set(ctx: &Ctx, name: &str, agent: Option<&str>, generate: bool) -> Result<ExitStatus> {
     check_name(name, agent)?;
     let agent = check_agent(ctx, agent)?;
     let agent = agent.as_deref();
@@ -161,7 +170,14 @@ fn set(ctx: &Ctx, name: &str, agent: Option<&str>) -> Result<ExitStatus> {
         })
         .unwrap_or_default();
     let to = EncryptTo::for_stack(&recipients, &ctx.env).map_err(|e| Error::secret(name, e))?;
-    let value = read_value(name)?;
+    let value = if generate {
+        crate::token::generate_seed_hex()
+    } else {
+        read_value(name)?
+    };
+    if name == crate::stack::model::GATEWAY_SEED {
+        crate::token::parse_seed(&value).map_err(|e| Error::Usage(format!("`{name}`: {e}")))?;
+    }
     let armored = to
         .encrypt(value.as_bytes())
         .map_err(|e| Error::secret(name, e))?;

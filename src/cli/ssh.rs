@@ -16,7 +16,7 @@ use crate::env::{Env, vars};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::stack::{Agent, Config};
-use crate::state::{State, StateStore};
+use crate::state::State;
 use crate::tailnet::{self, Local};
 
 const EXAMPLES: &str = "Examples:
@@ -319,13 +319,12 @@ pub struct Reach {
 impl Reach {
     /// Load the stack, find the agent (short names too) and check that it is deployed.
     pub fn open(ctx: &Ctx, name: &str) -> Result<Reach> {
-        let config = ctx.config()?;
-        let agent = find_agent(&config, name)?.clone();
-        let store = StateStore::new(&config.root, &config.stack, &ctx.env);
-        let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
-        require_deployed(&config, &state, &agent)?;
-        let base = StateStore::base_dir(&config.root, &ctx.env);
-        let known_hosts = tailnet::known_hosts_path(&base, &config.stack);
+        let session = ctx.session()?;
+        let agent = find_agent(&session.config, name)?.clone();
+        let state = session.read_state()?;
+        require_deployed(&session.config, &state, &agent)?;
+        let known_hosts = tailnet::known_hosts_path(&session.local_dir, &session.config.stack);
+        let config = session.config;
         Ok(Reach {
             client: pick_client(&ctx.env)?,
             overrides: Overrides::from_env(&ctx.env)?,

@@ -6,7 +6,7 @@ use super::Ctx;
 use crate::error::Result;
 use crate::exit::ExitStatus;
 use crate::stack::{Project, load};
-use crate::state::StateStore;
+use crate::state::{LocalStore, StateBackend};
 
 #[derive(Debug, Serialize)]
 struct Row {
@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx) -> Result<ExitStatus> {
             root: root.clone(),
             stack: name.clone(),
         };
-        let store = StateStore::new(&root, &name, &ctx.env);
+        let store = LocalStore::new(&root, &name, &ctx.env);
         let state = store.read().ok().flatten();
         let deployed = state.as_ref().map_or(0, |s| {
             s.agents.values().filter(|a| a.server_id.is_some()).count()

@@ -13,10 +13,9 @@ use crate::boot::Boot;
 use crate::env::vars;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::provider::{Observed, Provider, ServerState};
-use crate::secrets::Keyring;
+use crate::provider::Provider;
 use crate::stack::{Agent, Config, ProviderKind};
-use crate::state::{State, StateStore};
+use crate::state::LocalStore;
 use crate::tailnet::{self, AgentTailnet, Finding, Local, NetcheckSummary, Presence};
 
 const EXAMPLES: &str = "Examples:
@@ -126,22 +125,6 @@ struct Doc<'a> {
     agents: Vec<AgentReport>,
     healthy: bool,
     unhealthy: usize,
-}
-
-fn cloud_word(state: &State, observed: Option<&Observed>, agent: &str) -> (Option<String>, String) {
-    let id = state.agents.get(agent).and_then(|a| a.server_id.clone());
-    let word = match (&id, observed) {
-        (None, _) => "not deployed".to_string(),
-        (Some(id), Some(obs)) => obs
-            .servers
-            .iter()
-            .find(|s| &s.id == id)
-            .filter(|s| s.state != ServerState::Gone)
-            .map(|s| s.state.to_string())
-            .unwrap_or_else(|| "missing".into()),
-        (Some(_), None) => "recorded".into(),
-    };
-    (id, word)
 }
 
 fn probe_url(template: &str, fqdn: &str) -> String {
@@ -433,9 +416,9 @@ fn judge(
 }
 
 pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
-    let config = ctx.config()?;
-    let store = StateStore::new(&config.root, &config.stack, &ctx.env);
-    let state = store.read_or_new(&config.project, &config.stack, config.provider.kind())?;
+    let session = ctx.session()?;
+    let config = &session.config;
+    let state = session.read_state()?;
 
     // The cloud and the gateways first: the probes also bring up the paths to the agents, so
     // the tailnet status read afterwards shows how traffic really flows.
@@ -443,7 +426,7 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
         if state.is_empty() {
             return Ok(None);
         }
-        let cloud = super::apply::cloud(ctx, &config).await?;
+        let cloud = crate::app::cloud::connect(&session).await?;
         cloud
             .observe()
             .await
@@ -461,10 +444,11 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
     // The agents' tokens, when this machine can decrypt the gateway keys: the probe then
     // proves the token works, not only that something answers.
     let tokens: BTreeMap<String, String> = {
-        let keyring = Keyring::load(&ctx.env);
-        super::fleet::load_keys(
+        crate::app::fleet::load_keys(
             &state,
-            &keyring,
+            config,
+            &session.keyring,
+            &ctx.env,
             config.agents.iter().map(|a| a.name.clone()),
         )
         .map(|keys| keys.into_iter().map(|(k, v)| (k, v.token())).collect())
@@ -511,7 +495,7 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
 
     let mut agents = Vec::new();
     for a in &config.agents {
-        let (server_id, cloud) = cloud_word(&state, observed.as_ref(), &a.name);
+        let (server_id, cloud) = crate::app::fleet::server_word(&state, observed.as_ref(), &a.name);
         let view = status.map(|s| tailnet::classify(s, &a.hostname, &a.fqdn));
         let finding = match (&view, status) {
             (Some(v), Some(s)) => tailnet::diagnose(
@@ -543,7 +527,7 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
     }
 
     if args.netcheck || !args.no_boot {
-        let remote = Remote::open(ctx, &config, &local)?;
+        let remote = Remote::open(ctx, config, &local)?;
         if !args.no_boot {
             let direct = remote.overrides.host.is_some();
             run_boots(&remote, &args.user, direct, &mut agents).await;
@@ -570,7 +554,7 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
     if ctx.json() {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
-        anstream::print!("{}", super::style::status_table(&text(&config, &doc)));
+        anstream::print!("{}", super::style::status_table(&text(config, &doc)));
     }
     Ok(if unhealthy == 0 {
         ExitStatus::Success
@@ -601,7 +585,7 @@ impl Remote {
             },
         };
         let overrides = Overrides::from_env(&ctx.env)?;
-        let base = StateStore::base_dir(&config.root, &ctx.env);
+        let base = LocalStore::base_dir(&config.root, &ctx.env);
         let known_hosts = tailnet::known_hosts_path(&base, &config.stack);
         if matches!(client, Client::OpenSsh(_)) {
             ssh::prepare_known_hosts(&known_hosts)?;
@@ -728,27 +712,6 @@ fn judge_boot(name: &str, r: &mut AgentReport) {
     }
 }
 
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            s.push_str(&format!("{c:<w$}  ", w = widths[i]));
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(headers.to_vec());
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-    }
-    out
-}
-
 fn text(config: &Config, doc: &Doc) -> String {
     let mut out = format!(
         "Stack `{}` of project `{}` on {} {}, tailnet {}\n",
@@ -821,7 +784,7 @@ fn text(config: &Config, doc: &Doc) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(
+    out.push_str(&crate::output::columns(
         &[
             "AGENT",
             "CLOUD",
@@ -888,7 +851,7 @@ fn text(config: &Config, doc: &Doc) -> String {
                 })
             })
             .collect();
-        out.push_str(&table(
+        out.push_str(&crate::output::columns(
             &[
                 "NETCHECK",
                 "UDP",
@@ -916,6 +879,7 @@ mod tests {
 
     fn agent() -> Agent {
         Agent {
+            token_generation: 0,
             name: "agent-pm".into(),
             role: String::new(),
             hostname: "prod-agent-pm".into(),

@@ -13,11 +13,13 @@ fn desired(name: &str, itype: &str) -> DesiredAgent {
         place: "fsn1".into(),
         user_data: format!("ud-{name}"),
         secrets: Default::default(),
+        token_generation: 0,
     };
     DesiredAgent {
         name: name.into(),
         fingerprint: inputs.fingerprint(),
         inputs,
+        key_id: None,
     }
 }
 
@@ -26,6 +28,7 @@ fn server(id: &str, agent: &str, fp: &str) -> ObservedServer {
         id: id.into(),
         agent: agent.into(),
         fingerprint: Some(fp.into()),
+        key_id: None,
         state: ServerState::Running,
         name: String::new(),
         created: id.into(),
@@ -244,5 +247,68 @@ fn forced_replace() {
     });
     assert!(
         matches!(&p.agents[0], AgentAction::Replace { reasons, .. } if reasons[0].contains("--replace"))
+    );
+}
+
+/// State lost (a fresh CI runner): servers found by their labels are adopted only when their
+/// gateway key is this agent's; another key, or none to check, means a replacement.
+#[test]
+fn adoption_checks_the_gateway_key_id() {
+    let mut d = vec![
+        desired("a", "cx22"),
+        desired("b", "cx22"),
+        desired("c", "cx22"),
+    ];
+    for x in &mut d {
+        x.key_id = Some(format!("key-{}", x.name));
+    }
+    let (_, mut obs) = deployed(&d);
+    obs.servers[0].key_id = Some("key-a".into());
+    obs.servers[1].key_id = Some("key-someone-else".into());
+    obs.servers[2].key_id = None;
+    let empty = State::new("p", "dev", ProviderKind::Hetzner);
+    let p = run(&d, &empty, Some(&obs));
+    assert_eq!(
+        p.agents[0],
+        AgentAction::Adopt {
+            agent: "a".into(),
+            id: "s0".into()
+        }
+    );
+    assert_eq!(
+        p.agents[1],
+        AgentAction::Replace {
+            agent: "b".into(),
+            old_id: "s1".into(),
+            reasons: vec![
+                "its gateway key is not this stack's (key id key-someone-else, expected key-b)"
+                    .into()
+            ],
+        }
+    );
+    assert!(
+        matches!(&p.agents[2], AgentAction::Replace { reasons, .. } if reasons[0].contains("cannot be verified")),
+        "{:?}",
+        p.agents[2]
+    );
+
+    // Known to state: a server without a key id (made before key ids) keeps its state key;
+    // one with another key id is replaced, since its token is not the one reported.
+    let (st, mut obs) = deployed(&d);
+    obs.servers[1].key_id = Some("key-someone-else".into());
+    let p = run(&d, &st, Some(&obs));
+    assert!(matches!(&p.agents[0], AgentAction::NoChange { .. }));
+    assert!(matches!(&p.agents[1], AgentAction::Replace { .. }));
+    assert!(matches!(&p.agents[2], AgentAction::NoChange { .. }));
+
+    // Keys unknown to this run (a plan without an identity): nothing is checked.
+    for x in &mut d {
+        x.key_id = None;
+    }
+    let p = run(&d, &empty, Some(&obs));
+    assert!(
+        p.agents
+            .iter()
+            .all(|a| matches!(a, AgentAction::Adopt { .. }))
     );
 }

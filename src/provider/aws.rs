@@ -26,9 +26,6 @@ use crate::stack::ProviderKind;
 
 /// Canonical's AWS account.
 pub const CANONICAL_OWNER: &str = "099720109477";
-/// Newest Ubuntu 24.04 LTS (noble) amd64 server image on gp3.
-pub const UBUNTU_NOBLE_PATTERN: &str =
-    "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*";
 
 /// Longest wait for one attempt of one EC2 call (see [`crate::env::vars::REQUEST_TIMEOUT_MS`]).
 const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -97,7 +94,13 @@ impl AwsProvider {
         ]
     }
 
-    fn tags(&self, role: &str, agent: Option<&str>, name: &str, fp: Option<&str>) -> Vec<Tag> {
+    fn tags(
+        &self,
+        role: &str,
+        agent: Option<&str>,
+        name: &str,
+        fp: Option<(&str, &str)>,
+    ) -> Vec<Tag> {
         let t = |k: String, v: &str| Tag::builder().key(k).value(v).build();
         let mut v = vec![
             t(tag_key(tags::PROJECT), &self.stack.project),
@@ -108,8 +111,11 @@ impl AwsProvider {
         if let Some(a) = agent {
             v.push(t(tag_key(tags::AGENT), a));
         }
-        if let Some(f) = fp {
+        if let Some((f, key_id)) = fp {
             v.push(t(tag_key(tags::FINGERPRINT), f));
+            if !key_id.is_empty() {
+                v.push(t(tag_key(tags::KEY_ID), key_id));
+            }
         }
         v
     }
@@ -141,7 +147,7 @@ impl AwsProvider {
                     .filters(
                         Filter::builder()
                             .name("name")
-                            .values(UBUNTU_NOBLE_PATTERN)
+                            .values(super::profile::AWS.default_image.lookup)
                             .build(),
                     )
                     .filters(Filter::builder().name("state").values("available").build())
@@ -465,6 +471,7 @@ impl Provider for AwsProvider {
                         id: i.instance_id().unwrap_or_default().to_string(),
                         agent: tag_value(t, &tag_key(tags::AGENT)).unwrap_or_default(),
                         fingerprint: tag_value(t, &tag_key(tags::FINGERPRINT)),
+                        key_id: tag_value(t, &tag_key(tags::KEY_ID)),
                         state,
                         name: tag_value(t, "Name").unwrap_or_default(),
                         created: i
@@ -641,7 +648,7 @@ impl Provider for AwsProvider {
             tags::ROLE_SERVER,
             Some(&spec.agent),
             &spec.hostname,
-            Some(&spec.fingerprint),
+            Some((&spec.fingerprint, &spec.key_id)),
         );
         let mut req = self
             .client

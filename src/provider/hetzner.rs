@@ -36,8 +36,6 @@ use crate::secrets::Secret;
 use crate::stack::ProviderKind;
 
 pub const DEFAULT_ENDPOINT: &str = "https://api.hetzner.cloud/v1";
-/// Image used when the agent sets none.
-pub const DEFAULT_IMAGE: &str = "ubuntu-24.04";
 /// Largest page the API serves.
 const PER_PAGE: u32 = 50;
 /// Action ids per `GET /actions` call: the default page size, so one page always holds them.
@@ -1127,6 +1125,7 @@ impl Provider for HetznerProvider {
                     .cloned()
                     .unwrap_or_default(),
                 fingerprint: s.labels.get(&label_key(tags::FINGERPRINT)).cloned(),
+                key_id: s.labels.get(&label_key(tags::KEY_ID)).cloned(),
                 state: map_status(&s.status),
                 name: s.name,
                 created: s.created,
@@ -1229,11 +1228,12 @@ impl Provider for HetznerProvider {
         let body = json!({
             "name": spec.hostname,
             "server_type": spec.instance_type,
-            "image": spec.image.as_deref().unwrap_or(DEFAULT_IMAGE),
+            "image": spec.image.as_deref().unwrap_or(super::profile::HETZNER.default_image.lookup),
             "location": me.location,
             "labels": labels(&me.stack, tags::ROLE_SERVER, &[
                 (tags::AGENT, spec.agent.as_str()),
                 (tags::FINGERPRINT, spec.fingerprint.as_str()),
+                (tags::KEY_ID, spec.key_id.as_str()),
             ]),
             "user_data": user_data,
             "ssh_keys": ssh_key.into_iter().collect::<Vec<_>>(),

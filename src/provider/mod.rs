@@ -2,6 +2,10 @@
 
 pub mod aws;
 pub mod hetzner;
+pub mod memory;
+pub mod profile;
+
+pub use profile::{Profile, profile};
 
 use std::future::Future;
 
@@ -15,6 +19,8 @@ pub mod tags {
     pub const STACK: &str = "stack";
     pub const AGENT: &str = "agent";
     pub const FINGERPRINT: &str = "fingerprint";
+    /// Public id of the agent's gateway key (`GatewayKey::key_id`): adoption checks it.
+    pub const KEY_ID: &str = "key-id";
     pub const ROLE: &str = "role";
     /// Value of the role tag on the stack's firewall / security group.
     pub const ROLE_NETWORK: &str = "firewall";
@@ -63,6 +69,8 @@ pub struct ObservedServer {
     /// Value of the agent tag ("" when missing).
     pub agent: String,
     pub fingerprint: Option<String>,
+    /// Id of the gateway key the server was created with (none on servers made before key ids).
+    pub key_id: Option<String>,
     pub state: ServerState,
     pub name: String,
     /// Creation time as the provider reports it (sortable).
@@ -95,6 +103,8 @@ pub struct ServerSpec {
     pub disk_gb: u32,
     pub user_data: Vec<u8>,
     pub fingerprint: String,
+    /// Id of the gateway key in the user data, put on the server as a tag or label.
+    pub key_id: String,
     pub client_token: String,
     pub network_id: String,
     pub ssh_key_id: Option<String>,
@@ -228,5 +238,20 @@ impl Provider for Cloud {
     }
     async fn wait_deleted(&self, ids: &[String]) -> Result<(), ProviderError> {
         delegate!(self, p => p.wait_deleted(ids).await)
+    }
+}
+
+impl Cloud {
+    /// The monthly list price of a server size here, when the cloud publishes one
+    /// (`Ok(None)`: no price for this size and place, or no price source; see
+    /// [`Profile::no_prices`]).
+    pub async fn monthly_price(
+        &self,
+        size: &str,
+    ) -> Result<Option<hetzner::MonthlyPrice>, ProviderError> {
+        match self {
+            Cloud::Hetzner(h) => h.monthly_price(size).await,
+            Cloud::Aws(_) => Ok(None),
+        }
     }
 }

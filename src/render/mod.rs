@@ -13,6 +13,7 @@ use base64::Engine as _;
 use minijinja::{Environment, context};
 use serde::Serialize;
 
+use crate::provider::profile::Packing;
 use crate::secrets::{MASK, Secret};
 use crate::stack::openclaw::NODE_VERSION;
 use crate::stack::{Agent, Config, ProviderKind};
@@ -20,9 +21,9 @@ use crate::stack::{Agent, Config, ProviderKind};
 /// Port the OpenClaw gateway listens on (loopback only).
 pub const GATEWAY_PORT: u16 = 18789;
 /// AWS limit on user data, in raw (pre-base64) bytes.
-pub const AWS_USER_DATA_LIMIT: usize = 16 * 1024;
+pub const AWS_USER_DATA_LIMIT: usize = crate::provider::profile::AWS.user_data.limit;
 /// Hetzner limit on user data, in characters.
-pub const HETZNER_USER_DATA_LIMIT: usize = 32 * 1024;
+pub const HETZNER_USER_DATA_LIMIT: usize = crate::provider::profile::HETZNER.user_data.limit;
 
 /// The Tailscale auth key, on tmpfs, root-only; removed by step 1 however it ends.
 const AUTH_KEY_FILE: &str = "/run/agent-army/tailscale-authkey";
@@ -417,47 +418,34 @@ pub fn render(config: &Config, agent: &Agent, values: &Values) -> Result<String,
     render_with(config, agent, values, Encoding::Plain)
 }
 
-/// The user data to send to the provider, within its size limit:
-/// - AWS: at most 16384 raw bytes; gzipped whole when larger (cloud-init detects gzip).
-/// - Hetzner: at most 32768 characters and no raw gzip; files switch to `gz+b64` when larger.
+/// The user data to send to the provider, within its size limit (see
+/// [`crate::provider::Profile::user_data`]): the readable document when it fits; else, for
+/// AWS, the whole document gzipped (cloud-init detects gzip); for Hetzner, which refuses raw
+/// gzip, the same document with its files as `gz+b64`.
 pub fn user_data(config: &Config, agent: &Agent, values: &Values) -> Result<Vec<u8>, RenderError> {
     let doc = render(config, agent, values)?;
     let kind = config.provider.kind();
-    match kind {
-        ProviderKind::Aws => {
-            if doc.len() <= AWS_USER_DATA_LIMIT {
-                return Ok(doc.into_bytes());
-            }
-            let gz = gzip(doc.as_bytes())?;
-            if gz.len() <= AWS_USER_DATA_LIMIT {
-                return Ok(gz);
-            }
-            Err(RenderError::TooLarge {
-                agent: agent.name.clone(),
-                size: gz.len(),
-                limit: AWS_USER_DATA_LIMIT,
-                unit: "bytes",
-                provider: kind,
-            })
-        }
-        ProviderKind::Hetzner => {
-            if doc.chars().count() <= HETZNER_USER_DATA_LIMIT {
-                return Ok(doc.into_bytes());
-            }
-            let packed = render_with(config, agent, values, Encoding::GzipBase64)?;
-            let n = packed.chars().count();
-            if n <= HETZNER_USER_DATA_LIMIT {
-                return Ok(packed.into_bytes());
-            }
-            Err(RenderError::TooLarge {
-                agent: agent.name.clone(),
-                size: n,
-                limit: HETZNER_USER_DATA_LIMIT,
-                unit: "characters",
-                provider: kind,
-            })
-        }
+    let limit = crate::provider::profile(kind).user_data;
+    if limit.measure(doc.as_bytes()) <= limit.limit {
+        return Ok(doc.into_bytes());
     }
+    let packed = match limit.packing {
+        Packing::GzipWhole => gzip(doc.as_bytes())?,
+        Packing::GzipFiles => {
+            render_with(config, agent, values, Encoding::GzipBase64)?.into_bytes()
+        }
+    };
+    let size = limit.measure(&packed);
+    if size <= limit.limit {
+        return Ok(packed);
+    }
+    Err(RenderError::TooLarge {
+        agent: agent.name.clone(),
+        size,
+        limit: limit.limit,
+        unit: limit.unit,
+        provider: kind,
+    })
 }
 
 #[cfg(test)]

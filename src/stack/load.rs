@@ -567,6 +567,7 @@ impl Validator<'_> {
                 model: model.as_ref().map(|(m, _)| m.clone()),
                 coding_agents,
                 openclaw,
+                token_generation: 0,
             });
             model_sources.push(model.and_then(|(_, src)| src));
         }
@@ -598,6 +599,35 @@ impl Validator<'_> {
                 }
             }
         }
+        // Token generations: known agents, and only with a seed to derive from.
+        for (agent, generation) in &s.token_generations {
+            let field = format!("token_generations.{}", agent.get_ref());
+            if !secrets.contains_key(GATEWAY_SEED) {
+                self.serr(
+                    generation,
+                    &field,
+                    format!("token generations need the stack's `{GATEWAY_SEED}` secret"),
+                    Some(format!(
+                        "run `agent-army secrets set {GATEWAY_SEED} --generate --stack {stack}`"
+                    )),
+                );
+            }
+            match agents.iter_mut().find(|a| &a.name == agent.get_ref()) {
+                Some(a) => a.token_generation = *generation.get_ref(),
+                None => {
+                    let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
+                    let help = suggest(agent.get_ref(), &names)
+                        .map(|s| format!("did you mean `{s}`?"))
+                        .or_else(|| Some(format!("agents are: {}", names.join(", "))));
+                    self.serr(
+                        agent,
+                        &field,
+                        format!("no agent named `{}` in {PROJECT_FILE}", agent.get_ref()),
+                        help,
+                    );
+                }
+            }
+        }
         // Reserved secret names are stack-level only.
         for (agent, table) in &s.agent_secrets {
             for k in table.keys() {
@@ -614,6 +644,7 @@ impl Validator<'_> {
 
         self.model_keys(&agents, &model_sources, &model_providers, &mut warnings);
 
+        let state = self.state_settings(p.state.as_ref(), s.state.as_ref(), &provider);
         Config {
             project: name,
             stack,
@@ -627,8 +658,87 @@ impl Validator<'_> {
             model_providers,
             tailscale_tags,
             secrets,
+            state,
             agents,
             warnings,
+        }
+    }
+
+    fn err_at<T>(&mut self, in_project: bool, s: &Spanned<T>, field: &str, msg: String) {
+        if in_project {
+            self.perr(s, field, msg, None);
+        } else {
+            self.serr(s, field, msg, None);
+        }
+    }
+
+    /// `[state]`: the stack file's, else the project file's, else local.
+    fn state_settings(
+        &mut self,
+        project: Option<&RawState>,
+        stack: Option<&RawState>,
+        provider: &ProviderSettings,
+    ) -> StateSettings {
+        let (raw, in_project) = match (stack, project) {
+            (Some(s), _) => (s, false),
+            (None, Some(p)) => (p, true),
+            (None, None) => return StateSettings::Local,
+        };
+        match raw.backend.get_ref().as_str() {
+            "local" => {
+                if let Some(b) = &raw.bucket {
+                    self.err_at(
+                        in_project,
+                        b,
+                        "state.bucket",
+                        "a bucket only applies to `backend = \"s3\"`".into(),
+                    );
+                }
+                StateSettings::Local
+            }
+            "s3" => {
+                let Some(bucket) = &raw.bucket else {
+                    self.err_at(
+                        in_project,
+                        &raw.backend,
+                        "state.bucket",
+                        "`backend = \"s3\"` needs `bucket = \"...\"`".into(),
+                    );
+                    return StateSettings::Local;
+                };
+                if let Err(e) = check_bucket(bucket.get_ref()) {
+                    self.err_at(in_project, bucket, "state.bucket", e);
+                }
+                let prefix = match &raw.prefix {
+                    Some(p) => {
+                        if let Err(e) = check_prefix(p.get_ref()) {
+                            self.err_at(in_project, p, "state.prefix", e);
+                        }
+                        p.get_ref().trim_matches('/').to_string()
+                    }
+                    None => DEFAULT_STATE_PREFIX.to_string(),
+                };
+                let region = match (&raw.region, provider) {
+                    (Some(r), _) => r.get_ref().clone(),
+                    (None, ProviderSettings::Aws { region, .. }) => region.clone(),
+                    (None, _) => "us-east-1".to_string(),
+                };
+                StateSettings::S3(S3Location {
+                    bucket: bucket.get_ref().clone(),
+                    prefix,
+                    region,
+                    path_style: raw.path_style.as_ref().is_some_and(|p| *p.get_ref()),
+                })
+            }
+            other => {
+                self.err_at(
+                    in_project,
+                    &raw.backend,
+                    "state.backend",
+                    format!("unknown state backend `{other}`; use `local` or `s3`"),
+                );
+                StateSettings::Local
+            }
         }
     }
 

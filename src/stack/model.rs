@@ -21,6 +21,8 @@ pub struct RawProject {
     pub agents: Vec<RawAgent>,
     /// Self-hosted or OpenAI-compatible model servers.
     pub models: Option<Spanned<RawModels>>,
+    /// Where every stack's state lives (a stack's own `[state]` replaces it).
+    pub state: Option<RawState>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,12 +112,18 @@ pub struct RawStack {
     pub secrets: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     pub agent_secrets: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<String>>>,
+    /// Agent → generation of its gateway key derived from `gateway_seed` (bump to rotate
+    /// that agent's token; the agent is replaced).
+    #[serde(default)]
+    pub token_generations: BTreeMap<Spanned<String>, Spanned<u32>>,
     /// The stack's model, `provider/model` (between the project default and an agent's own).
     pub model: Option<Spanned<String>>,
     /// Model servers for this stack (added to the project's; same names are replaced).
     pub models: Option<Spanned<RawModels>>,
     /// Pass-through table for every agent of this stack.
     pub openclaw: Option<Spanned<toml::Table>>,
+    /// Where this stack's state lives.
+    pub state: Option<RawState>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +143,112 @@ pub struct RawTailscale {
 
 /// Default tag of minted auth keys.
 pub const DEFAULT_TAILSCALE_TAG: &str = "tag:agent-army";
+
+/// `[state]` in the project or stack file: where the stack's state lives.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// `local` (default) or `s3`.
+    pub backend: Spanned<String>,
+    pub bucket: Option<Spanned<String>>,
+    /// Key prefix inside the bucket (default `agent-army`).
+    pub prefix: Option<Spanned<String>>,
+    /// The bucket's region (default: the stack's AWS region, else `us-east-1`).
+    pub region: Option<Spanned<String>>,
+    /// Path-style addressing (`endpoint/bucket/key`), for S3-compatible stores.
+    pub path_style: Option<Spanned<bool>>,
+}
+
+/// Where a stack's state lives.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StateSettings {
+    /// `.agent-army/state/<stack>.json` on this machine.
+    #[default]
+    Local,
+    S3(S3Location),
+}
+
+/// A bucket and key prefix in S3 or an S3-compatible store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    pub prefix: String,
+    pub region: String,
+    pub path_style: bool,
+}
+
+/// Default key prefix of remote state.
+pub const DEFAULT_STATE_PREFIX: &str = "agent-army";
+
+impl StateSettings {
+    /// `local`, or `s3://BUCKET[/PREFIX][?region=R&path_style=true]` (`AGENT_ARMY_STATE`).
+    /// `default_region` applies when the URL names none.
+    pub fn parse(s: &str, default_region: &str) -> Result<StateSettings, String> {
+        if s == "local" {
+            return Ok(StateSettings::Local);
+        }
+        let rest = s
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("`{s}` is neither `local` nor an `s3://BUCKET/PREFIX` URL"))?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (bucket, prefix) = path.split_once('/').unwrap_or((path, DEFAULT_STATE_PREFIX));
+        check_bucket(bucket)?;
+        check_prefix(prefix)?;
+        let mut loc = S3Location {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            region: default_region.to_string(),
+            path_style: false,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("region", r)) if !r.is_empty() => loc.region = r.to_string(),
+                Some(("path_style", v)) => {
+                    loc.path_style = match v {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err(format!("path_style must be true or false, not `{v}`")),
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown setting `{pair}` (known: region, path_style)"
+                    ));
+                }
+            }
+        }
+        Ok(StateSettings::S3(loc))
+    }
+}
+
+/// An S3 bucket name as AWS allows it: 3-63 lowercase letters, digits, dots and hyphens.
+pub fn check_bucket(b: &str) -> Result<(), String> {
+    let ok = (3..=63).contains(&b.len())
+        && b.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{b}` is not a bucket name (3-63 lowercase letters, digits, dots and hyphens)"
+        ))
+    }
+}
+
+/// A key prefix: letters, digits and `-_./`, no `..`.
+pub fn check_prefix(p: &str) -> Result<(), String> {
+    let ok = p.len() <= 200
+        && !p.contains("..")
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{p}` is not a key prefix (letters, digits, `-`, `_`, `.` and `/`)"
+        ))
+    }
+}
 
 /// Provider-specific settings of a validated stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,12 +287,16 @@ pub const RESERVED_SECRETS: &[&str] = &[
     TAILSCALE_API_KEY,
     TAILSCALE_OAUTH_ID,
     TAILSCALE_OAUTH_SECRET,
+    GATEWAY_SEED,
 ];
 pub const TAILSCALE_AUTH_KEY: &str = "tailscale_auth_key";
 pub const TAILSCALE_API_KEY: &str = "tailscale_api_key";
 pub const TAILSCALE_OAUTH_ID: &str = "tailscale_oauth_client_id";
 pub const TAILSCALE_OAUTH_SECRET: &str = "tailscale_oauth_client_secret";
 pub const HCLOUD_TOKEN_SECRET: &str = "hcloud_token";
+/// The stack's gateway seed: every agent's gateway key is derived from it, so any machine
+/// with the repository and an identity gets the same tokens.
+pub const GATEWAY_SEED: &str = "gateway_seed";
 
 /// Secrets whose change must not replace a running agent: they are only used at first boot
 /// (or by agent-army itself), so rotating them must not rebuild the fleet.
@@ -188,6 +306,7 @@ pub const BOOT_ONLY_SECRETS: &[&str] = &[
     TAILSCALE_API_KEY,
     TAILSCALE_OAUTH_ID,
     TAILSCALE_OAUTH_SECRET,
+    GATEWAY_SEED,
 ];
 
 /// A validated agent.
@@ -213,6 +332,9 @@ pub struct Agent {
     pub coding_agents: Vec<String>,
     /// Pass-through settings (project defaults, then stack, then agent), deep-merged.
     pub openclaw: serde_json::Map<String, serde_json::Value>,
+    /// Generation of the gateway key derived from the stack's `gateway_seed` (0 unless
+    /// rotated with `token_generations`).
+    pub token_generation: u32,
 }
 
 /// A validated project + stack.
@@ -233,6 +355,8 @@ pub struct Config {
     pub tailscale_tags: Vec<String>,
     /// Stack-wide secrets (reserved names and agent environment).
     pub secrets: BTreeMap<String, SecretRef>,
+    /// Where the stack's state lives (`AGENT_ARMY_STATE` overrides it).
+    pub state: StateSettings,
     pub agents: Vec<Agent>,
     /// Things worth telling the user that are not errors.
     pub warnings: Vec<String>,

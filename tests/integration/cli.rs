@@ -557,7 +557,7 @@ fn completions_complete_every_subcommand_and_man_pages_have_their_sections() {
     got.sort();
     assert_eq!(
         got,
-        ["stacks", "status"],
+        ["stacks", "state", "status"],
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

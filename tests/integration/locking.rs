@@ -45,6 +45,61 @@ async fn a_second_run_is_refused_naming_the_holder_or_waits() {
     assert_eq!(live_instances(&client(&moto).await, "prod").await.len(), 3);
 }
 
+/// `render --show-secrets` writes state when it creates gateway keys: it takes the lock like
+/// deploy does (refused at once, or waits with --lock-timeout), and without a state change to
+/// make it does not need the lock at all.
+#[test]
+fn render_show_secrets_takes_the_lock_when_it_writes_state() {
+    let p = Project::example();
+    let base = p.path().join(".agent-army");
+    let render = |extra: &[&str]| {
+        let mut args = vec!["-s", "dev", "render", "--out", "out", "--show-secrets"];
+        args.extend_from_slice(extra);
+        p.run().args(args).run()
+    };
+    let held = StateLock::acquire(&base, "dev", "deploy", "alice", Duration::ZERO).unwrap();
+    let started = std::time::Instant::now();
+    render(&[])
+        .code(6)
+        .stderr_has("error: the state of stack `dev` is locked by `deploy` by alice@")
+        .stderr_has("--lock-timeout");
+    assert!(started.elapsed() < Duration::from_secs(10), "fails at once");
+    assert!(
+        state_json(&p, "dev").is_none(),
+        "no state written while locked"
+    );
+    assert!(
+        !p.path().join("out").exists(),
+        "nothing written while locked"
+    );
+
+    // --lock-timeout waits for the holder, then creates the keys and writes state.
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(held);
+    });
+    let started = std::time::Instant::now();
+    render(&["--lock-timeout", "30s"]).success();
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "it waited"
+    );
+    releaser.join().unwrap();
+    let st = state_json(&p, "dev").expect("state written");
+    assert_eq!(st["serial"], 1);
+    assert_eq!(st["gateway_keys"].as_object().unwrap().len(), 3);
+
+    // Keys exist: nothing to write, so a held lock does not stand in the way.
+    let held = StateLock::acquire(&base, "dev", "deploy", "bob", Duration::ZERO).unwrap();
+    render(&[]).success();
+    assert_eq!(
+        state_json(&p, "dev").unwrap()["serial"],
+        1,
+        "state untouched"
+    );
+    drop(held);
+}
+
 #[test]
 fn force_unlock_removes_a_stuck_lock_by_id_and_dead_holders_are_reported() {
     let p = Project::example();

@@ -267,3 +267,45 @@ impl FaultProxy {
         panic!("requests still in flight through the fault proxy after {max:?}");
     }
 }
+
+impl Moto {
+    /// Every request the proxy recorded since the last reset: method, path, status.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        http_json("GET", self.proxy.port, "/__proxy/requests", None)
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Create an S3 bucket (path style, straight to moto, not recorded).
+    pub fn create_bucket(&self, bucket: &str) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.moto.port)).expect("connect");
+        write!(
+            s,
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
+
+    /// An object's body straight from moto (`None`: absent).
+    pub fn get_object(&self, bucket: &str, key: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.moto.port)).expect("connect");
+        write!(
+            s,
+            // moto refuses anonymous reads of private objects; it does not check signatures.
+            "GET /{bucket}/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        if !resp.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+    }
+}

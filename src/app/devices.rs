@@ -3,21 +3,19 @@
 
 use std::collections::BTreeMap;
 
-use crate::env::vars;
+use crate::env::{Env, vars};
 use crate::error::{Error, Result};
 use crate::secrets::{Keyring, Secret};
 use crate::stack::Config;
 use crate::stack::model::{TAILSCALE_API_KEY, TAILSCALE_OAUTH_ID, TAILSCALE_OAUTH_SECRET};
 use crate::tailscale_api::{self, Credentials, TailscaleApi};
 
-use super::Ctx;
-
 /// A client when the stack has API credentials.
-pub async fn client(ctx: &Ctx, config: &Config, keyring: &Keyring) -> Result<Option<TailscaleApi>> {
+pub async fn client(env: &Env, config: &Config, keyring: &Keyring) -> Result<Option<TailscaleApi>> {
     let resolve = |name: &str| -> Result<Option<Secret>> {
         match config.secrets.get(name) {
             Some(r) => keyring
-                .resolve(r, &ctx.env)
+                .resolve(r, env)
                 .map(Some)
                 .map_err(|e| Error::secret(name, e)),
             None => Ok(None),
@@ -35,8 +33,7 @@ pub async fn client(ctx: &Ctx, config: &Config, keyring: &Keyring) -> Result<Opt
         (_, _, Some(k)) => Credentials::ApiKey(k),
         _ => return Ok(None),
     };
-    let base = ctx
-        .env
+    let base = env
         .get(vars::TAILSCALE_API)
         .unwrap_or(tailscale_api::DEFAULT_BASE);
     TailscaleApi::connect(base, creds)

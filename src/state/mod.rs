@@ -6,11 +6,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::env::{Env, vars};
+use crate::lock::{LockError, LockGuard, StateLock, Unlocked};
+
+pub mod s3;
 use crate::stack::ProviderKind;
+pub use s3::{S3Store, SharedS3};
 
 /// Version of the state format this build writes.
 pub const STATE_VERSION: u32 = 1;
@@ -45,6 +51,12 @@ pub enum StateError {
         found_project: String,
         found_stack: String,
     },
+    #[error("remote state {location}: {message}")]
+    Remote { location: String, message: String },
+    #[error(
+        "remote state {location} changed since this run read it (another writer, or a lock that was forced); nothing was overwritten"
+    )]
+    Conflict { location: String },
 }
 
 impl StateError {
@@ -52,6 +64,8 @@ impl StateError {
         match self {
             StateError::TooNew { .. } => Some("upgrade agent-army to the version that wrote it".into()),
             StateError::Corrupt { .. } => Some("restore the file from backup; resources in the cloud are still found by their tags, so `agent-army destroy` or `deploy` can rebuild it after you move the damaged file away".into()),
+            StateError::Conflict { .. } => Some("run the command again: it reads the state anew".into()),
+            StateError::Remote { .. } => Some("check the bucket, its region and your AWS credentials (the standard AWS_* variables or profile)".into()),
             _ => None,
         }
     }
@@ -94,6 +108,14 @@ pub struct Inputs {
     /// Secret name → fingerprint of its stored form.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Generation of the derived gateway key (absent when 0, so fingerprints made before
+    /// generations existed stay the same).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub token_generation: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Inputs {
@@ -120,6 +142,12 @@ impl Inputs {
             &format!("{}GB", self.disk_gb),
         );
         cmp("location", &old.place, &self.place);
+        if old.token_generation != self.token_generation {
+            out.push(format!(
+                "gateway token rotated (generation {} → {})",
+                old.token_generation, self.token_generation
+            ));
+        }
         if old.user_data != self.user_data {
             out.push("user data changed".into());
         }
@@ -192,14 +220,58 @@ impl State {
     }
 }
 
-/// Where a stack's state lives, and reading/writing it.
+/// Where a stack's state lives: reading, locking, writing. One implementation today (a file
+/// under `.agent-army/`); a remote one plugs in here without touching the commands.
+pub trait StateBackend: Send + Sync {
+    /// Where the state is, for messages (a path or a URL).
+    fn location(&self) -> String;
+
+    /// Read the state; `None` when nothing was ever recorded.
+    fn read(&self) -> Result<Option<State>, StateError>;
+
+    /// Take the stack's lock for `operation`, waiting up to `wait`.
+    fn lock(&self, operation: &str, user: &str, wait: Duration) -> Result<LockGuard, LockError>;
+
+    /// Write the state (bumping its serial); the guard proves the lock is held.
+    fn write(&self, lock: &LockGuard, state: &mut State) -> Result<(), StateError>;
+
+    /// Remove the state (after a complete destroy).
+    fn remove(&self, lock: &LockGuard) -> Result<(), StateError>;
+
+    /// Remove the lock with this id, whoever holds it (`force-unlock`).
+    fn force_unlock(&self, id: &str) -> Result<Unlocked, LockError>;
+
+    /// Read the state for this project/stack, or a fresh one.
+    fn read_or_new(
+        &self,
+        project: &str,
+        stack: &str,
+        provider: ProviderKind,
+    ) -> Result<State, StateError> {
+        match self.read()? {
+            Some(s) if s.project != project || s.stack != stack => Err(StateError::Mismatch {
+                path: PathBuf::from(self.location()),
+                project: project.into(),
+                stack: stack.into(),
+                found_project: s.project,
+                found_stack: s.stack,
+            }),
+            Some(s) => Ok(s),
+            None => Ok(State::new(project, stack, provider)),
+        }
+    }
+}
+
+/// State in a file on this machine: `.agent-army/state/<stack>.json` (mode 0600, written
+/// atomically), locked by `.agent-army/locks/<stack>.lock`.
 #[derive(Debug, Clone)]
-pub struct StateStore {
+pub struct LocalStore {
+    pub stack: String,
     pub dir: PathBuf,
     pub path: PathBuf,
 }
 
-impl StateStore {
+impl LocalStore {
     /// `$AGENT_ARMY_STATE_DIR` or `<root>/.agent-army`.
     pub fn base_dir(root: &Path, env: &Env) -> PathBuf {
         env.get(vars::STATE_DIR)
@@ -210,11 +282,14 @@ impl StateStore {
     pub fn new(root: &Path, stack: &str, env: &Env) -> Self {
         let dir = Self::base_dir(root, env);
         let path = dir.join("state").join(format!("{stack}.json"));
-        StateStore { dir, path }
+        LocalStore {
+            stack: stack.to_string(),
+            dir,
+            path,
+        }
     }
 
-    /// Read the state; `None` when nothing was ever recorded.
-    pub fn read(&self) -> Result<Option<State>, StateError> {
+    fn read_file(&self) -> Result<Option<State>, StateError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -225,62 +300,19 @@ impl StateStore {
                 });
             }
         };
-        // Look at the version before the full schema, so a newer file gets the right message.
-        #[derive(Deserialize)]
-        struct Head {
-            version: u32,
-        }
-        let corrupt = |e: serde_json::Error| StateError::Corrupt {
-            path: self.path.clone(),
-            message: describe_json_error(&bytes, &e),
-        };
-        let head: Head = serde_json::from_slice(&bytes).map_err(corrupt)?;
-        if head.version > STATE_VERSION {
-            return Err(StateError::TooNew {
-                path: self.path.clone(),
-                found: head.version,
-            });
-        }
-        serde_json::from_slice(&bytes).map(Some).map_err(corrupt)
-    }
-
-    /// Read the state for this project/stack, or a fresh one.
-    pub fn read_or_new(
-        &self,
-        project: &str,
-        stack: &str,
-        provider: ProviderKind,
-    ) -> Result<State, StateError> {
-        match self.read()? {
-            Some(s) if s.project != project || s.stack != stack => Err(StateError::Mismatch {
-                path: self.path.clone(),
-                project: project.into(),
-                stack: stack.into(),
-                found_project: s.project,
-                found_stack: s.stack,
-            }),
-            Some(s) => Ok(s),
-            None => Ok(State::new(project, stack, provider)),
-        }
+        decode(&bytes, &self.path).map(Some)
     }
 
     /// Write atomically, mode 0600, bumping the serial.
-    pub fn write(&self, state: &mut State) -> Result<(), StateError> {
-        state.serial += 1;
-        state.version = STATE_VERSION;
-        let mut json = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
-        json.push(b'\n');
+    fn write_file(&self, state: &mut State) -> Result<(), StateError> {
+        let json = encode(state, &self.path)?;
         crate::fsutil::write_private_atomic(&self.path, &json).map_err(|source| StateError::Write {
             path: self.path.clone(),
             source,
         })
     }
 
-    /// Remove the state file (after a complete destroy).
-    pub fn remove(&self) -> Result<(), StateError> {
+    fn remove_file(&self) -> Result<(), StateError> {
         match std::fs::remove_file(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -290,6 +322,136 @@ impl StateStore {
             }),
         }
     }
+}
+
+impl StateBackend for LocalStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn read(&self) -> Result<Option<State>, StateError> {
+        self.read_file()
+    }
+
+    fn lock(&self, operation: &str, user: &str, wait: Duration) -> Result<LockGuard, LockError> {
+        let lock = StateLock::acquire(&self.dir, &self.stack, operation, user, wait)?;
+        Ok(LockGuard::new(lock.id.clone(), lock.stale.clone(), lock))
+    }
+
+    fn write(&self, _lock: &LockGuard, state: &mut State) -> Result<(), StateError> {
+        self.write_file(state)
+    }
+
+    fn remove(&self, _lock: &LockGuard) -> Result<(), StateError> {
+        self.remove_file()
+    }
+
+    fn force_unlock(&self, id: &str) -> Result<Unlocked, LockError> {
+        crate::lock::force_unlock(&self.dir, &self.stack, id)
+    }
+}
+
+/// State kept in memory: for tests, and for trying a plan without touching disk. Its lock
+/// excludes other users of the same store, like the file lock does across processes.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: std::sync::Mutex<Option<State>>,
+    held: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Releases a [`MemoryStore`] lock on drop.
+struct MemoryLock(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for MemoryLock {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<State>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl StateBackend for MemoryStore {
+    fn location(&self) -> String {
+        "memory".into()
+    }
+
+    fn read(&self) -> Result<Option<State>, StateError> {
+        Ok(self.slot().clone())
+    }
+
+    fn lock(&self, operation: &str, _user: &str, wait: Duration) -> Result<LockGuard, LockError> {
+        use std::sync::atomic::Ordering;
+        let deadline = std::time::Instant::now() + wait;
+        while self.held.swap(true, Ordering::SeqCst) {
+            if std::time::Instant::now() >= deadline {
+                return Err(LockError::Held("another run in this process".into()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(LockGuard::new(
+            format!("memory-{operation}"),
+            None,
+            MemoryLock(self.held.clone()),
+        ))
+    }
+
+    fn write(&self, _lock: &LockGuard, state: &mut State) -> Result<(), StateError> {
+        state.serial += 1;
+        state.version = STATE_VERSION;
+        *self.slot() = Some(state.clone());
+        Ok(())
+    }
+
+    fn remove(&self, _lock: &LockGuard) -> Result<(), StateError> {
+        *self.slot() = None;
+        Ok(())
+    }
+
+    fn force_unlock(&self, _id: &str) -> Result<Unlocked, LockError> {
+        self.held.store(false, std::sync::atomic::Ordering::SeqCst);
+        Ok(Unlocked::NotHeld)
+    }
+}
+
+/// A state document from its bytes (`path` names it in errors): the version is checked
+/// before the full schema, so a newer file gets the right message.
+pub fn decode(bytes: &[u8], path: &Path) -> Result<State, StateError> {
+    #[derive(Deserialize)]
+    struct Head {
+        version: u32,
+    }
+    let corrupt = |e: serde_json::Error| StateError::Corrupt {
+        path: path.to_path_buf(),
+        message: describe_json_error(bytes, &e),
+    };
+    let head: Head = serde_json::from_slice(bytes).map_err(corrupt)?;
+    if head.version > STATE_VERSION {
+        return Err(StateError::TooNew {
+            path: path.to_path_buf(),
+            found: head.version,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(corrupt)
+}
+
+/// The bytes of `state` as written: its serial bumped, this build's version, pretty JSON.
+pub fn encode(state: &mut State, path: &Path) -> Result<Vec<u8>, StateError> {
+    state.serial += 1;
+    state.version = STATE_VERSION;
+    let mut json = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    json.push(b'\n');
+    Ok(json)
 }
 
 /// A JSON error, prefixed with the field whose value is wrong when serde_json does not name
@@ -363,9 +525,9 @@ fn json_path_at(text: &[u8], end: usize) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, StateStore) {
+    fn store() -> (tempfile::TempDir, LocalStore) {
         let d = tempfile::tempdir().unwrap();
-        let s = StateStore::new(d.path(), "dev", &Env::default());
+        let s = LocalStore::new(d.path(), "dev", &Env::default());
         (d, s)
     }
 
@@ -373,6 +535,12 @@ mod tests {
     fn roundtrip_and_serial() {
         let (_d, st) = store();
         assert!(st.read().unwrap().is_none());
+        let lock = st.lock("test", "me", Duration::ZERO).unwrap();
+        assert!(matches!(
+            st.lock("other", "you", Duration::ZERO),
+            Err(LockError::Held(_))
+        ));
+        drop(lock);
         let mut s = State::new("p", "dev", ProviderKind::Aws);
         s.agents.insert(
             "a".into(),
@@ -381,8 +549,9 @@ mod tests {
                 ..Default::default()
             },
         );
-        st.write(&mut s).unwrap();
-        st.write(&mut s).unwrap();
+        let lock = st.lock("test", "me", Duration::ZERO).unwrap();
+        st.write(&lock, &mut s).unwrap();
+        st.write(&lock, &mut s).unwrap();
         let back = st.read().unwrap().unwrap();
         assert_eq!(back.serial, 2);
         assert_eq!(back, s);

@@ -1,0 +1,14 @@
+//! The application layer: what the commands do, without how they are typed or shown.
+//!
+//! `cli/` parses arguments and presents results; it opens a [`Session`] (configuration,
+//! state backend, lock, keyring) and calls the use-cases here. Below this layer: `plan` (pure),
+//! `engine` (executes a plan), `provider/` (the clouds), `render/`, `stack/`, `state`.
+
+pub mod cloud;
+pub mod devices;
+pub mod fleet;
+pub mod migrate;
+pub mod render;
+pub mod session;
+
+pub use session::Session;
