@@ -216,14 +216,7 @@ impl StateLock {
         let mut previous = String::new();
         let _ = file.read_to_string(&mut previous);
         let stale = serde_json::from_str::<Holder>(&previous).ok();
-        let holder = Holder {
-            id: format!("{:x}", std::process::id() as u64 ^ now_nanos()),
-            operation: operation.into(),
-            user: user.into(),
-            host: hostname(),
-            pid: std::process::id(),
-            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        };
+        let holder = Holder::this_process(operation, user);
         let json = serde_json::to_string(&holder).unwrap_or_default();
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;

@@ -351,4 +351,4 @@ pub fn plan(input: &PlanInput) -> Plan {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

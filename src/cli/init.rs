@@ -63,8 +63,11 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<ExitStatus> {
         return Err(Error::Usage(format!("stack name `{stack}` {e}")));
     }
     let project_file = dir.join(PROJECT_FILE);
+    if project_file.exists() {
+        return join(ctx);
+    }
     let stack_file = dir.join(STACKS_DIR).join(format!("{stack}.toml"));
-    for f in [&project_file, &stack_file] {
+    for f in [&stack_file] {
         if f.exists() {
             return Err(Error::Input(format!(
                 "{} already exists: this folder already holds an agent-army project",
@@ -131,6 +134,74 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<ExitStatus> {
         "next: export TS_AUTHKEY=tskey-auth-...   (or: agent-army -s {stack} secrets set tailscale_auth_key)"
     );
     println!("      agent-army -s {stack} plan");
+    Ok(ExitStatus::Success)
+}
+
+/// `init` in an existing project (a teammate's first day, a new CI identity): create the
+/// identity if there is none and, for the stack named with `--stack`, add its recipient to
+/// `age_recipients`. Nothing else changes.
+fn join(ctx: &Ctx) -> Result<ExitStatus> {
+    let identity = ctx.env.identity_path().ok_or_else(|| {
+        Error::Input(
+            "HOME is not set; set AGENT_ARMY_IDENTITY to where the identity should go".into(),
+        )
+    })?;
+    let (public, created) =
+        crate::secrets::ensure_identity(&identity).map_err(|e| Error::secret("identity", e))?;
+    let mut added = None;
+    if let Some(stack) = &ctx.global.stack {
+        let (path, mut doc) = super::secrets::stack_doc(ctx)?;
+        let list = doc
+            .entry("age_recipients")
+            .or_insert(toml_edit::value(toml_edit::Array::new()))
+            .as_array_mut()
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "{STACKS_DIR}/{stack}.toml: `age_recipients` is not a list"
+                ))
+            })?;
+        let present = list.iter().any(|v| v.as_str() == Some(public.as_str()));
+        if !present {
+            list.push(public.as_str());
+            crate::fsutil::write_atomic(&path, doc.to_string().as_bytes()).map_err(|source| {
+                Error::Io {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
+        added = Some((stack.clone(), !present));
+    }
+    if ctx.json() {
+        println!(
+            "{}",
+            serde_json::json!({
+                "identity": identity.display().to_string(),
+                "identity_created": created,
+                "recipient": public,
+                "added_to": added.as_ref().filter(|(_, new)| *new).map(|(s, _)| format!("{STACKS_DIR}/{s}.toml")),
+            })
+        );
+        return Ok(ExitStatus::Success);
+    }
+    if created {
+        eprintln!("created age identity {} (mode 0600)", identity.display());
+    } else {
+        eprintln!("using existing age identity {}", identity.display());
+    }
+    println!("this folder already holds an agent-army project; your public key is {public}");
+    match added {
+        Some((stack, true)) => {
+            println!("added it to `age_recipients` in {STACKS_DIR}/{stack}.toml");
+            println!(
+                "secrets already in that file stay readable only by the earlier recipients: someone who holds one sets them again (`agent-army -s {stack} secrets set NAME`) to include you"
+            );
+        }
+        Some((stack, false)) => {
+            println!("it is already a recipient of {STACKS_DIR}/{stack}.toml");
+        }
+        None => println!("to be a recipient of a stack's secrets: agent-army -s STACK init"),
+    }
     Ok(ExitStatus::Success)
 }
 

@@ -116,7 +116,7 @@ fn read_value(name: &str) -> Result<String> {
     Ok(value)
 }
 
-fn stack_doc(ctx: &Ctx) -> Result<(std::path::PathBuf, toml_edit::DocumentMut)> {
+pub(super) fn stack_doc(ctx: &Ctx) -> Result<(std::path::PathBuf, toml_edit::DocumentMut)> {
     let project = ctx.project()?;
     let path = project.stack_file();
     let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {

@@ -6,29 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::*;
+use crate::plan::tests::desired;
 use crate::plan::{self, DesiredAgent, PlanInput};
 use crate::provider::memory::MemoryCloud;
 use crate::provider::{NetworkSpec, ServerSpec};
 use crate::stack::ProviderKind;
 use crate::state::MemoryStore;
-
-fn desired(name: &str, itype: &str) -> DesiredAgent {
-    let inputs = Inputs {
-        instance_type: itype.into(),
-        image: "ubuntu-24.04".into(),
-        disk_gb: 0,
-        place: "fsn1".into(),
-        user_data: format!("ud-{name}"),
-        secrets: Default::default(),
-        token_generation: 0,
-    };
-    DesiredAgent {
-        name: name.into(),
-        fingerprint: inputs.fingerprint(),
-        inputs,
-        key_id: None,
-    }
-}
 
 fn prepared(desired: &[DesiredAgent]) -> BTreeMap<String, Prepared> {
     desired

@@ -5,7 +5,7 @@ use crate::provider::{ObservedNetwork, ServerState};
 use crate::stack::ProviderKind;
 use crate::state::{AgentState, NetworkState};
 
-fn desired(name: &str, itype: &str) -> DesiredAgent {
+pub(crate) fn desired(name: &str, itype: &str) -> DesiredAgent {
     let inputs = Inputs {
         instance_type: itype.into(),
         image: "ubuntu-24.04".into(),

@@ -585,18 +585,7 @@ impl Validator<'_> {
                         a.secrets.insert(k, v);
                     }
                 }
-                None => {
-                    let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
-                    let help = suggest(agent.get_ref(), &names)
-                        .map(|s| format!("did you mean `{s}`?"))
-                        .or_else(|| Some(format!("agents are: {}", names.join(", "))));
-                    self.serr(
-                        agent,
-                        &field,
-                        format!("no agent named `{}` in {PROJECT_FILE}", agent.get_ref()),
-                        help,
-                    );
-                }
+                None => self.unknown_agent(agent, &field, &agents),
             }
         }
         // Token generations: known agents, and only with a seed to derive from.
@@ -614,18 +603,7 @@ impl Validator<'_> {
             }
             match agents.iter_mut().find(|a| &a.name == agent.get_ref()) {
                 Some(a) => a.token_generation = *generation.get_ref(),
-                None => {
-                    let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
-                    let help = suggest(agent.get_ref(), &names)
-                        .map(|s| format!("did you mean `{s}`?"))
-                        .or_else(|| Some(format!("agents are: {}", names.join(", "))));
-                    self.serr(
-                        agent,
-                        &field,
-                        format!("no agent named `{}` in {PROJECT_FILE}", agent.get_ref()),
-                        help,
-                    );
-                }
+                None => self.unknown_agent(agent, &field, &agents),
             }
         }
         // Reserved secret names are stack-level only.
@@ -662,6 +640,20 @@ impl Validator<'_> {
             agents,
             warnings,
         }
+    }
+
+    /// A stack-file table names an agent the project does not have.
+    fn unknown_agent(&mut self, agent: &Spanned<String>, field: &str, agents: &[Agent]) {
+        let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
+        let help = suggest(agent.get_ref(), &names)
+            .map(|s| format!("did you mean `{s}`?"))
+            .or_else(|| Some(format!("agents are: {}", names.join(", "))));
+        self.serr(
+            agent,
+            field,
+            format!("no agent named `{}` in {PROJECT_FILE}", agent.get_ref()),
+            help,
+        );
     }
 
     fn err_at<T>(&mut self, in_project: bool, s: &Spanned<T>, field: &str, msg: String) {

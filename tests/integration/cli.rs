@@ -56,14 +56,15 @@ fn init_scaffolds_identity_and_gitignore_once() {
         .arg("plan")
         .run()
         .success();
-    // A second init refuses and changes nothing.
+    // A second init scaffolds nothing: it says the project exists and how to join a stack.
     let before = std::fs::read_to_string(proj.join("agent-army.toml")).unwrap();
     let out = Run::new(&proj)
         .env("HOME", home.display().to_string())
         .arg("init")
         .run();
-    out.code(3)
-        .stderr_has("already holds an agent-army project");
+    out.success()
+        .stdout_has("already holds an agent-army project")
+        .stdout_has("agent-army -s STACK init");
     assert_eq!(
         std::fs::read_to_string(proj.join("agent-army.toml")).unwrap(),
         before
@@ -72,6 +73,58 @@ fn init_scaffolds_identity_and_gitignore_once() {
         std::fs::read_to_string(proj.join(".gitignore")).unwrap(),
         gi
     );
+}
+
+/// A teammate (or a CI identity) joins an existing project: `init -s STACK` creates the
+/// identity and adds its recipient to that stack, keeping the file's comments; secrets set
+/// afterwards are readable by both.
+#[test]
+fn init_in_an_existing_project_adds_a_new_identity_to_a_stack() {
+    let p = Project::example();
+    let teammate = tempfile::tempdir().unwrap();
+    let their_identity = teammate.path().join("identity.txt");
+    let as_teammate = |args: &[&str]| {
+        p.run()
+            .env("AGENT_ARMY_IDENTITY", their_identity.display().to_string())
+            .args(args)
+            .run()
+    };
+    let before = p.read("stacks/prod.toml");
+    as_teammate(&["-s", "dev", "init"])
+        .success()
+        .stdout_has("added it to `age_recipients` in stacks/dev.toml")
+        .stdout_has("secrets set NAME");
+    assert!(their_identity.exists(), "identity created");
+    let key = std::fs::read_to_string(&their_identity).unwrap();
+    let recipient = key
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_string();
+    let dev = p.read("stacks/dev.toml");
+    assert!(
+        dev.contains(&recipient) && dev.contains(&p.public_key),
+        "{dev}"
+    );
+    assert!(
+        dev.contains("# Who can decrypt this stack's secrets"),
+        "comments kept"
+    );
+    assert_eq!(p.read("stacks/prod.toml"), before, "other stacks untouched");
+    // Again: nothing to add.
+    as_teammate(&["-s", "dev", "init"])
+        .success()
+        .stdout_has("already a recipient");
+    assert_eq!(p.read("stacks/dev.toml"), dev);
+    // A secret set by the original member is readable by the newcomer.
+    p.run()
+        .args(["-s", "dev", "secrets", "set", "EXTRA_TOKEN"])
+        .stdin("s3cr3t-value")
+        .run()
+        .success();
+    as_teammate(&["-s", "dev", "secrets", "get", "EXTRA_TOKEN", "--show"])
+        .success()
+        .stdout_has("s3cr3t-value");
 }
 
 #[test]

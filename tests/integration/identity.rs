@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::aws::{aws_env, client, live_instances};
 use crate::support::hetzner::Hetzner;
 use crate::support::servers::Moto;
-use crate::support::{Out, Project, Run};
+use crate::support::{Project, Run, gateway_tokens as tokens};
 
 const SEED: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const OTHER_SEED: &str = "11111111111111111111111111111111111111111111111111111111111111aa";
@@ -30,20 +30,6 @@ fn seeded_project() -> Project {
         );
     }
     p
-}
-
-/// Agent → token, from `outputs --show-secrets`.
-fn tokens(out: &Out) -> BTreeMap<String, String> {
-    out.json()["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            let url = a["gateway_url"].as_str().unwrap();
-            let token = url.split("#token=").nth(1).unwrap().to_string();
-            (a["agent"].as_str().unwrap().to_string(), token)
-        })
-        .collect()
 }
 
 fn lose_local_state(p: &Project) {

@@ -1,7 +1,6 @@
 //! State in S3 (moto's S3, which honours conditional writes): two runners with nothing
 //! shared but the bucket, the lock under concurrency and after a kill, and lost updates.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use agent_army::env::Env;
@@ -12,7 +11,7 @@ use agent_army::state::{S3Store, SharedS3, State, StateBackend, StateError};
 
 use crate::aws::{aws_env, client, live_instances};
 use crate::support::servers::Moto;
-use crate::support::{Out, Project, Run};
+use crate::support::{Project, Run, gateway_tokens as tokens};
 
 const BUCKET: &str = "acme-agent-army";
 const SEED: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -46,21 +45,6 @@ fn run(moto: &Moto, p: &Project, in_file: bool, args: &[&str]) -> Run {
             format!("s3://{BUCKET}/ci?region=us-east-1&path_style=true"),
         )
     }
-}
-
-fn tokens(out: &Out) -> BTreeMap<String, String> {
-    out.json()["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            let url = a["gateway_url"].as_str().unwrap();
-            (
-                a["agent"].as_str().unwrap().to_string(),
-                url.split("#token=").nth(1).unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 fn s3_requests(moto: &Moto) -> Vec<String> {

@@ -24,13 +24,7 @@ fn workflow() -> Value {
 /// A fresh checkout of `repo`: its committed files only.
 fn checkout(repo: &Project) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    for f in [
-        "agent-army.toml",
-        "stacks/dev.toml",
-        "stacks/prod.toml",
-        "agents/pm/AGENTS.md",
-        "agents/eng/AGENTS.md",
-    ] {
+    for f in crate::support::EXAMPLE_FILES {
         let dst = d.path().join(f);
         std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
         std::fs::copy(repo.path().join(f), dst).unwrap();

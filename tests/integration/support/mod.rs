@@ -166,6 +166,15 @@ impl Run {
     }
 }
 
+/// The example project's files in the repository.
+pub const EXAMPLE_FILES: &[&str] = &[
+    "agent-army.toml",
+    "stacks/dev.toml",
+    "stacks/prod.toml",
+    "agents/pm/AGENTS.md",
+    "agents/eng/AGENTS.md",
+];
+
 /// A project in a temporary folder, with its own HOME and age identity.
 pub struct Project {
     pub dir: tempfile::TempDir,
@@ -220,13 +229,7 @@ impl Project {
     pub fn example() -> Self {
         let p = Self::empty();
         let root = repo();
-        for f in [
-            "agent-army.toml",
-            "stacks/dev.toml",
-            "stacks/prod.toml",
-            "agents/pm/AGENTS.md",
-            "agents/eng/AGENTS.md",
-        ] {
+        for f in EXAMPLE_FILES {
             let dst = p.path().join(f);
             std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
             let text = std::fs::read_to_string(root.join(f)).unwrap();
@@ -303,6 +306,23 @@ impl Project {
 }
 
 /// `.agent-army/state/<stack>.json` as JSON.
+/// Agent → gateway token, from the JSON of `outputs --show-secrets`.
+pub fn gateway_tokens(out: &Out) -> std::collections::BTreeMap<String, String> {
+    out.json()["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .map(|a| {
+            let url = a["gateway_url"].as_str().expect("gateway_url");
+            let token = url.split("#token=").nth(1).expect("a token in the URL");
+            (
+                a["agent"].as_str().expect("agent").to_string(),
+                token.to_string(),
+            )
+        })
+        .collect()
+}
+
 pub fn state_json(p: &Project, stack: &str) -> Option<serde_json::Value> {
     let path = p
         .path()
