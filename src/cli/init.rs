@@ -75,13 +75,7 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<ExitStatus> {
             )));
         }
     }
-    let identity = ctx.env.identity_path().ok_or_else(|| {
-        Error::Input(
-            "HOME is not set; set AGENT_ARMY_IDENTITY to where the identity should go".into(),
-        )
-    })?;
-    let (public, created) =
-        crate::secrets::ensure_identity(&identity).map_err(|e| Error::secret("identity", e))?;
+    let (identity, public, created) = ensure_identity(ctx)?;
 
     let write = |path: &PathBuf, text: &str| {
         crate::fsutil::write_atomic(path, text.as_bytes()).map_err(|source| Error::Io {
@@ -137,10 +131,9 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-/// `init` in an existing project (a teammate's first day, a new CI identity): create the
-/// identity if there is none and, for the stack named with `--stack`, add its recipient to
-/// `age_recipients`. Nothing else changes.
-fn join(ctx: &Ctx) -> Result<ExitStatus> {
+/// The user's age identity (created when missing): its path, public key, and whether it
+/// was created now.
+fn ensure_identity(ctx: &Ctx) -> Result<(PathBuf, String, bool)> {
     let identity = ctx.env.identity_path().ok_or_else(|| {
         Error::Input(
             "HOME is not set; set AGENT_ARMY_IDENTITY to where the identity should go".into(),
@@ -148,6 +141,14 @@ fn join(ctx: &Ctx) -> Result<ExitStatus> {
     })?;
     let (public, created) =
         crate::secrets::ensure_identity(&identity).map_err(|e| Error::secret("identity", e))?;
+    Ok((identity, public, created))
+}
+
+/// `init` in an existing project (a teammate's first day, a new CI identity): create the
+/// identity if there is none and, for the stack named with `--stack`, add its recipient to
+/// `age_recipients`. Nothing else changes.
+fn join(ctx: &Ctx) -> Result<ExitStatus> {
+    let (identity, public, created) = ensure_identity(ctx)?;
     let mut added = None;
     if let Some(stack) = &ctx.global.stack {
         let (path, mut doc) = super::secrets::stack_doc(ctx)?;
