@@ -322,6 +322,7 @@ async fn run_agent<P: Provider>(
                         e.pending_create = None;
                         e.fingerprint = p.spec.fingerprint.clone();
                         e.inputs = p.inputs.clone();
+                        e.key_id = Some(p.spec.key_id.clone()).filter(|k| !k.is_empty());
                     })
                     .map_err(state_err),
                 None => Err(ProviderError::new(
@@ -446,6 +447,7 @@ async fn create<P: Provider>(
             e.pending_create = None;
             e.fingerprint = spec.fingerprint.clone();
             e.inputs = prep.inputs.clone();
+            e.key_id = Some(spec.key_id.clone()).filter(|k| !k.is_empty());
         })
         .map_err(state_err)?;
     line.set(&format!("waiting for {id} to run"));

@@ -4,16 +4,21 @@
 //! edges (providers, process and environment access) so the core can be unit-tested without a
 //! cloud.
 
+#[cfg(feature = "cloud")]
+#[cfg(feature = "cloud")]
 pub mod app;
 pub mod boot;
+#[cfg(feature = "cloud")]
 pub mod cli;
 pub mod engine;
 pub mod env;
+#[cfg(feature = "cloud")]
 pub mod error;
 pub mod exit;
 pub mod fsutil;
 pub mod lock;
 pub mod naming;
+#[cfg(feature = "cloud")]
 pub mod output;
 pub mod plan;
 pub mod progress;
@@ -23,5 +28,6 @@ pub mod secrets;
 pub mod stack;
 pub mod state;
 pub mod tailnet;
+#[cfg(feature = "cloud")]
 pub mod tailscale_api;
 pub mod token;

@@ -695,21 +695,40 @@ pub fn outputs(ctx: &Ctx, args: OutputsArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
     let config = &session.config;
     let state = session.read_state()?;
-    let tokens = if args.show_secrets {
-        fleet::load_keys(
+    let mut tokens = BTreeMap::new();
+    let mut stale = Vec::new();
+    if args.show_secrets {
+        let keys = fleet::load_keys(
             &state,
             config,
             &session.keyring,
             &ctx.env,
             config.agents.iter().map(|a| a.name.clone()),
-        )?
-        .into_iter()
-        .map(|(k, v)| (k, v.token()))
-        .collect()
-    } else {
-        BTreeMap::new()
-    };
+        )?;
+        for (agent, key) in keys {
+            // A server knows the token of the key it was deployed with. When the key changed
+            // since (a new gateway seed, a rotated generation), this token would not open it.
+            let deployed = state.agents.get(&agent).and_then(|a| a.key_id.clone());
+            match deployed {
+                Some(have) if have != key.key_id() => {
+                    eprintln!(
+                        "warning: {agent}: its gateway key changed since it was deployed (key id {have} on the server, {} now); the token is not shown\n  help: run `agent-army deploy` to apply the new key",
+                        key.key_id()
+                    );
+                    stale.push(agent);
+                }
+                _ => {
+                    tokens.insert(agent, key.token());
+                }
+            }
+        }
+    }
     let rows = rows_from(config, &state, None, None, &tokens);
-    print_rows(ctx, config, &rows, serde_json::json!({}));
+    let extra = if stale.is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::json!({ "stale_tokens": stale })
+    };
+    print_rows(ctx, config, &rows, extra);
     Ok(ExitStatus::Success)
 }

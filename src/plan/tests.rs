@@ -58,6 +58,7 @@ fn deployed(d: &[DesiredAgent]) -> (State, Observed) {
                 pending_create: None,
                 fingerprint: a.fingerprint.clone(),
                 inputs: a.inputs.clone(),
+                key_id: None,
             },
         );
         obs.servers.push(server(&id, &a.name, &a.fingerprint));

@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::env::{Env, vars};
 use crate::lock::{LockError, LockGuard, StateLock, Unlocked};
 
+#[cfg(feature = "cloud")]
 pub mod s3;
 use crate::stack::ProviderKind;
+#[cfg(feature = "cloud")]
 pub use s3::{S3Store, SharedS3};
 
 /// Version of the state format this build writes.
@@ -86,6 +88,10 @@ pub struct AgentState {
     /// The inputs themselves (non-secret; secrets appear as fingerprints).
     #[serde(default)]
     pub inputs: Inputs,
+    /// Public id of the gateway key the server was created or adopted with
+    /// (`GatewayKey::key_id`): `outputs` shows a token only while it still matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -70,6 +70,23 @@ fn survives_lost_state(
         assert!(!first[agent].contains(id.as_str()));
     }
     let created = creates();
+    // The seed changed and nothing was deployed yet: the new tokens would open nothing, so
+    // outputs shows none of them and says why.
+    let stale = run(OTHER_SEED, &["-o", "json", "outputs", "--show-secrets"]);
+    stale
+        .success()
+        .stderr_has("its gateway key changed since it was deployed (key id ")
+        .stderr_has("run `agent-army deploy` to apply the new key");
+    let doc = stale.json();
+    assert_eq!(
+        doc["stale_tokens"].as_array().map(Vec::len),
+        Some(3),
+        "{doc}"
+    );
+    for a in doc["agents"].as_array().unwrap() {
+        let url = a["gateway_url"].as_str().unwrap();
+        assert!(url.ends_with("#token=********"), "masked: {url}");
+    }
 
     // A fresh runner: no local state at all.
     lose_local_state(p);

@@ -127,6 +127,24 @@ async fn two_runners_share_state_and_tokens_through_s3() {
     assert_eq!(from_b, from_a);
     assert_eq!(live_instances(&client(&moto).await, "prod").await.len(), 3);
     assert!(!b.path().join(".agent-army/state").exists());
+
+    // `stacks` reads each stack's own backend: B sees the fleet in the bucket.
+    let doc = run(&moto, &b, true, &["-o", "json", "stacks"])
+        .run()
+        .success()
+        .json();
+    let prod = doc["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stack"] == "prod")
+        .unwrap()
+        .clone();
+    assert_eq!(prod["deployed"], 3, "{prod}");
+    assert_eq!(
+        prod["state_location"],
+        format!("s3://{BUCKET}/ci/acme-agents/prod/state.json")
+    );
 }
 
 #[test]
