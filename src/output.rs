@@ -198,48 +198,7 @@ pub fn columns(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// A plan's monthly cost estimate, or why there is none.
-#[derive(Debug, Serialize, PartialEq)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum Cost {
-    Estimate {
-        currency: &'static str,
-        location: String,
-        monthly_net: f64,
-        monthly_gross: f64,
-        /// Server type → list price per month.
-        prices: std::collections::BTreeMap<String, crate::provider::hetzner::MonthlyPrice>,
-        servers: usize,
-    },
-    Unavailable {
-        reason: String,
-    },
-}
-
-impl Cost {
-    /// Every declared agent at its server type's price.
-    pub fn estimate(
-        config: &Config,
-        prices: &std::collections::BTreeMap<String, crate::provider::hetzner::MonthlyPrice>,
-    ) -> Cost {
-        let (mut net, mut gross) = (0.0, 0.0);
-        for a in &config.agents {
-            if let Some(p) = prices.get(&a.instance_type) {
-                net += p.net;
-                gross += p.gross;
-            }
-        }
-        let round = |v: f64| (v * 100.0).round() / 100.0;
-        Cost::Estimate {
-            currency: "EUR",
-            location: config.provider.place().to_string(),
-            monthly_net: round(net),
-            monthly_gross: round(gross),
-            prices: prices.clone(),
-            servers: config.agents.len(),
-        }
-    }
-}
+pub use crate::app::cloud::Cost;
 
 /// One line for the end of a plan.
 pub fn cost_text(cost: &Cost) -> String {

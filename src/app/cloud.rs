@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use super::Session;
 use crate::env::vars;
 use crate::error::{Error, Result};
-use crate::output;
+use serde::Serialize;
+
 use crate::provider::{Cloud, ProviderError, StackId};
 use crate::secrets::Secret;
 use crate::stack::model::HCLOUD_TOKEN_SECRET;
@@ -112,9 +113,9 @@ pub async fn connect(session: &Session) -> Result<Cloud> {
 
 /// The fleet's monthly cost at the provider's list prices, as far as it can be known here.
 /// Never fails the plan: what cannot be known is said.
-pub async fn cost(session: &Session) -> output::Cost {
+pub async fn cost(session: &Session) -> Cost {
     let config = &session.config;
-    let unavailable = |reason: String| output::Cost::Unavailable { reason };
+    let unavailable = |reason: String| Cost::Unavailable { reason };
     let profile = crate::provider::profile(config.provider.kind());
     if let Some(reason) = profile.no_prices {
         return unavailable(reason.into());
@@ -161,5 +162,48 @@ pub async fn cost(session: &Session) -> output::Cost {
             }
         }
     }
-    output::Cost::estimate(config, &prices)
+    Cost::estimate(config, &prices)
+}
+
+/// A plan's monthly cost estimate, or why there is none.
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Cost {
+    Estimate {
+        currency: &'static str,
+        location: String,
+        monthly_net: f64,
+        monthly_gross: f64,
+        /// Server type → list price per month.
+        prices: std::collections::BTreeMap<String, crate::provider::hetzner::MonthlyPrice>,
+        servers: usize,
+    },
+    Unavailable {
+        reason: String,
+    },
+}
+
+impl Cost {
+    /// Every declared agent at its server type's price.
+    pub fn estimate(
+        config: &Config,
+        prices: &std::collections::BTreeMap<String, crate::provider::hetzner::MonthlyPrice>,
+    ) -> Cost {
+        let (mut net, mut gross) = (0.0, 0.0);
+        for a in &config.agents {
+            if let Some(p) = prices.get(&a.instance_type) {
+                net += p.net;
+                gross += p.gross;
+            }
+        }
+        let round = |v: f64| (v * 100.0).round() / 100.0;
+        Cost::Estimate {
+            currency: "EUR",
+            location: config.provider.place().to_string(),
+            monthly_net: round(net),
+            monthly_gross: round(gross),
+            prices: prices.clone(),
+            servers: config.agents.len(),
+        }
+    }
 }

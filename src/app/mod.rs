@@ -4,9 +4,11 @@
 //! state backend, lock, keyring) and calls the use-cases here. Below this layer: `plan` (pure),
 //! `engine` (executes a plan), `provider/` (the clouds), `render/`, `stack/`, `state`.
 
+pub mod apply;
 pub mod cloud;
 pub mod devices;
 pub mod fleet;
+pub mod health;
 pub mod migrate;
 pub mod render;
 pub mod session;

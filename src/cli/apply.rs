@@ -9,16 +9,15 @@ use std::time::Duration;
 use clap::Args;
 
 use super::Ctx;
-use crate::app::cloud::{self, provider_error};
-use crate::app::{Session, devices, fleet};
-use crate::engine::{Engine, Prepared, Report, SharedState};
+use crate::app::apply::{self as usecase, Deploy, DeployOptions, Destroy};
+use crate::app::fleet;
+use crate::engine::Report;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::lock::LockGuard;
 use crate::output::{self, Row};
-use crate::plan::{self, AgentAction, Plan, PlanInput};
+use crate::plan::Plan;
 use crate::progress::Progress;
-use crate::provider::{NetworkSpec, Observed, Provider, ServerSpec};
+use crate::provider::Observed;
 use crate::stack::Config;
 use crate::state::State;
 
@@ -86,14 +85,6 @@ pub struct OutputsArgs {
     pub show_secrets: bool,
 }
 
-fn ssh_cidrs(config: &Config) -> Vec<String> {
-    config
-        .allowed_ssh_cidrs
-        .iter()
-        .map(|c| c.to_string())
-        .collect()
-}
-
 fn check_replace(config: &Config, names: &[String]) -> Result<BTreeSet<String>> {
     names
         .iter()
@@ -126,50 +117,16 @@ pub async fn plan(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
 async fn plan_inner(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
     let config = &session.config;
-    let state = session.read_state()?;
     let force = check_replace(config, &args.replace)?;
-    // Key ids are checked when this machine can know the keys (a plan needs no identity).
-    let names = config.agents.iter().map(|a| a.name.clone());
-    let keys = fleet::load_keys(&state, config, &session.keyring, &ctx.env, names).ok();
-    let desired = fleet::desired(config, keys.as_ref())?;
-    // The cloud is asked whenever it can be: with an empty state too (a fresh CI runner must
-    // not plan to create a fleet that exists). Offline only without credentials, and said.
-    let refresh = match args.refresh {
-        Some(r) => r,
-        None if !state.is_empty() => true,
-        None => match cloud::no_credentials(&session) {
-            Some(why) => {
-                if !ctx.global.quiet {
-                    eprintln!(
-                        "note: the cloud was not queried ({why}); servers this stack may already have are not shown"
-                    );
-                }
-                false
-            }
-            None => true,
-        },
-    };
-    let observed = if refresh {
-        let cloud = cloud::connect(&session).await?;
-        Some(
-            cloud
-                .observe()
-                .await
-                .map_err(|e| provider_error(config, e))?,
-        )
-    } else {
-        None
-    };
-    let cidrs = ssh_cidrs(config);
-    let plan = plan::plan(&PlanInput {
-        desired: &desired,
-        state: &state,
-        observed: observed.as_ref(),
-        ssh_cidrs: &cidrs,
-        force_replace: &force,
-        destroy: false,
-    });
-    let cost = cloud::cost(&session).await;
+    let planned = usecase::plan(&session, &force, args.refresh).await?;
+    if let Some(why) = &planned.not_queried
+        && !ctx.global.quiet
+    {
+        eprintln!(
+            "note: the cloud was not queried ({why}); servers this stack may already have are not shown"
+        );
+    }
+    let plan = &planned.plan;
     if ctx.json() {
         let doc = serde_json::json!({
             "project": config.project,
@@ -177,7 +134,7 @@ async fn plan_inner(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
             "provider": config.provider.kind(),
             "plan": plan,
             "changes": plan.has_changes(),
-            "cost": cost,
+            "cost": planned.cost,
             "agents": config.agents.iter().map(|a| serde_json::json!({
                 "agent": a.name,
                 "hostname": a.fqdn,
@@ -186,8 +143,8 @@ async fn plan_inner(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
         });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
-        print_plan(ctx, config, &plan);
-        println!("{}", output::cost_text(&cost));
+        print_plan(ctx, config, plan);
+        println!("{}", output::cost_text(&planned.cost));
     }
     Ok(if args.detailed_exitcode && plan.has_changes() {
         ExitStatus::Changes
@@ -325,59 +282,29 @@ fn print_rows(ctx: &Ctx, config: &Config, rows: &[Row], extra: serde_json::Value
 pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
     let config = &session.config;
-    let keyring = &session.keyring;
-    let force = check_replace(config, &args.replace)?;
-    // Every secret must resolve before anything is touched.
-    let mut secrets = BTreeMap::new();
-    for a in &config.agents {
-        secrets.insert(
-            a.name.clone(),
-            fleet::resolve_secrets(config, a, keyring, &ctx.env)?,
-        );
-    }
-    let lock = Arc::new(session.lock("deploy", args.lock_timeout)?);
-    let mut state = session.read_state()?;
-    // Gateway keys are decrypted (or created) before any cloud call, so a wrong identity
-    // stops the run while nothing has changed.
-    let (keys, keys_changed) = fleet::ensure_keys(
-        &mut state,
-        config,
-        keyring,
-        &ctx.env,
-        args.allow_foreign_recipients,
-    )?;
-    let desired = fleet::desired(config, Some(&keys))?;
-
-    let cloud = cloud::connect(&session).await?;
-    let observed = cloud
-        .observe()
-        .await
-        .map_err(|e| provider_error(config, e))?;
-    let cidrs = ssh_cidrs(config);
-    let plan = plan::plan(&PlanInput {
-        desired: &desired,
-        state: &state,
-        observed: Some(&observed),
-        ssh_cidrs: &cidrs,
-        force_replace: &force,
-        destroy: false,
-    });
-    print_plan(ctx, config, &plan);
-    let tokens: BTreeMap<String, String> = if args.show_secrets {
-        keys.iter().map(|(k, v)| (k.clone(), v.token())).collect()
+    let replace = check_replace(config, &args.replace)?;
+    let deploy = Deploy::prepare(
+        &session,
+        DeployOptions {
+            replace,
+            lock_timeout: args.lock_timeout,
+            allow_foreign_recipients: args.allow_foreign_recipients,
+        },
+    )
+    .await?;
+    print_plan(ctx, config, &deploy.plan);
+    let tokens = if args.show_secrets {
+        deploy.tokens()
     } else {
         BTreeMap::new()
     };
-
-    if !plan.has_changes() && !plan.has_state_changes() {
-        if keys_changed {
-            session.write_state(&lock, &mut state)?;
-        }
+    if deploy.is_noop() {
+        let (state, observed) = deploy.finish_noop()?;
         let rows = rows_from(config, &state, Some(&observed), None, &tokens);
         print_rows(ctx, config, &rows, serde_json::json!({"changed": false}));
         return Ok(ExitStatus::Success);
     }
-    if plan.has_changes() {
+    if deploy.plan.has_changes() {
         approve(
             ctx,
             args.yes,
@@ -385,98 +312,17 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
             "yes",
         )?;
     }
-    session.write_state(&lock, &mut state)?;
-
-    // Tailnet housekeeping before any cloud change: agents that get a new VM (or go away)
-    // lose their old device, so the new VM joins under the exact hostname; live agents that
-    // stay are never touched. With an OAuth client, each new VM gets its own one-off key.
-    let ts = devices::client(&ctx.env, config, keyring).await?;
-    let mut renew = Vec::new();
-    let mut clean_hosts = Vec::new();
-    let mut protect = Vec::new();
-    for a in &plan.agents {
-        let host = crate::naming::hostname(&config.stack, a.agent());
-        match a {
-            AgentAction::Create { agent } | AgentAction::Replace { agent, .. } => {
-                renew.push(agent.clone());
-                clean_hosts.push(host);
-            }
-            AgentAction::Delete { agent, .. } if !agent.is_empty() => {
-                if config.agent(agent).is_none() {
-                    clean_hosts.push(host);
-                }
-            }
-            AgentAction::NoChange { .. } | AgentAction::Adopt { .. } => protect.push(host),
-            AgentAction::Delete { .. } => {}
-        }
-    }
-    clean_hosts.sort();
-    clean_hosts.dedup();
-    devices::clean(ts.as_ref(), &clean_hosts, &protect, ctx.json()).await?;
-    let minted = devices::mint(ts.as_ref(), config, &renew).await?;
-
-    let mut prepared = BTreeMap::new();
-    for (a, d) in config.agents.iter().zip(&desired) {
-        let Some(key) = keys.get(&a.name) else {
-            continue;
-        };
-        let Some(s) = secrets.get(&a.name) else {
-            continue;
-        };
-        let user_data = fleet::real_user_data(config, a, s, key, minted.get(&a.name))?;
-        prepared.insert(
-            a.name.clone(),
-            Prepared {
-                spec: ServerSpec {
-                    agent: a.name.clone(),
-                    hostname: a.hostname.clone(),
-                    instance_type: a.instance_type.clone(),
-                    image: a.image.clone(),
-                    disk_gb: a.disk_gb,
-                    user_data,
-                    fingerprint: d.fingerprint.clone(),
-                    key_id: key.key_id(),
-                    client_token: String::new(),
-                    network_id: String::new(),
-                    ssh_key_id: None,
-                },
-                inputs: d.inputs.clone(),
-            },
-        );
-    }
-    drop(minted);
-
     let stop = Arc::new(AtomicBool::new(false));
     watch_interrupts(stop.clone());
-    let break_glass = if crate::provider::profile(config.provider.kind()).break_glass_key {
-        Some(ensure_break_glass(
-            &session,
-            &lock,
-            &mut state,
-            args.allow_foreign_recipients,
-        )?)
-    } else {
-        None
-    };
-    let engine = Engine {
-        provider: Arc::new(cloud),
-        state: SharedState::new(
-            state,
-            session.store.clone(),
-            lock.clone(),
-            session.local_dir.clone(),
-        ),
-        progress: Progress::new(ctx.env.is_ci(), ctx.global.quiet),
-        parallelism: args.parallelism as usize,
-        stop: stop.clone(),
-    };
-    let network = NetworkSpec {
-        ssh_cidrs: cidrs,
-        ssh_public_key: break_glass,
-    };
-    let report = engine.apply(&plan, &prepared, &network).await;
-    let final_state = engine.state.snapshot();
-    let rows = rows_from(config, &final_state, None, Some(&report), &tokens);
+    let (state, report) = deploy
+        .apply(
+            Progress::new(ctx.env.is_ci(), ctx.global.quiet),
+            args.parallelism as usize,
+            stop,
+            ctx.json(),
+        )
+        .await?;
+    let rows = rows_from(config, &state, None, Some(&report), &tokens);
     print_rows(
         ctx,
         config,
@@ -507,97 +353,15 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-/// The stack's break-glass SSH key (Hetzner): generated once, kept encrypted in state.
-/// Returns its public key line.
-fn ensure_break_glass(
-    session: &Session,
-    lock: &LockGuard,
-    state: &mut State,
-    allow_foreign_recipients: bool,
-) -> Result<String> {
-    let (config, keyring) = (&session.config, &session.keyring);
-    if let Some(armored) = &state.break_glass_key {
-        let seed = keyring
-            .decrypt(armored)
-            .map_err(|e| Error::secret("break-glass ssh key", e))?;
-        let key = crate::token::GatewayKey::from_seed_hex(seed.expose()).map_err(|e| {
-            Error::secret(
-                "break-glass ssh key",
-                crate::secrets::SecretError::Corrupt(e.to_string()),
-            )
-        })?;
-        return Ok(key.public_openssh());
-    }
-    let key = crate::token::GatewayKey::generate();
-    let to = crate::secrets::EncryptTo::for_stack(&config.recipients, &session.env)
-        .map_err(|e| Error::secret("break-glass ssh key", e))?;
-    fleet::require_readable(
-        &to,
-        keyring,
-        "break-glass ssh key",
-        allow_foreign_recipients,
-    )?;
-    state.break_glass_key = Some(
-        to.encrypt(key.seed_hex().as_bytes())
-            .map_err(|e| Error::secret("break-glass ssh key", e))?,
-    );
-    session.write_state(lock, state)?;
-    Ok(key.public_openssh())
-}
-
 pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
     let config = &session.config;
-    let lock = Arc::new(session.lock("destroy", args.lock_timeout)?);
-    let state = session.read_state()?;
-    let cloud = cloud::connect(&session).await?;
-    let observed = cloud
-        .observe()
-        .await
-        .map_err(|e| provider_error(config, e))?;
-    // Servers recorded in state but not returned by the tag search (tags removed by hand)
-    // are destroyed too.
-    let mut observed = observed;
-    for (agent, a) in &state.agents {
-        if let Some(id) = &a.server_id
-            && !observed.servers.iter().any(|s| &s.id == id)
-        {
-            observed.servers.push(crate::provider::ObservedServer {
-                id: id.clone(),
-                agent: agent.clone(),
-                fingerprint: None,
-                key_id: None,
-                state: crate::provider::ServerState::Other("recorded in state".into()),
-                name: String::new(),
-                created: String::new(),
-            });
-        }
-    }
-    if let Some(n) = &state.network
-        && !observed.networks.iter().any(|o| o.id == n.id)
-    {
-        observed.networks.push(crate::provider::ObservedNetwork {
-            id: n.id.clone(),
-            ssh_cidrs: vec![],
-            ssh_key_id: n.ssh_key_id.clone(),
-        });
-    }
-    let plan = plan::plan(&PlanInput {
-        desired: &[],
-        state: &state,
-        observed: Some(&observed),
-        ssh_cidrs: &[],
-        force_replace: &BTreeSet::new(),
-        destroy: true,
-    });
-    print_plan(ctx, config, &plan);
-    let servers = plan
-        .agents
-        .iter()
-        .filter(|a| matches!(a, AgentAction::Delete { .. }))
-        .count();
-    if servers == 0 && plan.network.is_empty() {
-        session.store.remove(&lock)?;
+    let destroy = Destroy::prepare(&session, args.lock_timeout).await?;
+    print_plan(ctx, config, &destroy.plan);
+    let servers = destroy.servers();
+    let networks = destroy.plan.network.len();
+    if servers == 0 && networks == 0 {
+        destroy.finish_empty()?;
         if ctx.json() {
             println!(
                 "{}",
@@ -617,41 +381,16 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
         ),
         &config.stack,
     )?;
-    let ts = devices::client(&ctx.env, config, &session.keyring).await?;
-    let mut hosts: Vec<String> = plan
-        .agents
-        .iter()
-        .filter(|a| !a.agent().is_empty())
-        .map(|a| crate::naming::hostname(&config.stack, a.agent()))
-        .collect();
-    hosts.sort();
-    hosts.dedup();
-    devices::clean(ts.as_ref(), &hosts, &[], ctx.json()).await?;
     let stop = Arc::new(AtomicBool::new(false));
     watch_interrupts(stop.clone());
-    let networks = plan.network.len();
-    let engine = Engine {
-        provider: Arc::new(cloud),
-        state: SharedState::new(
-            state,
-            session.store.clone(),
-            lock.clone(),
-            session.local_dir.clone(),
-        ),
-        progress: Progress::new(ctx.env.is_ci(), ctx.global.quiet),
-        parallelism: args.parallelism as usize,
-        stop,
-    };
-    let report = engine
+    let report = destroy
         .apply(
-            &plan,
-            &BTreeMap::new(),
-            &NetworkSpec {
-                ssh_cidrs: vec![],
-                ssh_public_key: None,
-            },
+            Progress::new(ctx.env.is_ci(), ctx.global.quiet),
+            args.parallelism as usize,
+            stop,
+            ctx.json(),
         )
-        .await;
+        .await?;
     let failed = report.failed();
     for o in &report.outcomes {
         if let Some(e) = &o.error {
@@ -670,12 +409,6 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
             total: servers + networks,
         });
     }
-    session.store.remove(&lock)?;
-    // Every host key of the stack is gone with its servers.
-    let _ = std::fs::remove_file(crate::tailnet::known_hosts_path(
-        &session.local_dir,
-        &config.stack,
-    ));
     if ctx.json() {
         println!(
             "{}",
@@ -694,40 +427,17 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
 pub fn outputs(ctx: &Ctx, args: OutputsArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
     let config = &session.config;
-    let state = session.read_state()?;
-    let mut tokens = BTreeMap::new();
-    let mut stale = Vec::new();
-    if args.show_secrets {
-        let keys = fleet::load_keys(
-            &state,
-            config,
-            &session.keyring,
-            &ctx.env,
-            config.agents.iter().map(|a| a.name.clone()),
-        )?;
-        for (agent, key) in keys {
-            // A server knows the token of the key it was deployed with. When the key changed
-            // since (a new gateway seed, a rotated generation), this token would not open it.
-            let deployed = state.agents.get(&agent).and_then(|a| a.key_id.clone());
-            match deployed {
-                Some(have) if have != key.key_id() => {
-                    eprintln!(
-                        "warning: {agent}: its gateway key changed since it was deployed (key id {have} on the server, {} now); the token is not shown\n  help: run `agent-army deploy` to apply the new key",
-                        key.key_id()
-                    );
-                    stale.push(agent);
-                }
-                _ => {
-                    tokens.insert(agent, key.token());
-                }
-            }
-        }
+    let out = usecase::outputs(&session, args.show_secrets)?;
+    for (agent, have, now) in &out.stale {
+        eprintln!(
+            "warning: {agent}: its gateway key changed since it was deployed (key id {have} on the server, {now} now); the token is not shown\n  help: run `agent-army deploy` to apply the new key"
+        );
     }
-    let rows = rows_from(config, &state, None, None, &tokens);
-    let extra = if stale.is_empty() {
+    let rows = rows_from(config, &out.state, None, None, &out.tokens);
+    let extra = if out.stale.is_empty() {
         serde_json::json!({})
     } else {
-        serde_json::json!({ "stale_tokens": stale })
+        serde_json::json!({ "stale_tokens": out.stale.iter().map(|s| &s.0).collect::<Vec<_>>() })
     };
     print_rows(ctx, config, &rows, extra);
     Ok(ExitStatus::Success)
