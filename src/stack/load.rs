@@ -1,146 +1,34 @@
-//! Finding, parsing and validating the project and stack files.
+//! The entry point of `stack/`: [`load`] has discovery (`discover.rs`) read the files and
+//! validation (`validate.rs`) check them. The public paths (`stack::load::find_root`, ...)
+//! stay here for the rest of the crate and the fuzz target.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use toml::Spanned;
-
-use super::diag::{Diagnostic, Source, suggest};
-use super::model::*;
-use super::openclaw::{self as oc, ModelProvider, RawModels};
-use super::{PROJECT_FILE, STACKS_DIR, StackError};
-use crate::env::{Env, vars};
-use crate::naming;
-use crate::secrets::SecretRef;
-
-/// Default root disk size in GB.
-pub const DEFAULT_DISK_GB: u32 = 30;
-/// Default IMDS hop limit (containers on the VM cannot reach instance metadata).
-pub const DEFAULT_HOP_LIMIT: u32 = 1;
-
-/// A located project: its root and the stack selected for this run.
-#[derive(Debug, Clone)]
-pub struct Project {
-    pub root: PathBuf,
-    pub stack: String,
-}
-
-impl Project {
-    /// Find the project from `start` upwards, and pick the stack: `--stack` beats
-    /// `AGENT_ARMY_STACK` beats `default_stack` in the project file.
-    pub fn locate(start: &Path, flag: Option<&str>, env: &Env) -> Result<Project, StackError> {
-        let root = find_root(start)?;
-        let stack = match flag.or_else(|| env.get(vars::STACK)) {
-            Some(s) => s.to_string(),
-            None => default_stack(&root)?.ok_or_else(|| StackError::NoStack {
-                available: available_stacks(&root),
-            })?,
-        };
-        Ok(Project { root, stack })
-    }
-
-    pub fn stack_file(&self) -> PathBuf {
-        self.root
-            .join(STACKS_DIR)
-            .join(format!("{}.toml", self.stack))
-    }
-
-    /// The stack file path as shown to users (relative to the project root).
-    pub fn stack_file_display(&self) -> PathBuf {
-        Path::new(STACKS_DIR).join(format!("{}.toml", self.stack))
-    }
-}
-
-/// The project root: the nearest folder from `start` upwards holding the project file.
-pub fn find_root(start: &Path) -> Result<PathBuf, StackError> {
-    let mut dir = Some(start);
-    while let Some(d) = dir {
-        if d.join(PROJECT_FILE).is_file() {
-            return Ok(d.to_path_buf());
-        }
-        dir = d.parent();
-    }
-    Err(StackError::NoProject(start.to_path_buf()))
-}
-
-fn default_stack(root: &Path) -> Result<Option<String>, StackError> {
-    let path = root.join(PROJECT_FILE);
-    let text = read(&path, Path::new(PROJECT_FILE))?;
-    // Only the one key is needed; a broken file is reported properly by `load`.
-    Ok(toml::from_str::<toml::Table>(&text).ok().and_then(|t| {
-        t.get("project")?
-            .get("default_stack")?
-            .as_str()
-            .map(str::to_string)
-    }))
-}
-
-/// Names of the stacks in `stacks/`.
-pub fn available_stacks(root: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(root.join(STACKS_DIR))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            name.strip_suffix(".toml").map(str::to_string)
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-/// Read `path` (shown to users as `shown`). Text that is not UTF-8 is a diagnostic at the
-/// first bad byte, like any other problem in the file.
-fn read(path: &Path, shown: &Path) -> Result<String, StackError> {
-    let bytes = std::fs::read(path).map_err(|source| StackError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    String::from_utf8(bytes).map_err(|e| {
-        let valid = e.utf8_error().valid_up_to();
-        let bad = e.as_bytes()[valid];
-        let text = std::str::from_utf8(&e.as_bytes()[..valid]).unwrap_or_default();
-        let (line, col) = Source::new(shown, text).position(valid);
-        StackError::Invalid(vec![Diagnostic {
-            file: shown.to_path_buf(),
-            line,
-            col,
-            field: String::new(),
-            message: format!("the file is not UTF-8 text (byte 0x{bad:02x})"),
-            help: Some("save it as UTF-8".into()),
-            snippet: None,
-        }])
-    })
-}
+use super::diag::Source;
+use super::discover;
+pub use super::discover::{Project, available_stacks, find_root};
+use super::model::Config;
+use super::validate;
+pub use super::validate::{DEFAULT_DISK_GB, DEFAULT_HOP_LIMIT};
+use super::{PROJECT_FILE, StackError};
 
 /// Load and validate the project and its selected stack. Nothing is decrypted here.
 pub fn load(project: &Project) -> Result<Config, StackError> {
-    let project_path = project.root.join(PROJECT_FILE);
-    let stack_path = project.stack_file();
-    if !stack_path.is_file() {
-        return Err(StackError::UnknownStack {
-            name: project.stack.clone(),
-            path: project.stack_file_display(),
-            available: available_stacks(&project.root),
-        });
-    }
-    let project_text = read(&project_path, Path::new(PROJECT_FILE))?;
-    let stack_text = read(&stack_path, &project.stack_file_display())?;
-    load_from_strs(&project.root, &project.stack, &project_text, &stack_text)
+    let files = discover::read_files(project)?;
+    load_from_strs(&project.root, &project.stack, &files.project, &files.stack)
 }
 
-/// Parse and validate a project file and a stack file given as text: the pure core of
-/// [`load`], used by it and by the fuzz target. `root` is where `workspace` folders are
-/// looked up (the only thing read from disk); `stack` is the stack's name, as given by its
-/// file name. Nothing is decrypted here.
+/// Parse and validate a project file and a stack file given as text: the core of [`load`],
+/// used by it and by the fuzz target. `root` is where `workspace` folders are looked up (the
+/// only thing read from disk, by discovery, between parsing and validation); `stack` is the
+/// stack's name, as given by its file name. Nothing is decrypted here.
 pub fn load_from_strs(
     root: &Path,
     stack: &str,
     project_text: &str,
     stack_text: &str,
 ) -> Result<Config, StackError> {
-    let project = &Project {
+    let project = Project {
         root: root.to_path_buf(),
         stack: stack.to_string(),
     };
@@ -148,892 +36,20 @@ pub fn load_from_strs(
     let sshow = project.stack_file_display();
     let psrc = Source::new(&pshow, project_text);
     let ssrc = Source::new(&sshow, stack_text);
-
-    let mut diags = Vec::new();
-    let raw_project = toml::from_str::<RawProject>(project_text).map_err(|e| psrc.from_toml(&e));
-    let raw_stack = toml::from_str::<RawStack>(stack_text).map_err(|e| ssrc.from_toml(&e));
-    let (raw_project, raw_stack) = match (raw_project, raw_stack) {
-        (Ok(p), Ok(s)) => (p, s),
-        (p, s) => {
-            diags.extend(p.err());
-            diags.extend(s.err());
-            return Err(StackError::Invalid(diags));
-        }
-    };
-    let mut v = Validator {
-        psrc: &psrc,
-        ssrc: &ssrc,
-        diags: Vec::new(),
-    };
-    let config = v.build(project, raw_project, raw_stack);
-    if v.diags.is_empty() {
-        Ok(config)
-    } else {
-        Err(StackError::Invalid(v.diags))
-    }
-}
-
-struct Validator<'a> {
-    psrc: &'a Source<'a>,
-    ssrc: &'a Source<'a>,
-    diags: Vec<Diagnostic>,
-}
-
-impl Validator<'_> {
-    fn perr<T>(&mut self, s: &Spanned<T>, field: &str, msg: String, help: Option<String>) {
-        let mut d = self.psrc.at(s.span(), field, msg);
-        d.help = help;
-        self.diags.push(d);
-    }
-    fn serr<T>(&mut self, s: &Spanned<T>, field: &str, msg: String, help: Option<String>) {
-        let mut d = self.ssrc.at(s.span(), field, msg);
-        d.help = help;
-        self.diags.push(d);
-    }
-
-    fn build(&mut self, project: &Project, p: RawProject, s: RawStack) -> Config {
-        let stack = project.stack.clone();
-        let mut warnings = Vec::new();
-
-        // Project name and stack name end up in tags, labels and hostnames.
-        let name = p.project.name.get_ref().clone();
-        if let Err(e) = naming::check_dns_label(&name) {
-            self.perr(
-                &p.project.name,
-                "project.name",
-                format!("project name `{name}` {e}"),
-                None,
-            );
-        }
-        if let Err(e) = naming::check_dns_label(&stack) {
-            self.diags.push(Diagnostic {
-                file: project.stack_file_display(),
-                line: 1,
-                col: 1,
-                field: "stack".into(),
-                message: format!("stack name `{stack}` (from the file name) {e}"),
-                help: Some("rename the stack file to a lowercase DNS label such as `dev`".into()),
-                snippet: None,
-            });
-        }
-
-        // Provider settings.
-        let kind = *s.provider.get_ref();
-        let (place_key, type_key, wrong_place, wrong_type) = match kind {
-            ProviderKind::Aws => ("region", "instance_type", &s.location, &s.server_type),
-            ProviderKind::Hetzner => ("location", "server_type", &s.region, &s.instance_type),
-        };
-        let (right_place, right_type) = match kind {
-            ProviderKind::Aws => (&s.region, &s.instance_type),
-            ProviderKind::Hetzner => (&s.location, &s.server_type),
-        };
-        let provider_name = match kind {
-            ProviderKind::Aws => "AWS",
-            ProviderKind::Hetzner => "Hetzner",
-        };
-        if let Some(w) = wrong_place {
-            let other = if place_key == "region" {
-                "location"
-            } else {
-                "region"
-            };
-            self.serr(
-                w,
-                other,
-                format!("`{other}` is not a setting of {provider_name} stacks"),
-                Some(format!("use `{place_key}`")),
-            );
-        }
-        if let Some(w) = wrong_type {
-            let other = if type_key == "instance_type" {
-                "server_type"
-            } else {
-                "instance_type"
-            };
-            self.serr(
-                w,
-                other,
-                format!("`{other}` is not a setting of {provider_name} stacks"),
-                Some(format!("use `{type_key}`")),
-            );
-        }
-        let place = match right_place {
-            Some(p) if !p.get_ref().trim().is_empty() => p.get_ref().clone(),
-            Some(p) => {
-                self.serr(p, place_key, "must not be empty".into(), None);
-                String::new()
-            }
-            None => {
-                self.serr(
-                    &s.provider,
-                    place_key,
-                    format!("missing required key `{place_key}` for provider `{kind}`"),
-                    Some(format!("add `{place_key} = ...`")),
-                );
-                String::new()
-            }
-        };
-        let default_type = right_type.as_ref().map(|t| t.get_ref().clone());
-        if let Some(aws) = &s.aws
-            && kind != ProviderKind::Aws
-        {
-            self.serr(
-                aws,
-                "aws",
-                "`[aws]` settings are only valid when `provider = \"aws\"`".into(),
-                None,
-            );
-        }
-        let provider = match kind {
-            ProviderKind::Aws => {
-                let aws = s.aws.as_ref().map(|a| a.get_ref());
-                let hop = match aws.and_then(|a| a.metadata_hop_limit.as_ref()) {
-                    Some(h) if !(1..=64).contains(h.get_ref()) => {
-                        self.serr(
-                            h,
-                            "aws.metadata_hop_limit",
-                            format!("{} is out of range; AWS accepts 1 to 64", h.get_ref()),
-                            Some(
-                                "use 1 (default) unless containers must reach instance metadata"
-                                    .into(),
-                            ),
-                        );
-                        DEFAULT_HOP_LIMIT
-                    }
-                    Some(h) => *h.get_ref(),
-                    None => DEFAULT_HOP_LIMIT,
-                };
-                let subnet_id = aws.and_then(|a| a.subnet_id.as_ref()).map(|sub| {
-                    if !sub.get_ref().starts_with("subnet-") {
-                        self.serr(
-                            sub,
-                            "aws.subnet_id",
-                            format!("`{}` is not a subnet id", sub.get_ref()),
-                            Some("subnet ids look like `subnet-0123456789abcdef0`".into()),
-                        );
-                    }
-                    sub.get_ref().clone()
-                });
-                ProviderSettings::Aws {
-                    region: place,
-                    subnet_id,
-                    metadata_hop_limit: hop,
-                }
-            }
-            ProviderKind::Hetzner => ProviderSettings::Hetzner { location: place },
-        };
-
-        // Tailnet.
-        let tailnet = s
-            .tailnet
-            .get_ref()
-            .trim()
-            .trim_end_matches('.')
-            .to_lowercase();
-        let tailnet_ok = tailnet.contains('.')
-            && tailnet
-                .split('.')
-                .all(|l| naming::check_dns_label(l).is_ok());
-        if !tailnet_ok {
-            self.serr(&s.tailnet, "tailnet", format!("`{}` is not a tailnet DNS name", s.tailnet.get_ref()), Some("use your tailnet's MagicDNS suffix, e.g. `tail12345.ts.net` (admin console → DNS)".into()));
-        }
-
-        // CIDRs.
-        let mut cidrs = Vec::new();
-        for c in &s.allowed_ssh_cidrs {
-            match c.get_ref().parse::<ipnet::IpNet>() {
-                Ok(n) => cidrs.push(n),
-                Err(_) => self.serr(
-                    c,
-                    "allowed_ssh_cidrs",
-                    format!("`{}` is not a CIDR block", c.get_ref()),
-                    Some("write an address and prefix length, e.g. `203.0.113.7/32`".into()),
-                ),
-            }
-        }
-        if !cidrs.is_empty() {
-            warnings.push(format!(
-                "stacks/{stack}.toml: `allowed_ssh_cidrs` opens port 22 to {}; agents are reachable over Tailscale SSH without it",
-                cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
-            ));
-        }
-
-        // Recipients.
-        let mut recipients = Vec::new();
-        for r in &s.age_recipients {
-            if r.get_ref().parse::<age::x25519::Recipient>().is_err() {
-                self.serr(
-                    r,
-                    "age_recipients",
-                    format!("`{}` is not an age X25519 recipient", r.get_ref()),
-                    Some("recipients look like `age1...`; `agent-army init` prints yours".into()),
-                );
-            } else {
-                recipients.push(r.get_ref().clone());
-            }
-        }
-
-        // Defaults.
-        let default_disk = self
-            .disk(&p.defaults.disk_gb, "defaults.disk_gb", true)
-            .unwrap_or(DEFAULT_DISK_GB);
-        let stack_disk = self.disk(&s.disk_gb, "disk_gb", false);
-        let default_env = self.env_table(&p.defaults.env, "defaults.env");
-        let openclaw_version = p
-            .defaults
-            .openclaw_version
-            .as_ref()
-            .map(|v| {
-                let ok = !v.get_ref().is_empty()
-                    && v.get_ref()
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || ".-+".contains(c));
-                if !ok {
-                    self.perr(
-                        v,
-                        "defaults.openclaw_version",
-                        format!("`{}` is not an npm version or tag", v.get_ref()),
-                        Some("use e.g. `latest` or `2026.1.5`".into()),
-                    );
-                }
-                v.get_ref().clone()
-            })
-            .unwrap_or_else(|| oc::PINNED_OPENCLAW_VERSION.into());
-        let mut model_providers = BTreeMap::new();
-        self.model_providers(&p.models, true, &mut model_providers);
-        self.model_providers(&s.models, false, &mut model_providers);
-        let default_model = self.model_ref(&p.defaults.model, "defaults.model", true);
-        let stack_model = self.model_ref(&s.model, "model", false);
-        let default_coding =
-            self.coding_agents(&p.defaults.coding_agents, "defaults.coding_agents");
-        let mut base_openclaw = self.passthrough(&p.defaults.openclaw, "defaults.openclaw", true);
-        oc::merge(
-            &mut base_openclaw,
-            &self.passthrough(&s.openclaw, "openclaw", false),
-        );
-
-        // Secrets.
-        let secrets = self.secret_table(&s.secrets, "secrets");
-        let oauth = secrets.contains_key(TAILSCALE_OAUTH_ID)
-            && secrets.contains_key(TAILSCALE_OAUTH_SECRET);
-        if secrets.contains_key(TAILSCALE_OAUTH_ID) != secrets.contains_key(TAILSCALE_OAUTH_SECRET)
-        {
-            self.diags.push(Diagnostic {
-                file: self.ssrc.path.to_path_buf(),
-                line: 1,
-                col: 1,
-                field: "secrets".into(),
-                message: format!(
-                    "`{TAILSCALE_OAUTH_ID}` and `{TAILSCALE_OAUTH_SECRET}` go together"
-                ),
-                help: Some("set both, or neither".into()),
-                snippet: None,
-            });
-        }
-        let mut tailscale_tags = Vec::new();
-        for t in s.tailscale.iter().flat_map(|t| &t.tags) {
-            let name = t.get_ref().strip_prefix("tag:").unwrap_or_default();
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                self.serr(
-                    t,
-                    "tailscale.tags",
-                    format!("`{}` is not a Tailscale tag", t.get_ref()),
-                    Some("tags look like `tag:agent-army`".into()),
-                );
-            } else {
-                tailscale_tags.push(t.get_ref().clone());
-            }
-        }
-        if tailscale_tags.is_empty() {
-            tailscale_tags.push(DEFAULT_TAILSCALE_TAG.to_string());
-        }
-        if !secrets.contains_key(TAILSCALE_AUTH_KEY) && !oauth {
-            self.diags.push(Diagnostic {
-                file: self.ssrc.path.to_path_buf(),
-                line: 1,
-                col: 1,
-                field: format!("secrets.{TAILSCALE_AUTH_KEY}"),
-                message: "missing required secret `tailscale_auth_key`".into(),
-                help: Some(format!("run `agent-army secrets set {TAILSCALE_AUTH_KEY} --stack {stack}` (reads the key from stdin), set it to `env:TS_AUTHKEY`, or give an OAuth client (`{TAILSCALE_OAUTH_ID}` and `{TAILSCALE_OAUTH_SECRET}`) so deploy mints one key per agent")),
-                snippet: None,
-            });
-        }
-
-        // Agents.
-        let mut agents = Vec::new();
-        let mut model_sources = Vec::new();
-        let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-        for a in &p.agents {
-            let aname = a.name.get_ref().clone();
-            let field = "agents.name";
-            if let Some((l, _)) = seen.get(&aname) {
-                let line = *l;
-                self.perr(
-                    &a.name,
-                    field,
-                    format!("duplicate agent name `{aname}` (first defined on line {line})"),
-                    Some("agent names must be unique".into()),
-                );
-                continue;
-            }
-            seen.insert(aname.clone(), self.psrc.position(a.name.span().start));
-            if let Err(e) = naming::check_dns_label(&aname) {
-                self.perr(
-                    &a.name,
-                    field,
-                    format!("agent name `{aname}` {e}"),
-                    Some("use lowercase letters, digits and '-', e.g. `agent-pm`".into()),
-                );
-                continue;
-            }
-            let host = naming::hostname(&stack, &aname);
-            if let Err(e) = naming::check_dns_label(&host) {
-                self.perr(
-                    &a.name,
-                    field,
-                    format!("hostname `{host}` {e}"),
-                    Some(format!(
-                        "shorten the agent name to at most {} characters",
-                        63usize.saturating_sub(stack.len() + 1)
-                    )),
-                );
-                continue;
-            }
-            if a.role.get_ref().trim().is_empty() {
-                self.perr(
-                    &a.role,
-                    "agents.role",
-                    "must not be empty".into(),
-                    Some("describe what the agent does, e.g. `Product manager`".into()),
-                );
-            }
-            let instance_type = match (&a.instance_type, &default_type) {
-                (Some(t), _) => t.get_ref().clone(),
-                (None, Some(t)) => t.clone(),
-                (None, None) => {
-                    self.perr(&a.name, "agents.instance_type", format!("agent `{aname}` has no instance type and the stack sets no `{type_key}`"), Some(format!("add `{type_key} = ...` to {}", self.ssrc.path.display())));
-                    String::new()
-                }
-            };
-            let disk_gb = self
-                .disk(&a.disk_gb, "agents.disk_gb", true)
-                .or(stack_disk)
-                .unwrap_or(default_disk);
-            let mut env = default_env.clone();
-            env.extend(self.env_table(&a.env, "agents.env"));
-            let workspace_files = match &a.workspace {
-                Some(w) => self.workspace(&project.root, w),
-                None => BTreeMap::new(),
-            };
-            // The model and where it was set: (span, set in the project file).
-            let at = |m: &Option<Spanned<String>>, in_project| {
-                m.as_ref().map(|m| (m.span(), in_project))
-            };
-            let model = self
-                .model_ref(&a.model, "agents.model", true)
-                .map(|m| (m, at(&a.model, true)))
-                .or_else(|| stack_model.clone().map(|m| (m, at(&s.model, false))))
-                .or_else(|| {
-                    default_model
-                        .clone()
-                        .map(|m| (m, at(&p.defaults.model, true)))
-                });
-            let coding_agents = match &a.coding_agents {
-                Some(_) => self.coding_agents(&a.coding_agents, "agents.coding_agents"),
-                None => default_coding.clone(),
-            };
-            let mut openclaw = base_openclaw.clone();
-            oc::merge(
-                &mut openclaw,
-                &self.passthrough(&a.openclaw, "agents.openclaw", true),
-            );
-            agents.push(Agent {
-                name: aname.clone(),
-                role: a.role.get_ref().clone(),
-                hostname: host,
-                fqdn: naming::fqdn(&stack, &aname, &tailnet),
-                instance_type,
-                image: s.image.as_ref().map(|i| i.get_ref().clone()),
-                disk_gb,
-                env,
-                workspace_files,
-                secrets: secrets
-                    .iter()
-                    .filter(|(k, _)| {
-                        naming::is_env_name(k) && !RESERVED_SECRETS.contains(&k.as_str())
-                    })
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                model: model.as_ref().map(|(m, _)| m.clone()),
-                coding_agents,
-                openclaw,
-                token_generation: 0,
-            });
-            model_sources.push(model.and_then(|(_, src)| src));
-        }
-
-        // Per-agent secrets.
-        for (agent, table) in &s.agent_secrets {
-            let field = format!("agent_secrets.{}", agent.get_ref());
-            let parsed = self.secret_table(table, &field);
-            match agents.iter_mut().find(|a| &a.name == agent.get_ref()) {
-                Some(a) => {
-                    for (k, v) in parsed {
-                        if RESERVED_SECRETS.contains(&k.as_str()) {
-                            continue;
-                        }
-                        a.secrets.insert(k, v);
-                    }
-                }
-                None => self.unknown_agent(agent, &field, &agents),
-            }
-        }
-        // Token generations: known agents, and only with a seed to derive from.
-        for (agent, generation) in &s.token_generations {
-            let field = format!("token_generations.{}", agent.get_ref());
-            if !secrets.contains_key(GATEWAY_SEED) {
-                self.serr(
-                    generation,
-                    &field,
-                    format!("token generations need the stack's `{GATEWAY_SEED}` secret"),
-                    Some(format!(
-                        "run `agent-army secrets set {GATEWAY_SEED} --generate --stack {stack}`"
-                    )),
-                );
-            }
-            match agents.iter_mut().find(|a| &a.name == agent.get_ref()) {
-                Some(a) => a.token_generation = *generation.get_ref(),
-                None => self.unknown_agent(agent, &field, &agents),
-            }
-        }
-        // Reserved secret names are stack-level only.
-        for (agent, table) in &s.agent_secrets {
-            for k in table.keys() {
-                if RESERVED_SECRETS.contains(&k.get_ref().as_str()) {
-                    self.serr(
-                        k,
-                        &format!("agent_secrets.{}.{}", agent.get_ref(), k.get_ref()),
-                        format!("`{}` is a stack-wide secret", k.get_ref()),
-                        Some("move it to `[secrets]`".into()),
-                    );
-                }
-            }
-        }
-
-        self.model_keys(&agents, &model_sources, &model_providers, &mut warnings);
-
-        let state = self.state_settings(p.state.as_ref(), s.state.as_ref(), &provider);
-        Config {
-            project: name,
-            stack,
-            root: project.root.clone(),
-            stack_file: project.stack_file_display(),
-            provider,
-            tailnet,
-            allowed_ssh_cidrs: cidrs,
-            recipients,
-            openclaw_version,
-            model_providers,
-            tailscale_tags,
-            secrets,
-            state,
-            agents,
-            warnings,
-        }
-    }
-
-    /// A stack-file table names an agent the project does not have.
-    fn unknown_agent(&mut self, agent: &Spanned<String>, field: &str, agents: &[Agent]) {
-        let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
-        let help = suggest(agent.get_ref(), &names)
-            .map(|s| format!("did you mean `{s}`?"))
-            .or_else(|| Some(format!("agents are: {}", names.join(", "))));
-        self.serr(
-            agent,
-            field,
-            format!("no agent named `{}` in {PROJECT_FILE}", agent.get_ref()),
-            help,
-        );
-    }
-
-    fn err_at<T>(&mut self, in_project: bool, s: &Spanned<T>, field: &str, msg: String) {
-        if in_project {
-            self.perr(s, field, msg, None);
-        } else {
-            self.serr(s, field, msg, None);
-        }
-    }
-
-    /// `[state]`: the stack file's, else the project file's, else local.
-    fn state_settings(
-        &mut self,
-        project: Option<&RawState>,
-        stack: Option<&RawState>,
-        provider: &ProviderSettings,
-    ) -> StateSettings {
-        let (raw, in_project) = match (stack, project) {
-            (Some(s), _) => (s, false),
-            (None, Some(p)) => (p, true),
-            (None, None) => return StateSettings::Local,
-        };
-        match raw.backend.get_ref().as_str() {
-            "local" => {
-                if let Some(b) = &raw.bucket {
-                    self.err_at(
-                        in_project,
-                        b,
-                        "state.bucket",
-                        "a bucket only applies to `backend = \"s3\"`".into(),
-                    );
-                }
-                StateSettings::Local
-            }
-            "s3" => {
-                let Some(bucket) = &raw.bucket else {
-                    self.err_at(
-                        in_project,
-                        &raw.backend,
-                        "state.bucket",
-                        "`backend = \"s3\"` needs `bucket = \"...\"`".into(),
-                    );
-                    return StateSettings::Local;
-                };
-                if let Err(e) = check_bucket(bucket.get_ref()) {
-                    self.err_at(in_project, bucket, "state.bucket", e);
-                }
-                let prefix = match &raw.prefix {
-                    Some(p) => {
-                        if let Err(e) = check_prefix(p.get_ref()) {
-                            self.err_at(in_project, p, "state.prefix", e);
-                        }
-                        p.get_ref().trim_matches('/').to_string()
-                    }
-                    None => DEFAULT_STATE_PREFIX.to_string(),
-                };
-                let region = match (&raw.region, provider) {
-                    (Some(r), _) => r.get_ref().clone(),
-                    (None, ProviderSettings::Aws { region, .. }) => region.clone(),
-                    (None, _) => "us-east-1".to_string(),
-                };
-                StateSettings::S3(S3Location {
-                    bucket: bucket.get_ref().clone(),
-                    prefix,
-                    region,
-                    path_style: raw.path_style.as_ref().is_some_and(|p| *p.get_ref()),
-                })
-            }
-            other => {
-                self.err_at(
-                    in_project,
-                    &raw.backend,
-                    "state.backend",
-                    format!("unknown state backend `{other}`; use `local` or `s3`"),
-                );
-                StateSettings::Local
-            }
-        }
-    }
-
-    /// Report a problem in the project file (`in_project`) or the stack file.
-    fn err_in<T>(&mut self, in_project: bool, s: &Spanned<T>, field: &str, p: oc::Problem) {
-        if in_project {
-            self.perr(s, field, p.message, p.help);
-        } else {
-            self.serr(s, field, p.message, p.help);
-        }
-    }
-
-    fn model_ref(
-        &mut self,
-        m: &Option<Spanned<String>>,
-        field: &str,
-        in_project: bool,
-    ) -> Option<String> {
-        let m = m.as_ref()?;
-        match oc::split_model(m.get_ref()) {
-            Ok(_) => Some(m.get_ref().clone()),
-            Err(p) => {
-                self.err_in(in_project, m, field, p);
-                None
-            }
-        }
-    }
-
-    fn model_providers(
-        &mut self,
-        raw: &Option<Spanned<RawModels>>,
-        in_project: bool,
-        out: &mut BTreeMap<String, ModelProvider>,
-    ) {
-        let Some(raw) = raw else { return };
-        for (name, p) in &raw.get_ref().providers {
-            let field = format!("models.providers.{}", name.get_ref());
-            match oc::provider(name.get_ref(), p.get_ref()) {
-                Ok(v) => {
-                    if let Some(k) = &p.get_ref().api_key
-                        && !naming::is_env_name(k.get_ref())
-                    {
-                        self.err_in(
-                            in_project,
-                            k,
-                            &format!("{field}.api_key"),
-                            oc::Problem {
-                                message: format!("`{}` is not a secret name", k.get_ref()),
-                                help: Some("name a stack secret, e.g. `LOCAL_LLM_KEY`, and set it with `agent-army secrets set`".into()),
-                            },
-                        );
-                        continue;
-                    }
-                    out.insert(name.get_ref().clone(), v);
-                }
-                Err(e) => self.err_in(in_project, p, &field, e),
-            }
-        }
-    }
-
-    fn coding_agents(&mut self, list: &Option<Vec<Spanned<String>>>, field: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for spec in list.iter().flatten() {
-            match oc::coding_agent(spec.get_ref()) {
-                Ok(pkg) => out.push(pkg),
-                Err(p) => self.err_in(true, spec, field, p),
-            }
-        }
-        out
-    }
-
-    fn passthrough(
-        &mut self,
-        t: &Option<Spanned<toml::Table>>,
-        field: &str,
-        in_project: bool,
-    ) -> serde_json::Map<String, serde_json::Value> {
-        let Some(t) = t else {
-            return serde_json::Map::new();
-        };
-        match oc::passthrough(t.get_ref()) {
-            Ok(m) => m,
-            Err((key, p)) => {
-                self.err_in(in_project, t, &format!("{field}.{key}"), p);
-                serde_json::Map::new()
-            }
-        }
-    }
-
-    /// Every agent's model must have its provider's key among the agent's secrets.
-    fn model_keys(
-        &mut self,
-        agents: &[Agent],
-        sources: &[Option<(std::ops::Range<usize>, bool)>],
-        providers: &BTreeMap<String, ModelProvider>,
-        warnings: &mut Vec<String>,
-    ) {
-        let mut unset = Vec::new();
-        for (a, span) in agents.iter().zip(sources) {
-            let Some(model) = &a.model else {
-                unset.push(a.name.clone());
-                continue;
-            };
-            let problem = match oc::required_secret(model, providers) {
-                Ok(Some(secret)) if !a.secrets.contains_key(&secret) => Some(oc::Problem {
-                    message: format!(
-                        "agent `{}` uses model `{model}`, but no secret `{secret}` reaches it",
-                        a.name
-                    ),
-                    help: Some(format!(
-                        "add `{secret}` to `[secrets]` in {} (e.g. `{secret} = \"env:{secret}\"`, or `agent-army secrets set {secret}`)",
-                        self.ssrc.path.display()
-                    )),
-                }),
-                Ok(_) => None,
-                Err(p) => Some(p),
-            };
-            if let Some(p) = problem {
-                let (span, in_project) = span.clone().unwrap_or((0..0, true));
-                let src = if in_project { self.psrc } else { self.ssrc };
-                let mut d = src.at(span, "model", p.message);
-                d.help = p.help;
-                self.diags.push(d);
-            }
-        }
-        if !unset.is_empty() {
-            warnings.push(format!(
-                "no model is set for {}: agent turns fail until you set `model` (e.g. `model = \"anthropic/claude-sonnet-5\"` under `[defaults]` in {PROJECT_FILE})",
-                unset.join(", ")
-            ));
-        }
-    }
-
-    fn disk(&mut self, d: &Option<Spanned<u32>>, field: &str, in_project: bool) -> Option<u32> {
-        let d = d.as_ref()?;
-        let v = *d.get_ref();
-        if !(8..=16384).contains(&v) {
-            let msg = format!("{v} GB is out of range; use 8 to 16384");
-            if in_project {
-                self.perr(d, field, msg, None);
-            } else {
-                self.serr(d, field, msg, None);
-            }
-            return None;
-        }
-        Some(v)
-    }
-
-    fn env_table(
-        &mut self,
-        t: &BTreeMap<Spanned<String>, Spanned<String>>,
-        field: &str,
-    ) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        for (k, v) in t {
-            if !naming::is_env_name(k.get_ref()) {
-                self.perr(
-                    k,
-                    &format!("{field}.{}", k.get_ref()),
-                    format!("`{}` is not a valid environment variable name", k.get_ref()),
-                    Some("use letters, digits and '_', not starting with a digit".into()),
-                );
-                continue;
-            }
-            if v.get_ref().contains('\0') {
-                self.perr(
-                    v,
-                    &format!("{field}.{}", k.get_ref()),
-                    "value contains a NUL character".into(),
-                    None,
-                );
-                continue;
-            }
-            out.insert(k.get_ref().clone(), v.get_ref().clone());
-        }
-        out
-    }
-
-    fn secret_table(
-        &mut self,
-        t: &BTreeMap<Spanned<String>, Spanned<String>>,
-        field: &str,
-    ) -> BTreeMap<String, SecretRef> {
-        let mut out = BTreeMap::new();
-        let reserved: Vec<String> = RESERVED_SECRETS.iter().map(|s| s.to_string()).collect();
-        for (k, v) in t {
-            let name = k.get_ref();
-            let f = format!("{field}.{name}");
-            if !RESERVED_SECRETS.contains(&name.as_str()) && !naming::is_env_name(name) {
-                self.serr(
-                    k,
-                    &f,
-                    format!("`{name}` is not a known secret or an environment variable name"),
-                    suggest(name, &reserved).map(|s| format!("did you mean `{s}`?")),
-                );
-                continue;
-            }
-            if !RESERVED_SECRETS.contains(&name.as_str())
-                && name.chars().any(|c| c.is_ascii_lowercase())
-            {
-                let help = suggest(name, &reserved).map(|s| format!("did you mean `{s}`?")).unwrap_or_else(|| format!("agent environment secrets are upper-case (e.g. `{}`); agent-army's own are: {}", name.to_uppercase(), reserved.join(", ")));
-                self.serr(k, &f, format!("`{name}` is not a known secret"), Some(help));
-                continue;
-            }
-            match SecretRef::parse(v.get_ref()) {
-                Ok(r) => {
-                    out.insert(name.clone(), r);
-                }
-                Err(e) => {
-                    let help = e.help();
-                    self.serr(v, &f, e.to_string(), help);
-                }
-            }
-        }
-        out
-    }
-
-    fn workspace(&mut self, root: &Path, w: &Spanned<String>) -> BTreeMap<String, Vec<u8>> {
-        let rel = Path::new(w.get_ref());
-        let dir = root.join(rel);
-        if rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
-            self.perr(
-                w,
-                "agents.workspace",
-                format!("`{}` must be a folder inside the project", w.get_ref()),
-                None,
-            );
-            return BTreeMap::new();
-        }
-        if !dir.is_dir() {
-            self.perr(
-                w,
-                "agents.workspace",
-                format!("folder `{}` does not exist", w.get_ref()),
-                Some("create it, or remove `workspace`".into()),
-            );
-            return BTreeMap::new();
-        }
-        let mut files = BTreeMap::new();
-        let mut stack = vec![dir.clone()];
-        let mut seen_dirs = BTreeSet::new();
-        while let Some(d) = stack.pop() {
-            if !seen_dirs.insert(d.clone()) {
-                continue;
-            }
-            let entries = match std::fs::read_dir(&d) {
-                Ok(e) => e,
-                Err(e) => {
-                    self.perr(
-                        w,
-                        "agents.workspace",
-                        format!("cannot read {}: {e}", d.display()),
-                        None,
-                    );
-                    continue;
-                }
-            };
-            for e in entries.flatten() {
-                let path = e.path();
-                let Ok(ft) = e.file_type() else { continue };
-                if ft.is_dir() {
-                    stack.push(path);
-                } else if ft.is_file() {
-                    let Ok(relp) = path.strip_prefix(&dir) else {
-                        continue;
-                    };
-                    let relp = relp.to_string_lossy().replace('\\', "/");
-                    if relp.chars().any(|c| c.is_control()) {
-                        self.perr(
-                            w,
-                            "agents.workspace",
-                            format!("file name {relp:?} contains control characters"),
-                            None,
-                        );
-                        continue;
-                    }
-                    match std::fs::read(&path) {
-                        Ok(bytes) => {
-                            files.insert(relp, bytes);
-                        }
-                        Err(e) => self.perr(
-                            w,
-                            "agents.workspace",
-                            format!("cannot read {}: {e}", path.display()),
-                            None,
-                        ),
-                    }
-                }
-            }
-        }
-        files
-    }
+    let parsed = validate::parse(&psrc, &ssrc)?;
+    let workspaces = discover::read_workspaces(root, parsed.workspaces());
+    validate::validate(&project, &psrc, &ssrc, &parsed, &workspaces)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    pub(crate) fn write_project(dir: &Path, project: &str, stack: &str) -> Project {
+    const PROJECT: &str =
+        "[project]\nname = \"demo\"\n\n[[agents]]\nname = \"agent-pm\"\nrole = \"PM\"\n";
+    const STACK: &str = "provider = \"hetzner\"\nlocation = \"fsn1\"\nserver_type = \"cx22\"\ntailnet = \"tail1.ts.net\"\n\n[secrets]\ntailscale_auth_key = \"env:TS_AUTHKEY\"\n";
+
+    fn write_project(dir: &Path, project: &str, stack: &str) -> Project {
         std::fs::create_dir_all(dir.join("stacks")).unwrap();
         std::fs::write(dir.join(PROJECT_FILE), project).unwrap();
         std::fs::write(dir.join("stacks/dev.toml"), stack).unwrap();
@@ -1041,92 +57,6 @@ mod tests {
             root: dir.to_path_buf(),
             stack: "dev".into(),
         }
-    }
-
-    const PROJECT: &str =
-        "[project]\nname = \"demo\"\n\n[[agents]]\nname = \"agent-pm\"\nrole = \"PM\"\n";
-    const STACK: &str = "provider = \"hetzner\"\nlocation = \"fsn1\"\nserver_type = \"cx22\"\ntailnet = \"tail1.ts.net\"\n\n[secrets]\ntailscale_auth_key = \"env:TS_AUTHKEY\"\n";
-
-    fn errs(project: &str, stack: &str) -> Vec<String> {
-        let d = tempfile::tempdir().unwrap();
-        let p = write_project(d.path(), project, stack);
-        match load(&p) {
-            Err(StackError::Invalid(ds)) => ds.iter().map(|d| d.to_string()).collect(),
-            Err(e) => vec![format!("other: {e}")],
-            Ok(_) => vec![],
-        }
-    }
-
-    #[test]
-    fn good_config_loads() {
-        let d = tempfile::tempdir().unwrap();
-        let p = write_project(d.path(), PROJECT, STACK);
-        let c = load(&p).unwrap();
-        assert_eq!(c.agents[0].hostname, "dev-agent-pm");
-        assert_eq!(c.agents[0].fqdn, "dev-agent-pm.tail1.ts.net");
-        assert_eq!(c.agents[0].instance_type, "cx22");
-        assert_eq!(c.agents[0].disk_gb, DEFAULT_DISK_GB);
-        assert_eq!(c.openclaw_version, super::oc::PINNED_OPENCLAW_VERSION);
-        // No model anywhere: loadable, with a warning naming the agents.
-        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
-        assert!(c.warnings[0].contains("no model is set for agent-pm"));
-    }
-
-    #[test]
-    fn models_need_their_provider_key() {
-        let with = |defaults: &str, stack_extra: &str| {
-            let project = PROJECT.replacen(
-                "[project]",
-                &format!("[defaults]\n{defaults}\n\n[project]"),
-                1,
-            );
-            let top = if stack_extra.is_empty() {
-                ""
-            } else {
-                "model = \"local/qwen3\"\n"
-            };
-            errs(&project, &format!("{top}{STACK}{stack_extra}"))
-        };
-        // Built-in provider without its key.
-        let e = with("model = \"openai/gpt-5\"", "");
-        assert!(
-            e.iter().any(|e| e.contains("agent-army.toml")
-                && e.contains("`model`")
-                && e.contains("no secret `OPENAI_API_KEY` reaches it")),
-            "{e:?}"
-        );
-        // Unknown provider.
-        let e = with("model = \"acme/x\"", "");
-        assert!(
-            e.iter()
-                .any(|e| e.contains("unknown model provider `acme`")),
-            "{e:?}"
-        );
-        // Owned pass-through key.
-        let e = with("[defaults.openclaw.gateway]\nport = 1", "");
-        assert!(
-            e.iter()
-                .any(|e| e.contains("defaults.openclaw.gateway.port")
-                    && e.contains("set by agent-army")),
-            "{e:?}"
-        );
-        // Unknown coding agent.
-        let e = with("coding_agents = [\"cursor\"]", "");
-        assert!(
-            e.iter()
-                .any(|e| e.contains("`cursor` is not a coding agent")),
-            "{e:?}"
-        );
-        // A stack-level custom provider whose key the stack has.
-        let e = with(
-            "",
-            "\n[models.providers.local]\nbase_url = \"http://10.0.0.5:8000/v1\"\napi_key = \"LOCAL_LLM_KEY\"\nmodels = [\"qwen3\"]\n",
-        );
-        assert!(
-            e.iter()
-                .any(|e| e.contains("stacks/dev.toml") && e.contains("no secret `LOCAL_LLM_KEY`")),
-            "{e:?}"
-        );
     }
 
     #[test]
@@ -1143,87 +73,80 @@ mod tests {
             "{e}"
         );
     }
+}
+
+#[cfg(test)]
+mod workspace_tests {
+    use super::*;
+
+    const STACK: &str = "provider = \"hetzner\"\nlocation = \"fsn1\"\nserver_type = \"cx22\"\ntailnet = \"tail1.ts.net\"\n\n[secrets]\ntailscale_auth_key = \"env:TS_AUTHKEY\"\n";
+
+    fn project(agents: &[(&str, &str)]) -> String {
+        let mut p = "[project]\nname = \"demo\"\n".to_string();
+        for (name, extra) in agents {
+            p.push_str(&format!(
+                "\n[[agents]]\nname = \"{name}\"\nrole = \"PM\"\n{extra}"
+            ));
+        }
+        p
+    }
+
+    fn errs(root: &Path, project: &str) -> Vec<String> {
+        match load_from_strs(root, "dev", project, STACK) {
+            Err(StackError::Invalid(ds)) => ds.iter().map(|d| d.to_string()).collect(),
+            Err(e) => vec![format!("other: {e}")],
+            Ok(_) => vec![],
+        }
+    }
 
     #[test]
-    fn non_utf8_file_is_a_diagnostic() {
+    fn workspace_files_are_read_recursively() {
         let d = tempfile::tempdir().unwrap();
-        let p = write_project(d.path(), PROJECT, STACK);
-        std::fs::write(
-            d.path().join("stacks/dev.toml"),
-            b"provider = \"aws\"\nx = \"\xff\"\n",
-        )
-        .unwrap();
-        let e = load(&p).unwrap_err().to_string();
+        std::fs::create_dir_all(d.path().join("agents/pm/sub")).unwrap();
+        std::fs::write(d.path().join("agents/pm/IDENTITY.md"), "pm").unwrap();
+        std::fs::write(d.path().join("agents/pm/sub/x.txt"), b"\xff").unwrap();
+        let p = project(&[("agent-pm", "workspace = \"agents/pm\"\n")]);
+        let c = load_from_strs(d.path(), "dev", &p, STACK).unwrap();
+        let files: Vec<(&str, &[u8])> = c.agents[0]
+            .workspace_files
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        assert_eq!(
+            files,
+            vec![("IDENTITY.md", &b"pm"[..]), ("sub/x.txt", &b"\xff"[..])]
+        );
+    }
+
+    #[test]
+    fn workspace_problems_are_diagnostics_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("agents/ok")).unwrap();
+        std::fs::write(d.path().join("agents/ok/bad\u{1}name"), "x").unwrap();
+        let p = project(&[
+            ("agent-a", "workspace = \"../outside\"\n"),
+            ("agent-b", "workspace = \"/etc\"\n"),
+            (
+                "agent-c",
+                "workspace = \"agents/missing\"\nmodel = \"nope\"\n",
+            ),
+            ("agent-d", "workspace = \"agents/ok\"\n"),
+            // Agents rejected before their workspace is looked at report nothing about it.
+            ("agent-a", "workspace = \"agents/missing\"\n"),
+            ("Bad", "workspace = \"agents/missing\"\n"),
+        ]);
+        let e = errs(d.path(), &p);
         assert_eq!(
             e,
-            "stacks/dev.toml:2:6: the file is not UTF-8 text (byte 0xff)\n  help: save it as UTF-8"
-        );
-    }
-
-    #[test]
-    fn unknown_key_suggests() {
-        let e = errs(PROJECT, &STACK.replace("location", "locaton"));
-        assert_eq!(
-            e[0],
-            "stacks/dev.toml:2:1: `locaton`: unknown key `locaton`\n  help: did you mean `location`?"
-        );
-    }
-
-    #[test]
-    fn duplicate_agents() {
-        let p = format!("{PROJECT}\n[[agents]]\nname = \"agent-pm\"\nrole = \"again\"\n");
-        let e = errs(&p, STACK);
-        assert_eq!(e, vec!["agent-army.toml:9:8: `agents.name`: duplicate agent name `agent-pm` (first defined on line 5)\n  help: agent names must be unique".to_string()]);
-    }
-
-    #[test]
-    fn hostname_too_long() {
-        let long = "a".repeat(60);
-        let e = errs(&PROJECT.replace("agent-pm", &long), STACK);
-        assert!(
-            e[0].contains(&format!(
-                "hostname `dev-{long}` is 64 characters long; the limit is 63"
-            )),
-            "{e:?}"
-        );
-    }
-
-    #[test]
-    fn bad_cidr_and_warning() {
-        let e = errs(
-            PROJECT,
-            &format!("allowed_ssh_cidrs = [\"10.0.0.0/33\"]\n{STACK}"),
-        );
-        assert_eq!(
-            e[0],
-            "stacks/dev.toml:1:22: `allowed_ssh_cidrs`: `10.0.0.0/33` is not a CIDR block\n  help: write an address and prefix length, e.g. `203.0.113.7/32`"
-        );
-        let d = tempfile::tempdir().unwrap();
-        let p = write_project(
-            d.path(),
-            PROJECT,
-            &format!("allowed_ssh_cidrs = [\"203.0.113.7/32\"]\n{STACK}"),
-        );
-        let c = load(&p).unwrap();
-        assert!(c.warnings[0].contains("opens port 22 to 203.0.113.7/32"));
-    }
-
-    #[test]
-    fn missing_required() {
-        let e = errs(PROJECT, &STACK.replace("tailnet = \"tail1.ts.net\"\n", ""));
-        assert!(
-            e[0].contains("`tailnet`: missing required key `tailnet`"),
-            "{e:?}"
-        );
-    }
-
-    #[test]
-    fn wrong_provider_key() {
-        let e = errs(PROJECT, &STACK.replace("location", "region"));
-        assert!(
-            e.iter()
-                .any(|x| x.contains("`region` is not a setting of Hetzner stacks")),
-            "{e:?}"
+            vec![
+                "agent-army.toml:7:13: `agents.workspace`: `../outside` must be a folder inside the project",
+                "agent-army.toml:12:13: `agents.workspace`: `/etc` must be a folder inside the project",
+                "agent-army.toml:17:13: `agents.workspace`: folder `agents/missing` does not exist\n  help: create it, or remove `workspace`",
+                "agent-army.toml:18:9: `agents.model`: `nope` is not a `provider/model` reference\n  help: write e.g. `anthropic/claude-sonnet-5`, or `<name>/<model id>` for a provider under `[models.providers]`",
+                "agent-army.toml:23:13: `agents.workspace`: file name \"bad\\u{1}name\" contains control characters",
+                "agent-army.toml:26:8: `agents.name`: duplicate agent name `agent-a` (first defined on line 5)\n  help: agent names must be unique",
+                "agent-army.toml:31:8: `agents.name`: agent name `Bad` contains 'B'; only lowercase letters a-z, digits 0-9 and '-' are allowed\n  help: use lowercase letters, digits and '-', e.g. `agent-pm`",
+            ]
         );
     }
 }

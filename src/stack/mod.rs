@@ -1,9 +1,11 @@
 //! Project and stack configuration: file model, loading and validation.
 
 pub mod diag;
+pub mod discover;
 pub mod load;
 pub mod model;
 pub mod openclaw;
+pub mod validate;
 
 pub use diag::Diagnostic;
 pub use load::{Project, load, load_from_strs};

@@ -1,0 +1,271 @@
+//! Discovery: the part of `stack/` that touches the filesystem. It finds the project root,
+//! lists and selects stacks, and reads the project file, the stack file and the agents'
+//! workspace folders into memory, so that validation (`validate.rs`) stays pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use super::diag::{Diagnostic, Source};
+use super::{PROJECT_FILE, STACKS_DIR, StackError};
+use crate::env::{Env, vars};
+
+/// A located project: its root and the stack selected for this run.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+    pub stack: String,
+}
+
+impl Project {
+    /// Find the project from `start` upwards, and pick the stack: `--stack` beats
+    /// `AGENT_ARMY_STACK` beats `default_stack` in the project file.
+    pub fn locate(start: &Path, flag: Option<&str>, env: &Env) -> Result<Project, StackError> {
+        let root = find_root(start)?;
+        let stack = match flag.or_else(|| env.get(vars::STACK)) {
+            Some(s) => s.to_string(),
+            None => default_stack(&root)?.ok_or_else(|| StackError::NoStack {
+                available: available_stacks(&root),
+            })?,
+        };
+        Ok(Project { root, stack })
+    }
+
+    pub fn stack_file(&self) -> PathBuf {
+        self.root
+            .join(STACKS_DIR)
+            .join(format!("{}.toml", self.stack))
+    }
+
+    /// The stack file path as shown to users (relative to the project root).
+    pub fn stack_file_display(&self) -> PathBuf {
+        Path::new(STACKS_DIR).join(format!("{}.toml", self.stack))
+    }
+}
+
+/// The project root: the nearest folder from `start` upwards holding the project file.
+pub fn find_root(start: &Path) -> Result<PathBuf, StackError> {
+    let mut dir = Some(start);
+    while let Some(d) = dir {
+        if d.join(PROJECT_FILE).is_file() {
+            return Ok(d.to_path_buf());
+        }
+        dir = d.parent();
+    }
+    Err(StackError::NoProject(start.to_path_buf()))
+}
+
+fn default_stack(root: &Path) -> Result<Option<String>, StackError> {
+    let path = root.join(PROJECT_FILE);
+    let text = read(&path, Path::new(PROJECT_FILE))?;
+    // Only the one key is needed; a broken file is reported properly by `load`.
+    Ok(toml::from_str::<toml::Table>(&text).ok().and_then(|t| {
+        t.get("project")?
+            .get("default_stack")?
+            .as_str()
+            .map(str::to_string)
+    }))
+}
+
+/// Names of the stacks in `stacks/`.
+pub fn available_stacks(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join(STACKS_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".toml").map(str::to_string)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Read `path` (shown to users as `shown`). Text that is not UTF-8 is a diagnostic at the
+/// first bad byte, like any other problem in the file.
+fn read(path: &Path, shown: &Path) -> Result<String, StackError> {
+    let bytes = std::fs::read(path).map_err(|source| StackError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bad = e.as_bytes()[valid];
+        let text = std::str::from_utf8(&e.as_bytes()[..valid]).unwrap_or_default();
+        let (line, col) = Source::new(shown, text).position(valid);
+        StackError::Invalid(vec![Diagnostic {
+            file: shown.to_path_buf(),
+            line,
+            col,
+            field: String::new(),
+            message: format!("the file is not UTF-8 text (byte 0x{bad:02x})"),
+            help: Some("save it as UTF-8".into()),
+            snippet: None,
+        }])
+    })
+}
+
+/// The project file's and the selected stack file's texts, as read from disk.
+#[derive(Debug, Clone)]
+pub struct Files {
+    pub project: String,
+    pub stack: String,
+}
+
+/// Read the project file and the selected stack's file (which must exist).
+pub fn read_files(project: &Project) -> Result<Files, StackError> {
+    let project_path = project.root.join(PROJECT_FILE);
+    let stack_path = project.stack_file();
+    if !stack_path.is_file() {
+        return Err(StackError::UnknownStack {
+            name: project.stack.clone(),
+            path: project.stack_file_display(),
+            available: available_stacks(&project.root),
+        });
+    }
+    Ok(Files {
+        project: read(&project_path, Path::new(PROJECT_FILE))?,
+        stack: read(&stack_path, &project.stack_file_display())?,
+    })
+}
+
+/// One agent `workspace` folder, as found on disk. Validation turns the problems into
+/// diagnostics at the `workspace` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Workspace {
+    /// The path is absolute or climbs out of the project (`..`): not looked at.
+    Outside,
+    /// No folder at that path.
+    Missing,
+    /// The folder's regular files (paths relative to it, `/`-separated), and what could not
+    /// be read, in the order the walk met it.
+    Read {
+        files: BTreeMap<String, Vec<u8>>,
+        problems: Vec<WorkspaceProblem>,
+    },
+}
+
+/// A file or folder inside a workspace that was left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkspaceProblem {
+    /// A folder or file could not be read (`error` is the I/O error's text).
+    Unreadable { path: PathBuf, error: String },
+    /// A file name (relative to the workspace) holding control characters.
+    ControlChars(String),
+}
+
+/// Workspace folders by their `workspace` value, as written in the project file.
+pub type Workspaces = BTreeMap<String, Workspace>;
+
+/// Read each named workspace folder (relative to `root`) once.
+pub fn read_workspaces<'a>(root: &Path, names: impl IntoIterator<Item = &'a str>) -> Workspaces {
+    let mut out = Workspaces::new();
+    for name in names {
+        if !out.contains_key(name) {
+            out.insert(name.to_string(), read_workspace(root, name));
+        }
+    }
+    out
+}
+
+/// Every regular file under `root/name`, following folder symlinks (each folder once).
+fn read_workspace(root: &Path, name: &str) -> Workspace {
+    let rel = Path::new(name);
+    let dir = root.join(rel);
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Workspace::Outside;
+    }
+    if !dir.is_dir() {
+        return Workspace::Missing;
+    }
+    let mut files = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut stack = vec![dir.clone()];
+    let mut seen_dirs = BTreeSet::new();
+    while let Some(d) = stack.pop() {
+        if !seen_dirs.insert(d.clone()) {
+            continue;
+        }
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(WorkspaceProblem::Unreadable {
+                    path: d.clone(),
+                    error: e.to_string(),
+                });
+                continue;
+            }
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(path);
+            } else if ft.is_file() {
+                let Ok(relp) = path.strip_prefix(&dir) else {
+                    continue;
+                };
+                let relp = relp.to_string_lossy().replace('\\', "/");
+                if relp.chars().any(|c| c.is_control()) {
+                    problems.push(WorkspaceProblem::ControlChars(relp));
+                    continue;
+                }
+                match std::fs::read(&path) {
+                    Ok(bytes) => {
+                        files.insert(relp, bytes);
+                    }
+                    Err(e) => problems.push(WorkspaceProblem::Unreadable {
+                        path,
+                        error: e.to_string(),
+                    }),
+                }
+            }
+        }
+    }
+    Workspace::Read { files, problems }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn write_project(dir: &Path, project: &str, stack: &str) -> Project {
+        std::fs::create_dir_all(dir.join("stacks")).unwrap();
+        std::fs::write(dir.join(PROJECT_FILE), project).unwrap();
+        std::fs::write(dir.join("stacks/dev.toml"), stack).unwrap();
+        Project {
+            root: dir.to_path_buf(),
+            stack: "dev".into(),
+        }
+    }
+
+    #[test]
+    fn non_utf8_file_is_a_diagnostic() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_project(d.path(), "", "");
+        std::fs::write(
+            d.path().join("stacks/dev.toml"),
+            b"provider = \"aws\"\nx = \"\xff\"\n",
+        )
+        .unwrap();
+        let e = read_files(&p).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "stacks/dev.toml:2:6: the file is not UTF-8 text (byte 0xff)\n  help: save it as UTF-8"
+        );
+    }
+
+    #[test]
+    fn workspaces_outside_the_project_are_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        let w = read_workspaces(d.path(), ["../x", "/etc", "nope", "../x"]);
+        assert_eq!(w.len(), 3);
+        assert_eq!(w["../x"], Workspace::Outside);
+        assert_eq!(w["/etc"], Workspace::Outside);
+        assert_eq!(w["nope"], Workspace::Missing);
+    }
+}
