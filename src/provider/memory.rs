@@ -2,7 +2,10 @@
 //! tests and for trying plans. It behaves like the real clouds where the engine relies on it:
 //! - a create with a client token already used returns that server (EC2's idempotency);
 //! - deleting a server that is gone succeeds;
-//! - servers carry the stack's agent and fingerprint, and `observe` lists what is not gone.
+//! - servers carry the stack's agent and fingerprint, and `observe` lists what is not gone;
+//! - `observe` sees only its own stack's servers and networks: [`MemoryCloud::stack`] is the
+//!   same cloud as another stack (another `StackId`) sees it. Client tokens are cloud-wide,
+//!   as EC2's are per account and region.
 //!
 //! Faults are injected per agent ([`MemoryCloud::refuse_create`]), and every mutating call
 //! is logged in order ([`MemoryCloud::calls`]).
@@ -18,11 +21,24 @@ use crate::stack::ProviderKind;
 
 type Hook = Arc<dyn Fn(&ServerSpec) + Send + Sync>;
 
+/// A server: the stack it was created for, its spec and state.
+struct Server {
+    stack: String,
+    spec: ServerSpec,
+    state: ServerState,
+}
+
+/// A network: the stack it was created for, and its inbound SSH CIDRs.
+struct Network {
+    stack: String,
+    cidrs: Vec<String>,
+}
+
 #[derive(Default)]
 struct Cloud {
     next_id: u64,
-    servers: BTreeMap<String, (ServerSpec, ServerState)>,
-    networks: BTreeMap<String, Vec<String>>,
+    servers: BTreeMap<String, Server>,
+    networks: BTreeMap<String, Network>,
     tokens: BTreeMap<String, String>,
     calls: Vec<String>,
     refuse: BTreeMap<String, ProviderError>,
@@ -33,11 +49,23 @@ struct Cloud {
 pub struct MemoryCloud {
     inner: Arc<Mutex<Cloud>>,
     on_create: Option<Hook>,
+    /// The stack this handle observes and creates for ("" for [`MemoryCloud::new`]).
+    stack: String,
 }
 
 impl MemoryCloud {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same cloud, as the stack `name` sees it: it observes only what it created itself,
+    /// and this handle does not see what it creates. (Hooks are not carried over.)
+    pub fn stack(&self, name: &str) -> Self {
+        MemoryCloud {
+            inner: self.inner.clone(),
+            on_create: None,
+            stack: name.to_string(),
+        }
     }
 
     fn cloud(&self) -> std::sync::MutexGuard<'_, Cloud> {
@@ -60,14 +88,19 @@ impl MemoryCloud {
         self.cloud().calls.clone()
     }
 
-    /// Servers that are not gone: (id, agent).
+    /// The stack's servers that are not gone: (id, agent).
     pub fn live(&self) -> Vec<(String, String)> {
         self.cloud()
             .servers
             .iter()
-            .filter(|(_, (_, st))| !st.is_gone())
-            .map(|(id, (spec, _))| (id.clone(), spec.agent.clone()))
+            .filter(|(_, s)| s.stack == self.stack && !s.state.is_gone())
+            .map(|(id, s)| (id.clone(), s.spec.agent.clone()))
             .collect()
+    }
+
+    /// The spec a server was created from (any stack, gone or not).
+    pub fn spec(&self, id: &str) -> Option<ServerSpec> {
+        self.cloud().servers.get(id).map(|s| s.spec.clone())
     }
 
     /// A running server for `agent` made outside any run (e.g. by a run that died).
@@ -88,7 +121,14 @@ impl MemoryCloud {
             network_id: String::new(),
             ssh_key_id: None,
         };
-        c.servers.insert(id.clone(), (spec, ServerState::Running));
+        c.servers.insert(
+            id.clone(),
+            Server {
+                stack: self.stack.clone(),
+                spec,
+                state: ServerState::Running,
+            },
+        );
         id
     }
 
@@ -99,7 +139,10 @@ impl MemoryCloud {
         let id = format!("net-{}", c.next_id);
         c.networks.insert(
             id.clone(),
-            ssh_cidrs.iter().map(|s| s.to_string()).collect(),
+            Network {
+                stack: self.stack.clone(),
+                cidrs: ssh_cidrs.iter().map(|s| s.to_string()).collect(),
+            },
         );
         id
     }
@@ -116,23 +159,24 @@ impl Provider for MemoryCloud {
             servers: c
                 .servers
                 .iter()
-                .filter(|(_, (_, st))| !st.is_gone())
-                .map(|(id, (spec, st))| ObservedServer {
+                .filter(|(_, s)| s.stack == self.stack && !s.state.is_gone())
+                .map(|(id, s)| ObservedServer {
                     id: id.clone(),
-                    agent: spec.agent.clone(),
-                    fingerprint: Some(spec.fingerprint.clone()),
-                    key_id: (!spec.key_id.is_empty()).then(|| spec.key_id.clone()),
-                    state: st.clone(),
-                    name: spec.hostname.clone(),
+                    agent: s.spec.agent.clone(),
+                    fingerprint: Some(s.spec.fingerprint.clone()),
+                    key_id: (!s.spec.key_id.is_empty()).then(|| s.spec.key_id.clone()),
+                    state: s.state.clone(),
+                    name: s.spec.hostname.clone(),
                     created: id.clone(),
                 })
                 .collect(),
             networks: c
                 .networks
                 .iter()
-                .map(|(id, cidrs)| ObservedNetwork {
+                .filter(|(_, n)| n.stack == self.stack)
+                .map(|(id, n)| ObservedNetwork {
                     id: id.clone(),
-                    ssh_cidrs: cidrs.clone(),
+                    ssh_cidrs: n.cidrs.clone(),
                     ssh_key_id: None,
                 })
                 .collect(),
@@ -144,7 +188,13 @@ impl Provider for MemoryCloud {
         c.calls.push("create_network".into());
         c.next_id += 1;
         let id = format!("net-{}", c.next_id);
-        c.networks.insert(id.clone(), spec.ssh_cidrs.clone());
+        c.networks.insert(
+            id.clone(),
+            Network {
+                stack: self.stack.clone(),
+                cidrs: spec.ssh_cidrs.clone(),
+            },
+        );
         Ok(ObservedNetwork {
             id,
             ssh_cidrs: spec.ssh_cidrs.clone(),
@@ -156,8 +206,8 @@ impl Provider for MemoryCloud {
         let mut c = self.cloud();
         c.calls.push(format!("update_network {id}"));
         match c.networks.get_mut(id) {
-            Some(rules) => {
-                *rules = spec.ssh_cidrs.clone();
+            Some(n) => {
+                n.cidrs = spec.ssh_cidrs.clone();
                 Ok(())
             }
             None => Err(ProviderError::new("not_found", format!("no network {id}"))),
@@ -170,7 +220,7 @@ impl Provider for MemoryCloud {
         let in_use = c
             .servers
             .values()
-            .any(|(s, st)| s.network_id == network.id && !st.is_gone());
+            .any(|s| s.spec.network_id == network.id && !s.state.is_gone());
         if in_use {
             return Err(ProviderError::new(
                 "resource_in_use",
@@ -202,15 +252,21 @@ impl Provider for MemoryCloud {
         c.next_id += 1;
         let id = format!("srv-{}", c.next_id);
         c.tokens.insert(spec.client_token.clone(), id.clone());
-        c.servers
-            .insert(id.clone(), (spec.clone(), ServerState::Running));
+        c.servers.insert(
+            id.clone(),
+            Server {
+                stack: self.stack.clone(),
+                spec: spec.clone(),
+                state: ServerState::Running,
+            },
+        );
         Ok(id)
     }
 
     async fn wait_running(&self, id: &str) -> Result<(), ProviderError> {
-        match self.cloud().servers.get(id) {
-            Some((_, ServerState::Running)) => Ok(()),
-            Some((_, st)) => Err(ProviderError::new("not_running", format!("{id} is {st}"))),
+        match self.cloud().servers.get(id).map(|s| &s.state) {
+            Some(ServerState::Running) => Ok(()),
+            Some(st) => Err(ProviderError::new("not_running", format!("{id} is {st}"))),
             None => Err(ProviderError::new("not_found", format!("no server {id}"))),
         }
     }
@@ -218,8 +274,8 @@ impl Provider for MemoryCloud {
     async fn delete_server(&self, id: &str) -> Result<(), ProviderError> {
         let mut c = self.cloud();
         c.calls.push(format!("delete_server {id}"));
-        if let Some((_, st)) = c.servers.get_mut(id) {
-            *st = ServerState::Gone;
+        if let Some(s) = c.servers.get_mut(id) {
+            s.state = ServerState::Gone;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ mod support;
 mod aws;
 mod bad_input;
 mod cli;
+mod conformance;
 mod faults;
 mod hetzner;
 mod hetzner_status;
