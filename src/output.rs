@@ -75,8 +75,8 @@ pub fn plan_text(config: &Config, plan: &Plan) -> String {
                     "      {server}: {}, {}{disk}\n      hostname: {}\n      gateway:  {}\n",
                     ag.instance_type,
                     ag.image
-                        .as_deref()
-                        .unwrap_or(crate::app::fleet::default_image(config)),
+                        .clone()
+                        .unwrap_or_else(|| crate::app::fleet::default_image(config, ag)),
                     ag.fqdn,
                     gateway_url(&ag.fqdn, None)
                 ));

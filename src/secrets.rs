@@ -64,6 +64,10 @@ pub enum SecretError {
     NoMatchingKey,
     #[error("the encrypted value is damaged: {0}")]
     Corrupt(String),
+    #[error(
+        "the value contains a NUL byte, which the agent's environment file cannot carry (bash drops it); set it again without one"
+    )]
+    Nul,
     #[error("decrypted value is not UTF-8")]
     NotUtf8,
     #[error("`{0}` is not an age recipient (expected `age1...`)")]
@@ -224,13 +228,18 @@ impl Keyring {
 
     /// Resolve a stored secret to its plaintext.
     pub fn resolve(&self, r: &SecretRef, env: &Env) -> Result<Secret, SecretError> {
-        match r {
+        let value = match r {
             SecretRef::Env(var) => env
                 .get(var)
                 .map(Secret::new)
                 .ok_or_else(|| SecretError::EnvUnset(var.clone())),
             SecretRef::Encrypted(a) => self.decrypt(a),
+        }?;
+        // Stored by an older agent-army, or decrypted from a hand-made block.
+        if value.expose().contains('\0') {
+            return Err(SecretError::Nul);
         }
+        Ok(value)
     }
 }
 

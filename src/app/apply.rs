@@ -124,11 +124,13 @@ impl<'s> Deploy<'s> {
     pub async fn prepare(session: &'s Session, opts: DeployOptions) -> Result<Deploy<'s>> {
         let config = &session.config;
         let mut secrets = BTreeMap::new();
+        // Every agent's user data must render and fit the cloud's limit before the lock, the
+        // state or the cloud is touched. A throwaway key has the size of the real one.
+        let throwaway = GatewayKey::generate();
         for a in &config.agents {
-            secrets.insert(
-                a.name.clone(),
-                fleet::resolve_secrets(config, a, &session.keyring, &session.env)?,
-            );
+            let s = fleet::resolve_secrets(config, a, &session.keyring, &session.env)?;
+            fleet::real_user_data(config, a, &s, &throwaway, None)?;
+            secrets.insert(a.name.clone(), s);
         }
         let lock = Arc::new(session.lock("deploy", opts.lock_timeout)?);
         let mut state = session.read_state()?;

@@ -15,11 +15,12 @@ use crate::stack::{Agent, Config};
 use crate::state::{Inputs, State};
 use crate::token::GatewayKey;
 
-/// The default image when the stack sets none, as shown and fingerprinted.
-pub fn default_image(config: &Config) -> &'static str {
-    crate::provider::profile(config.provider.kind())
-        .default_image
-        .shown
+/// The default image of an agent whose stack sets none, as shown and fingerprinted: per
+/// CPU architecture where the cloud's images are (an arm64 EC2 type gets an arm64 AMI).
+pub fn default_image(config: &Config, agent: &Agent) -> String {
+    let p = crate::provider::profile(config.provider.kind());
+    let arch = p.image_arch.map(|f| f(&agent.instance_type));
+    p.default_image.for_arch(arch).0
 }
 
 /// The inputs that force a replacement when they change. Computed without any secret
@@ -37,7 +38,7 @@ pub fn inputs(config: &Config, agent: &Agent) -> Result<Inputs> {
         image: agent
             .image
             .clone()
-            .unwrap_or_else(|| default_image(config).to_string()),
+            .unwrap_or_else(|| default_image(config, agent)),
         // Where disks come with the server type, the setting does not apply.
         disk_gb: if crate::provider::profile(config.provider.kind()).disk_configurable {
             agent.disk_gb

@@ -113,6 +113,11 @@ fn read_value(name: &str) -> Result<String> {
             "empty value for `{name}`: nothing stored"
         )));
     }
+    if value.contains('\0') {
+        return Err(Error::Input(format!(
+            "the value for `{name}` contains a NUL byte, which the agent's environment file cannot carry (bash drops it): nothing stored"
+        )));
+    }
     Ok(value)
 }
 

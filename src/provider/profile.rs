@@ -40,8 +40,29 @@ pub struct DefaultImage {
     /// use the default.
     pub shown: &'static str,
     /// What the create call asks the cloud for: the image name (Hetzner) or the AMI name
-    /// pattern, newest match wins (AWS).
+    /// pattern, newest match wins (AWS). `{arch}` stands for the size's CPU architecture as
+    /// the image names spell it ([`Profile::image_arch`]).
     pub lookup: &'static str,
+}
+
+impl DefaultImage {
+    /// The shown name and the lookup for a server of architecture `arch` (`None`: the cloud
+    /// picks the image by the server type itself). The shown name of x86_64 stays the name
+    /// agents were fingerprinted with before architectures were told apart; others name it
+    /// after the release (`ubuntu-24.04 arm64 (…)`), so moving between them replaces.
+    pub fn for_arch(&self, arch: Option<&str>) -> (String, String) {
+        match arch {
+            Some(a) => {
+                let shown = match (a, self.shown.split_once(' ')) {
+                    ("amd64", _) => self.shown.to_string(),
+                    (_, Some((release, rest))) => format!("{release} {a} {rest}"),
+                    (_, None) => format!("{} {a}", self.shown),
+                };
+                (shown, self.lookup.replacen("{arch}", a, 1))
+            }
+            None => (self.shown.to_string(), self.lookup.to_string()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -66,6 +87,67 @@ pub struct Profile {
     pub no_prices: Option<&'static str>,
     /// A stack file's place and size lines for `init`.
     pub scaffold: &'static str,
+    /// The image architecture a server size needs, as the default image's name spells it,
+    /// when the image must be chosen by it (AWS: an AMI is one architecture; Hetzner picks
+    /// the image by the server type).
+    pub image_arch: Option<fn(&str) -> &'static str>,
+    /// Whether a place (region, location) is spelled as this cloud spells them; the error
+    /// says what is wrong. Whether it exists is the cloud's to say.
+    pub check_place: fn(&str) -> Result<(), String>,
+}
+
+/// The CPU architecture of an EC2 instance type, as Ubuntu's AMI names spell it. The type's
+/// family is `<class><generation><attributes>`; the attribute `g` means AWS Graviton (arm64),
+/// as in `t4g`, `m7g`, `c7gn`, `x2gd`, `im4gn`, `is4gen`; `a1` is the first Graviton.
+/// Everything else is x86_64 (`amd64`).
+pub fn ec2_arch(instance_type: &str) -> &'static str {
+    let family = instance_type.split('.').next().unwrap_or("");
+    if family == "a1" {
+        return "arm64";
+    }
+    let rest = family.trim_start_matches(|c: char| c.is_ascii_lowercase());
+    let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    if digits == 0 {
+        return "amd64";
+    }
+    let attributes = rest[digits..].split('-').next().unwrap_or("");
+    if attributes.contains('g') {
+        "arm64"
+    } else {
+        "amd64"
+    }
+}
+
+/// An AWS region: `<area>-<direction or name>-<n>`, lowercase (`us-east-1`, `eu-central-2`,
+/// `us-gov-west-1`, `ap-southeast-7`).
+fn check_aws_region(r: &str) -> Result<(), String> {
+    let parts: Vec<&str> = r.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts.iter().all(|p| !p.is_empty())
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err("is not an AWS region name (like `us-east-1` or `eu-central-1`)".into())
+    }
+}
+
+/// A Hetzner location: lowercase letters, then digits (`fsn1`, `nbg1`, `hel1`, `ash`, `hil`,
+/// `sin`).
+fn check_hetzner_location(l: &str) -> Result<(), String> {
+    let letters = l.trim_end_matches(|c: char| c.is_ascii_digit());
+    if !letters.is_empty() && letters.len() <= 8 && letters.chars().all(|c| c.is_ascii_lowercase())
+    {
+        Ok(())
+    } else {
+        Err(
+            "is not a Hetzner location name (like `fsn1`, `nbg1`, `hel1`, `ash`, `hil` or `sin`)"
+                .into(),
+        )
+    }
 }
 
 pub const AWS: Profile = Profile {
@@ -76,7 +158,7 @@ pub const AWS: Profile = Profile {
     size_noun: "instance type",
     default_image: DefaultImage {
         shown: "ubuntu-24.04 (newest Canonical AMI)",
-        lookup: "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*",
+        lookup: "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*",
     },
     disk_configurable: true,
     break_glass_key: false,
@@ -87,6 +169,8 @@ pub const AWS: Profile = Profile {
     },
     no_prices: Some("agent-army has no price source for AWS"),
     scaffold: "region = \"us-east-1\"\ninstance_type = \"t3.medium\"",
+    image_arch: Some(ec2_arch),
+    check_place: check_aws_region,
 };
 
 pub const HETZNER: Profile = Profile {
@@ -108,6 +192,8 @@ pub const HETZNER: Profile = Profile {
     },
     no_prices: None,
     scaffold: "location = \"fsn1\"\nserver_type = \"cx22\"",
+    image_arch: None,
+    check_place: check_hetzner_location,
 };
 
 /// The profile of a cloud.
@@ -129,20 +215,99 @@ mod tests {
         }
     }
 
+    #[test]
+    fn ec2_types_map_to_their_architecture() {
+        for t in [
+            "t4g.small",
+            "m7g.large",
+            "c7gn.xlarge",
+            "x2gd.medium",
+            "im4gn.large",
+            "is4gen.large",
+            "a1.medium",
+            "r8g.large",
+            "hpc7g.4xlarge",
+            "g5g.xlarge",
+            "i4g.large",
+        ] {
+            assert_eq!(ec2_arch(t), "arm64", "{t}");
+        }
+        for t in [
+            "t3.medium",
+            "m7i-flex.large",
+            "c7a.large",
+            "g5.xlarge",
+            "g4ad.xlarge",
+            "inf2.xlarge",
+            "p5.48xlarge",
+            "z1d.large",
+            "u-6tb1.metal",
+            "mac2.metal",
+            "",
+            "weird",
+        ] {
+            assert_eq!(ec2_arch(t), "amd64", "{t}");
+        }
+    }
+
+    #[test]
+    fn arm_images_are_named_apart_and_amd64_keeps_its_old_name() {
+        let (shown, lookup) = AWS.default_image.for_arch(Some("arm64"));
+        assert_eq!(shown, "ubuntu-24.04 arm64 (newest Canonical AMI)");
+        assert_eq!(
+            lookup,
+            "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-arm64-server-*"
+        );
+        let (shown, lookup) = AWS.default_image.for_arch(Some("amd64"));
+        assert_eq!(shown, "ubuntu-24.04 (newest Canonical AMI)");
+        assert_eq!(
+            lookup,
+            "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
+        );
+        assert_eq!(HETZNER.default_image.for_arch(None).1, "ubuntu-24.04");
+    }
+
+    #[test]
+    fn places_are_checked_for_their_spelling() {
+        for r in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "ap-southeast-7",
+        ] {
+            assert!((AWS.check_place)(r).is_ok(), "{r}");
+        }
+        for r in [
+            "us-east",
+            "US-EAST-1",
+            "../../x",
+            "us-east-1/",
+            "eu central 1",
+            "us--1",
+        ] {
+            assert!((AWS.check_place)(r).is_err(), "{r}");
+        }
+        for l in ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"] {
+            assert!((HETZNER.check_place)(l).is_ok(), "{l}");
+        }
+        for l in ["FSN1", "fsn-1", "fsn1/x", "1", "", "fsn1 "] {
+            assert!((HETZNER.check_place)(l).is_err(), "{l}");
+        }
+    }
+
     /// The fingerprinted name and the looked-up image must move together: a new default
     /// release that only changed the lookup would not replace anything.
     #[test]
     fn the_shown_default_image_names_the_release_the_lookup_finds() {
         for p in [&AWS, &HETZNER] {
-            let release = p
-                .default_image
-                .shown
+            let (shown, lookup) = p.default_image.for_arch(Some("amd64"));
+            let release = shown
                 .split_whitespace()
                 .next()
                 .and_then(|s| s.strip_prefix("ubuntu-"))
                 .expect("shown as ubuntu-<release>");
             assert!(
-                p.default_image.lookup.contains(release),
+                lookup.contains(release),
                 "{}: {:?}",
                 p.name,
                 p.default_image

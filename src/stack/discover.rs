@@ -27,6 +27,14 @@ impl Project {
                 available: available_stacks(&root),
             })?,
         };
+        // The name becomes a path (`stacks/<name>.toml`, state files): never one that leaves
+        // its folder.
+        if stack.is_empty() || stack.starts_with('.') || stack.contains(['/', '\\', '\0']) {
+            return Err(StackError::BadStackName {
+                available: available_stacks(&root),
+                name: stack,
+            });
+        }
         Ok(Project { root, stack })
     }
 
@@ -135,6 +143,8 @@ pub fn read_files(project: &Project) -> Result<Files, StackError> {
 pub enum Workspace {
     /// The path is absolute or climbs out of the project (`..`): not looked at.
     Outside,
+    /// The path is inside the project, but a symlink on it leads out (to `target`): not read.
+    Escapes { target: PathBuf },
     /// No folder at that path.
     Missing,
     /// The folder's regular files (paths relative to it, `/`-separated), and what could not
@@ -152,6 +162,8 @@ pub enum WorkspaceProblem {
     Unreadable { path: PathBuf, error: String },
     /// A file name (relative to the workspace) holding control characters.
     ControlChars(String),
+    /// A symlink in the workspace (relative path) that leads out of the project: not read.
+    LinkOutside { path: String, target: PathBuf },
 }
 
 /// Workspace folders by their `workspace` value, as written in the project file.
@@ -168,7 +180,10 @@ pub fn read_workspaces<'a>(root: &Path, names: impl IntoIterator<Item = &'a str>
     out
 }
 
-/// Every regular file under `root/name`, following folder symlinks (each folder once).
+/// Every regular file under `root/name`. Symlinks are followed only while they stay inside
+/// the project (each folder once, so a link loop ends); one that leads out is a problem, and
+/// nothing behind it is read: a workspace ships to the VM, so it must never carry files from
+/// elsewhere on this machine.
 fn read_workspace(root: &Path, name: &str) -> Workspace {
     let rel = Path::new(name);
     let dir = root.join(rel);
@@ -182,12 +197,18 @@ fn read_workspace(root: &Path, name: &str) -> Workspace {
     if !dir.is_dir() {
         return Workspace::Missing;
     }
+    let (Ok(root_c), Ok(dir_c)) = (root.canonicalize(), dir.canonicalize()) else {
+        return Workspace::Missing;
+    };
+    if !dir_c.starts_with(&root_c) {
+        return Workspace::Escapes { target: dir_c };
+    }
     let mut files = BTreeMap::new();
     let mut problems = Vec::new();
-    let mut stack = vec![dir.clone()];
+    let mut stack = vec![(dir.clone(), dir_c)];
     let mut seen_dirs = BTreeSet::new();
-    while let Some(d) = stack.pop() {
-        if !seen_dirs.insert(d.clone()) {
+    while let Some((d, d_c)) = stack.pop() {
+        if !seen_dirs.insert(d_c) {
             continue;
         }
         let entries = match std::fs::read_dir(&d) {
@@ -203,13 +224,39 @@ fn read_workspace(root: &Path, name: &str) -> Workspace {
         for e in entries.flatten() {
             let path = e.path();
             let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(path);
-            } else if ft.is_file() {
-                let Ok(relp) = path.strip_prefix(&dir) else {
-                    continue;
+            let Ok(relp) = path.strip_prefix(&dir) else {
+                continue;
+            };
+            let relp = relp.to_string_lossy().replace('\\', "/");
+            // Where the entry really is: a symlink is judged by its target.
+            let (is_dir, is_file) = if ft.is_symlink() {
+                let target = match path.canonicalize() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        problems.push(WorkspaceProblem::Unreadable {
+                            path,
+                            error: e.to_string(),
+                        });
+                        continue;
+                    }
                 };
-                let relp = relp.to_string_lossy().replace('\\', "/");
+                if !target.starts_with(&root_c) {
+                    problems.push(WorkspaceProblem::LinkOutside { path: relp, target });
+                    continue;
+                }
+                (target.is_dir(), target.is_file())
+            } else {
+                (ft.is_dir(), ft.is_file())
+            };
+            if is_dir {
+                match path.canonicalize() {
+                    Ok(c) => stack.push((path, c)),
+                    Err(e) => problems.push(WorkspaceProblem::Unreadable {
+                        path,
+                        error: e.to_string(),
+                    }),
+                }
+            } else if is_file {
                 if relp.chars().any(|c| c.is_control()) {
                     problems.push(WorkspaceProblem::ControlChars(relp));
                     continue;
@@ -267,5 +314,51 @@ mod tests {
         assert_eq!(w["../x"], Workspace::Outside);
         assert_eq!(w["/etc"], Workspace::Outside);
         assert_eq!(w["nope"], Workspace::Missing);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_followed_only_inside_the_project() {
+        use std::os::unix::fs::symlink;
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("id_ed25519"), "PRIVATE KEY").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("agents/eng/sub")).unwrap();
+        std::fs::create_dir_all(root.join("shared")).unwrap();
+        std::fs::write(root.join("agents/eng/AGENTS.md"), "eng").unwrap();
+        std::fs::write(root.join("shared/TOOLS.md"), "tools").unwrap();
+        // The workspace folder itself is a link out of the project.
+        symlink(outside.path(), root.join("agents/pm")).unwrap();
+        // Inside a workspace: a link to a file elsewhere, one inside, a folder inside, a loop.
+        symlink(
+            outside.path().join("id_ed25519"),
+            root.join("agents/eng/key"),
+        )
+        .unwrap();
+        symlink(
+            root.join("shared/TOOLS.md"),
+            root.join("agents/eng/TOOLS.md"),
+        )
+        .unwrap();
+        symlink(root.join("shared"), root.join("agents/eng/sub/shared")).unwrap();
+        symlink(root.join("agents/eng"), root.join("agents/eng/sub/loop")).unwrap();
+        let w = read_workspaces(root, ["agents/pm", "agents/eng"]);
+        assert!(
+            matches!(&w["agents/pm"], Workspace::Escapes { target } if target.ends_with(outside.path().file_name().unwrap())),
+            "{:?}",
+            w["agents/pm"]
+        );
+        let Workspace::Read { files, problems } = &w["agents/eng"] else {
+            panic!("{:?}", w["agents/eng"]);
+        };
+        let names: Vec<&str> = files.keys().map(String::as_str).collect();
+        assert_eq!(names, ["AGENTS.md", "TOOLS.md", "sub/shared/TOOLS.md"]);
+        assert!(!files.values().any(|b| b == b"PRIVATE KEY"));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            matches!(&problems[0], WorkspaceProblem::LinkOutside { path, .. } if path == "key"),
+            "{problems:?}"
+        );
     }
 }

@@ -31,6 +31,13 @@ pub enum StackError {
         path: PathBuf,
         available: Vec<String>,
     },
+    #[error(
+        "`{name}` is not a stack name: a stack is a file `stacks/<name>.toml`, named without `/`, `\\` or a leading `.`"
+    )]
+    BadStackName {
+        name: String,
+        available: Vec<String>,
+    },
     #[error("cannot read {}: {source}", .path.display())]
     Io {
         path: PathBuf,
@@ -64,7 +71,8 @@ impl StackError {
                 "pass --stack NAME, set AGENT_ARMY_STACK, or set `default_stack` in {PROJECT_FILE}; available stacks: {}",
                 list(available)
             )),
-            StackError::UnknownStack { available, .. } => {
+            StackError::UnknownStack { available, .. }
+            | StackError::BadStackName { available, .. } => {
                 Some(format!("available stacks: {}", list(available)))
             }
             _ => None,

@@ -250,7 +250,14 @@ impl Validator<'_> {
             );
         }
         let place = match right_place {
-            Some(p) if !p.get_ref().trim().is_empty() => p.get_ref().clone(),
+            Some(p) if !p.get_ref().trim().is_empty() => {
+                // The spelling only; whether the place exists is the cloud's to say (asked
+                // before anything is created).
+                if let Err(e) = (crate::provider::profile(kind).check_place)(p.get_ref()) {
+                    self.serr(p, place_key, format!("`{}` {e}", p.get_ref()), None);
+                }
+                p.get_ref().clone()
+            }
             Some(p) => {
                 self.serr(p, place_key, "must not be empty".into(), None);
                 String::new()
@@ -559,6 +566,13 @@ impl Validator<'_> {
                 "agents.role",
                 "must not be empty".into(),
                 Some("describe what the agent does, e.g. `Product manager`".into()),
+            );
+        } else if a.role.get_ref().contains('\0') {
+            self.perr(
+                &a.role,
+                "agents.role",
+                "contains a NUL character, which the agent's files cannot carry".into(),
+                Some("remove the `\\u0000` escape".into()),
             );
         }
         let instance_type = match (&a.instance_type, &cx.provider.default_type) {
@@ -1023,6 +1037,19 @@ impl Validator<'_> {
                 );
                 BTreeMap::new()
             }
+            Workspace::Escapes { target } => {
+                self.perr(
+                    w,
+                    "agents.workspace",
+                    format!(
+                        "`{}` leads outside the project (through a symlink, to {})",
+                        w.get_ref(),
+                        target.display()
+                    ),
+                    Some("a workspace is copied to the VM: use a folder inside the project, not a link to one elsewhere".into()),
+                );
+                BTreeMap::new()
+            }
             Workspace::Missing => {
                 self.perr(
                     w,
@@ -1041,6 +1068,10 @@ impl Validator<'_> {
                         WorkspaceProblem::ControlChars(relp) => {
                             format!("file name {relp:?} contains control characters")
                         }
+                        WorkspaceProblem::LinkOutside { path, target } => format!(
+                            "`{path}` is a symlink to {}, outside the project; it is not copied to the VM (remove the link, or copy the file into the workspace)",
+                            target.display()
+                        ),
                     };
                     self.perr(w, "agents.workspace", msg, None);
                 }
