@@ -28,6 +28,7 @@ use super::{
     NetworkSpec, Observed, ObservedNetwork, ObservedServer, Provider, ProviderError, ServerSpec,
     ServerState, StackId, tags,
 };
+use crate::backoff;
 use crate::stack::ProviderKind;
 use errors::{err, outcome_unknown, retryable};
 use resources::{map_state, tag_value};
@@ -55,12 +56,8 @@ pub struct AwsProvider {
 /// Full-jitter exponential backoff before attempt `attempt + 1`: like the SDK's standard
 /// mode (0.5 s doubling, at most 20 s), with at least half of it waited.
 fn run_backoff(attempt: u32) -> Duration {
-    use rand_core::RngCore;
-    let base = Duration::from_millis(500)
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(6))
-        .min(Duration::from_secs(20));
-    let r = rand_core::OsRng.next_u32() as f64 / u32::MAX as f64;
-    base.mul_f64(0.5 + r / 2.0)
+    let base = backoff::exponential(Duration::from_millis(500), attempt, Duration::from_secs(20));
+    base.mul_f64(0.5 + backoff::jitter_frac() / 2.0)
 }
 
 impl Provider for AwsProvider {

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::errors::{advice_for, api_error, is_retryable};
 use super::{Inner, lock};
+use crate::backoff::jitter_frac as jitter;
 use crate::provider::ProviderError;
 
 /// Largest page the API serves.
@@ -66,15 +67,9 @@ pub fn poll_delay(base: Duration, remaining: Option<u64>, limit: Option<u64>) ->
 /// Backoff before retry number `attempt` (1-based): 0.5 s, 1 s, 2 s, 4 s.. capped at 8 s, plus
 /// up to half of it as jitter (`jitter_frac` in 0..=1).
 pub fn backoff(attempt: u32, jitter_frac: f64) -> Duration {
-    let base = Duration::from_millis(500)
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(4))
-        .min(Duration::from_secs(8));
+    let base =
+        crate::backoff::exponential(Duration::from_millis(500), attempt, Duration::from_secs(8));
     base + base.mul_f64(jitter_frac.clamp(0.0, 1.0) / 2.0)
-}
-
-fn jitter() -> f64 {
-    use rand_core::RngCore;
-    rand_core::OsRng.next_u32() as f64 / u32::MAX as f64
 }
 
 fn now_unix() -> u64 {
