@@ -7,6 +7,8 @@
 #[cfg(feature = "cloud")]
 #[cfg(feature = "cloud")]
 pub mod app;
+#[cfg(feature = "cloud")]
+mod backoff;
 pub mod boot;
 #[cfg(feature = "cloud")]
 pub mod cli;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::backoff;
 use crate::secrets::Secret;
 
 pub const DEFAULT_BASE: &str = "https://api.tailscale.com";
@@ -199,16 +200,16 @@ impl TailscaleApi {
 async fn send_retrying(
     make: impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, TsError> {
-    let mut delay = Duration::from_millis(200);
     let attempts = 6;
     for attempt in 1..=attempts {
         let last = attempt == attempts;
+        // 0.2 s doubling: at most 3.2 s before the last attempt.
+        let delay = backoff::exponential(Duration::from_millis(200), attempt, Duration::MAX);
         let resp = match make().send().await {
             Ok(r) => r,
             Err(e) if !last => {
                 tracing::debug!("tailscale api transport error, retrying: {e}");
                 tokio::time::sleep(delay).await;
-                delay *= 2;
                 continue;
             }
             Err(e) => return Err(TsError::Transport(e.without_url().to_string())),
@@ -236,7 +237,6 @@ async fn send_retrying(
         match status {
             429 | 500..=599 if !last => {
                 tokio::time::sleep(retry_after.unwrap_or(delay)).await;
-                delay *= 2;
             }
             401 => return Err(TsError::Unauthorized(message)),
             403 => return Err(TsError::Forbidden(message)),

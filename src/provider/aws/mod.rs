@@ -4,16 +4,22 @@
 //! `AWS_ENDPOINT_URL` is honoured by the SDK itself. Throttling (`RequestLimitExceeded`) and
 //! 5xx responses are retried by the SDK's standard retry mode with jittered exponential
 //! backoff, which is exactly the policy AWS documents for EC2; we only raise the attempt count.
+//!
+//! The module is split along its seams: `client` (SDK configuration), `resources` (tags,
+//! image, VPC, security group permissions, instance lookups) and `errors` (error codes,
+//! advice, retryability); this module holds the provider itself.
+
+mod client;
+mod errors;
+mod resources;
 
 use std::time::Duration;
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::config::http::HttpResponse;
-use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, InstanceMetadataEndpointState,
-    InstanceMetadataOptionsRequest, InstanceStateName, IpPermission, IpRange, Ipv6Range,
-    ResourceType, Tag, TagSpecification, VolumeType,
+    InstanceMetadataOptionsRequest, IpPermission, ResourceType, TagSpecification, VolumeType,
 };
 use base64::Engine as _;
 use tokio::sync::OnceCell;
@@ -22,13 +28,14 @@ use super::{
     NetworkSpec, Observed, ObservedNetwork, ObservedServer, Provider, ProviderError, ServerSpec,
     ServerState, StackId, tags,
 };
+use crate::backoff;
 use crate::stack::ProviderKind;
+use errors::{err, outcome_unknown, retryable};
+use resources::{map_state, tag_value};
 
 /// Canonical's AWS account.
 pub const CANONICAL_OWNER: &str = "099720109477";
 
-/// Longest wait for one attempt of one EC2 call (see [`crate::env::vars::REQUEST_TIMEOUT_MS`]).
-const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Attempts of `RunInstances`, as the SDK's standard retry mode makes of every other call.
 const RUN_INSTANCES_ATTEMPTS: u32 = 8;
 
@@ -46,403 +53,11 @@ pub struct AwsProvider {
     ami: OnceCell<(String, String)>,
 }
 
-impl AwsProvider {
-    /// Build a client for `region` from the default credential chain.
-    pub async fn new(
-        region: &str,
-        stack: StackId,
-        subnet_id: Option<String>,
-        hop_limit: u32,
-        poll: Duration,
-        request_timeout: Option<Duration>,
-    ) -> Self {
-        let retry = aws_config::retry::RetryConfig::standard()
-            .with_max_attempts(8)
-            .with_initial_backoff(Duration::from_millis(500));
-        // The SDK sets no read timeout by default: a connection that stalls mid-answer would
-        // hang the run forever. Each attempt gets a deadline and is retried like a 5xx.
-        let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_millis(3100))
-            .operation_attempt_timeout(request_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT))
-            .build();
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_string()))
-            .retry_config(retry)
-            .timeout_config(timeouts)
-            .load()
-            .await;
-        AwsProvider {
-            client: Client::new(&conf),
-            stack,
-            subnet_id,
-            hop_limit: hop_limit as i32,
-            poll,
-            ami: OnceCell::new(),
-        }
-    }
-
-    fn stack_filters(&self) -> Vec<Filter> {
-        vec![
-            Filter::builder()
-                .name(format!("tag:{}", tag_key(tags::PROJECT)))
-                .values(&self.stack.project)
-                .build(),
-            Filter::builder()
-                .name(format!("tag:{}", tag_key(tags::STACK)))
-                .values(&self.stack.stack)
-                .build(),
-        ]
-    }
-
-    fn tags(
-        &self,
-        role: &str,
-        agent: Option<&str>,
-        name: &str,
-        fp: Option<(&str, &str)>,
-    ) -> Vec<Tag> {
-        let t = |k: String, v: &str| Tag::builder().key(k).value(v).build();
-        let mut v = vec![
-            t(tag_key(tags::PROJECT), &self.stack.project),
-            t(tag_key(tags::STACK), &self.stack.stack),
-            t(tag_key(tags::ROLE), role),
-            t("Name".into(), name),
-        ];
-        if let Some(a) = agent {
-            v.push(t(tag_key(tags::AGENT), a));
-        }
-        if let Some((f, key_id)) = fp {
-            v.push(t(tag_key(tags::FINGERPRINT), f));
-            if !key_id.is_empty() {
-                v.push(t(tag_key(tags::KEY_ID), key_id));
-            }
-        }
-        v
-    }
-
-    /// The AMI id and its root device name: newest Ubuntu noble, or the configured image.
-    async fn image(&self, configured: Option<&str>) -> Result<(String, String), ProviderError> {
-        if let Some(id) = configured {
-            let out = self
-                .client
-                .describe_images()
-                .image_ids(id)
-                .send()
-                .await
-                .map_err(err)?;
-            let img = out.images().first().ok_or_else(|| {
-                ProviderError::new("InvalidAMIID.NotFound", format!("image {id} not found"))
-            })?;
-            return Ok((
-                id.to_string(),
-                img.root_device_name().unwrap_or("/dev/sda1").to_string(),
-            ));
-        }
-        self.ami
-            .get_or_try_init(|| async {
-                let out = self
-                    .client
-                    .describe_images()
-                    .owners(CANONICAL_OWNER)
-                    .filters(
-                        Filter::builder()
-                            .name("name")
-                            .values(super::profile::AWS.default_image.lookup)
-                            .build(),
-                    )
-                    .filters(Filter::builder().name("state").values("available").build())
-                    .send()
-                    .await
-                    .map_err(err)?;
-                let newest = out
-                    .images()
-                    .iter()
-                    .filter(|i| i.image_id().is_some())
-                    .max_by(|a, b| a.creation_date().cmp(&b.creation_date()))
-                    .ok_or_else(|| {
-                        ProviderError::new(
-                            "NoImage",
-                            format!(
-                                "no Ubuntu 24.04 image from owner {CANONICAL_OWNER} in this region"
-                            ),
-                        )
-                        .with_advice("set `image = \"ami-...\"` in the stack file")
-                    })?;
-                Ok((
-                    newest.image_id().unwrap_or_default().to_string(),
-                    newest.root_device_name().unwrap_or("/dev/sda1").to_string(),
-                ))
-            })
-            .await
-            .cloned()
-    }
-
-    async fn vpc_id(&self) -> Result<String, ProviderError> {
-        if let Some(subnet) = &self.subnet_id {
-            let out = self
-                .client
-                .describe_subnets()
-                .subnet_ids(subnet)
-                .send()
-                .await
-                .map_err(err)?;
-            return out
-                .subnets()
-                .first()
-                .and_then(|s| s.vpc_id())
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    ProviderError::new(
-                        "InvalidSubnetID.NotFound",
-                        format!("subnet {subnet} not found"),
-                    )
-                });
-        }
-        let out = self
-            .client
-            .describe_vpcs()
-            .filters(Filter::builder().name("is-default").values("true").build())
-            .send()
-            .await
-            .map_err(err)?;
-        out.vpcs()
-            .first()
-            .and_then(|v| v.vpc_id())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                ProviderError::new("NoDefaultVpc", "the region has no default VPC")
-                    .with_advice("set `[aws] subnet_id = \"subnet-...\"` in the stack file")
-            })
-    }
-
-    fn ssh_permissions(cidrs: &[String]) -> Vec<IpPermission> {
-        if cidrs.is_empty() {
-            return Vec::new();
-        }
-        let mut p = IpPermission::builder()
-            .ip_protocol("tcp")
-            .from_port(22)
-            .to_port(22);
-        for c in cidrs {
-            if c.contains(':') {
-                p = p.ipv6_ranges(
-                    Ipv6Range::builder()
-                        .cidr_ipv6(c)
-                        .description("agent-army allowed_ssh_cidrs")
-                        .build(),
-                );
-            } else {
-                p = p.ip_ranges(
-                    IpRange::builder()
-                        .cidr_ip(c)
-                        .description("agent-army allowed_ssh_cidrs")
-                        .build(),
-                );
-            }
-        }
-        vec![p.build()]
-    }
-
-    /// Allow port 22 from `cidrs` (nothing when empty).
-    async fn authorize(&self, id: &str, cidrs: &[String]) -> Result<(), ProviderError> {
-        let perms = Self::ssh_permissions(cidrs);
-        if perms.is_empty() {
-            return Ok(());
-        }
-        match self
-            .client
-            .authorize_security_group_ingress()
-            .group_id(id)
-            .set_ip_permissions(Some(perms))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            // Already there: an attempt whose answer was lost added it.
-            Err(e) if e.code() == Some("InvalidPermission.Duplicate") => Ok(()),
-            Err(e) => Err(err(e)),
-        }
-    }
-
-    /// A pending or running instance tagged for `spec`'s agent with its fingerprint: launched
-    /// by an attempt whose answer was lost.
-    async fn launched(&self, spec: &ServerSpec) -> Result<Option<String>, ProviderError> {
-        let mut filters = self.stack_filters();
-        filters.push(
-            Filter::builder()
-                .name(format!("tag:{}", tag_key(tags::AGENT)))
-                .values(&spec.agent)
-                .build(),
-        );
-        filters.push(
-            Filter::builder()
-                .name(format!("tag:{}", tag_key(tags::FINGERPRINT)))
-                .values(&spec.fingerprint)
-                .build(),
-        );
-        filters.push(
-            Filter::builder()
-                .name("instance-state-name")
-                .values("pending")
-                .values("running")
-                .build(),
-        );
-        let out = self
-            .client
-            .describe_instances()
-            .set_filters(Some(filters))
-            .send()
-            .await
-            .map_err(err)?;
-        let mut found: Vec<(String, i64)> = out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter_map(|i| {
-                let id = i.instance_id()?.to_string();
-                Some((id, i.launch_time().map(|t| t.secs()).unwrap_or(0)))
-            })
-            .collect();
-        // Should two have been launched after all, keep the oldest; the next plan removes
-        // the other as a duplicate.
-        found.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
-        Ok(found.into_iter().next().map(|(id, _)| id))
-    }
-
-    async fn instance_states(
-        &self,
-        ids: &[String],
-    ) -> Result<Vec<(String, ServerState)>, ProviderError> {
-        let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .describe_instances()
-            .set_instance_ids(Some(ids.to_vec()))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = match page {
-                Ok(p) => p,
-                Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => return Ok(Vec::new()),
-                Err(e) => return Err(err(e)),
-            };
-            for r in page.reservations() {
-                for i in r.instances() {
-                    out.push((
-                        i.instance_id().unwrap_or_default().to_string(),
-                        map_state(i.state().and_then(|s| s.name())),
-                    ));
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-fn map_state(s: Option<&InstanceStateName>) -> ServerState {
-    match s {
-        Some(InstanceStateName::Pending) => ServerState::Pending,
-        Some(InstanceStateName::Running) => ServerState::Running,
-        Some(InstanceStateName::Stopping) => ServerState::Stopping,
-        Some(InstanceStateName::Stopped) => ServerState::Stopped,
-        Some(InstanceStateName::ShuttingDown) => ServerState::Deleting,
-        Some(InstanceStateName::Terminated) => ServerState::Gone,
-        Some(other) => ServerState::Other(other.as_str().to_string()),
-        None => ServerState::Other("unknown".into()),
-    }
-}
-
-/// AWS's error code and message, or the transport failure.
-fn err<E>(e: SdkError<E, HttpResponse>) -> ProviderError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    // Whether the call may have been carried out although it failed: nothing reached EC2,
-    // or EC2's answer was lost or was a 5xx (then the outcome is unknown).
-    let transient = outcome_unknown(&e);
-    let code = e.code().map(str::to_string);
-    let message = e.message().map(str::to_string);
-    match (code, message) {
-        (Some(code), message) => {
-            let advice = match code.as_str() {
-                "AuthFailure" | "UnauthorizedOperation" => Some(
-                    "check your AWS credentials (AWS_PROFILE, `aws sso login`) and IAM permissions for EC2",
-                ),
-                "InsufficientInstanceCapacity" => {
-                    Some("try another instance type or region, or retry later")
-                }
-                "InvalidParameterValue" | "Unsupported" => {
-                    Some("check instance_type, image and region in the stack file")
-                }
-                _ => None,
-            };
-            ProviderError {
-                code,
-                message: message.unwrap_or_default(),
-                advice: advice.map(str::to_string),
-                transient,
-            }
-        }
-        (None, _) => ProviderError {
-            code: "RequestFailed".into(),
-            message: aws_sdk_ec2::error::DisplayErrorContext(&e).to_string(),
-            advice: Some(
-                "check network access to EC2 (or AWS_ENDPOINT_URL) and your credentials".into(),
-            ),
-            transient,
-        },
-    }
-}
-
-/// The call failed in a way that says nothing about whether EC2 carried it out: a timeout, a
-/// dropped connection, an unreadable answer or a 5xx. (A 4xx, throttling included, is a
-/// definite refusal.)
-fn outcome_unknown<E>(e: &SdkError<E, HttpResponse>) -> bool {
-    match e {
-        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
-        SdkError::DispatchFailure(d) => !d.is_user(),
-        SdkError::ServiceError(s) => s.raw().status().is_server_error(),
-        _ => false,
-    }
-}
-
-/// Worth another attempt: throttled, or the outcome is unknown.
-fn retryable<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
-    outcome_unknown(e)
-        || e.code().is_some_and(|c| {
-            matches!(
-                c,
-                "RequestLimitExceeded"
-                    | "Throttling"
-                    | "ThrottlingException"
-                    | "RequestThrottled"
-                    | "RequestThrottledException"
-                    | "EC2ThrottledException"
-                    | "RequestTimeout"
-                    | "RequestTimeoutException"
-                    | "InternalError"
-                    | "ServiceUnavailable"
-                    | "Unavailable"
-            )
-        })
-}
-
 /// Full-jitter exponential backoff before attempt `attempt + 1`: like the SDK's standard
 /// mode (0.5 s doubling, at most 20 s), with at least half of it waited.
 fn run_backoff(attempt: u32) -> Duration {
-    use rand_core::RngCore;
-    let base = Duration::from_millis(500)
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(6))
-        .min(Duration::from_secs(20));
-    let r = rand_core::OsRng.next_u32() as f64 / u32::MAX as f64;
-    base.mul_f64(0.5 + r / 2.0)
-}
-
-fn tag_value(tags: &[Tag], key: &str) -> Option<String> {
-    tags.iter()
-        .find(|t| t.key() == Some(key))
-        .and_then(|t| t.value())
-        .map(str::to_string)
+    let base = backoff::exponential(Duration::from_millis(500), attempt, Duration::from_secs(20));
+    base.mul_f64(0.5 + backoff::jitter_frac() / 2.0)
 }
 
 impl Provider for AwsProvider {
