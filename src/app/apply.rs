@@ -156,6 +156,22 @@ impl<'s> Deploy<'s> {
             force_replace: &opts.replace,
             destroy: false,
         });
+        // Sizes and place are checked with the cloud before anything is created, and before
+        // the user is asked.
+        let mut sizes: Vec<String> = plan
+            .agents
+            .iter()
+            .filter(|a| matches!(a, AgentAction::Create { .. } | AgentAction::Replace { .. }))
+            .filter_map(|a| config.agent(a.agent()))
+            .map(|a| a.instance_type.clone())
+            .collect();
+        sizes.sort();
+        sizes.dedup();
+        cloud
+            .preflight(&sizes)
+            .await
+            .map_err(|e| provider_error(config, e))?;
+
         Ok(Deploy {
             session,
             lock,

@@ -65,7 +65,7 @@ pub async fn connect(session: &Session) -> Result<Cloud> {
             region,
             subnet_id,
             metadata_hop_limit,
-        } => Ok(Cloud::Aws(
+        } => Ok(Cloud::Aws(Box::new(
             crate::provider::aws::AwsProvider::new(
                 region,
                 stack_id(config),
@@ -75,7 +75,7 @@ pub async fn connect(session: &Session) -> Result<Cloud> {
                 env.request_timeout(),
             )
             .await,
-        )),
+        ))),
         ProviderSettings::Hetzner { location } => {
             let token = match env.get(vars::HCLOUD_TOKEN) {
                 Some(t) => Secret::new(t),

@@ -7,7 +7,8 @@ use crate::stack::ProviderKind;
 
 /// The cloud of a stack, chosen at run time.
 pub enum Cloud {
-    Aws(aws::AwsProvider),
+    /// Boxed: the SDK client is large, and a `Cloud` is moved around by value.
+    Aws(Box<aws::AwsProvider>),
     Hetzner(hetzner::HetznerProvider),
 }
 
@@ -26,6 +27,9 @@ impl Provider for Cloud {
     }
     async fn observe(&self) -> Result<Observed, ProviderError> {
         delegate!(self, p => p.observe().await)
+    }
+    async fn preflight(&self, sizes: &[String]) -> Result<(), ProviderError> {
+        delegate!(self, p => p.preflight(sizes).await)
     }
     async fn create_network(&self, spec: &NetworkSpec) -> Result<ObservedNetwork, ProviderError> {
         delegate!(self, p => p.create_network(spec).await)

@@ -164,6 +164,16 @@ pub trait Provider: Send + Sync + 'static {
     /// Everything tagged with the stack, in as few calls as the API allows.
     fn observe(&self) -> impl Future<Output = Result<Observed, ProviderError>> + Send;
 
+    /// Before anything is created: the stack's place exists and each server size exists and
+    /// is offered there, so a typo fails before a firewall or key is made. A cloud that
+    /// cannot tell cheaply accepts.
+    fn preflight(
+        &self,
+        _sizes: &[String],
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send {
+        async { Ok(()) }
+    }
+
     /// Create the firewall / security group (and break-glass key where needed).
     fn create_network(
         &self,

@@ -463,3 +463,85 @@ async fn aws_unconfirmed_or_declined_changes_nothing() {
         .code(1)
         .stderr_has("unknown key `regoin`");
 }
+
+/// A Graviton type gets the arm64 Ubuntu AMI (EC2 refuses an amd64 image on it; moto does
+/// not, so the image is described back); the others keep amd64. An instance type EC2 does not
+/// know is refused before anything is created.
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_arm_types_get_arm_images_and_unknown_types_fail_first() {
+    let moto = Moto::start();
+    let p = Project::example();
+    let project = p.read("agent-army.toml");
+    let tester = "name = \"agent-tester\"\n";
+    assert!(project.contains(tester));
+    p.write(
+        "agent-army.toml",
+        &project.replace(tester, &format!("{tester}instance_type = \"t4g.small\"\n")),
+    );
+    let plan = aws_env(p.run(), &moto).args(["-s", "prod", "plan"]).run();
+    plan.success()
+        .stdout_has("t4g.small, ubuntu-24.04 arm64 (newest Canonical AMI)")
+        .stdout_has("t3.medium, ubuntu-24.04 (newest Canonical AMI)");
+    aws_env(p.run(), &moto)
+        .args(["-s", "prod", "deploy", "--yes"])
+        .run()
+        .success();
+    let c = client(&moto).await;
+    let out = c
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("tag:agent-army:stack")
+                .values("prod")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut images = std::collections::BTreeMap::new();
+    for i in out.reservations().iter().flat_map(|r| r.instances()) {
+        let agent = i
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some("agent-army:agent"))
+            .and_then(|t| t.value())
+            .unwrap()
+            .to_string();
+        images.insert(agent, i.image_id().unwrap().to_string());
+    }
+    assert_eq!(
+        images["agent-tester"], "ami-0a1b2c3d4e5f60004",
+        "arm64: {images:?}"
+    );
+    assert_eq!(
+        images["agent-pm"], "ami-0a1b2c3d4e5f60002",
+        "amd64: {images:?}"
+    );
+    assert_eq!(
+        images["agent-eng"], "ami-0a1b2c3d4e5f60002",
+        "amd64: {images:?}"
+    );
+
+    // An instance type EC2 does not know: refused before any create, on a fresh stack.
+    let q = Project::example();
+    q.write(
+        "stacks/prod.toml",
+        &q.read("stacks/prod.toml").replace(
+            "instance_type = \"t3.medium\"",
+            "instance_type = \"t3.gigantic\"",
+        ),
+    );
+    moto.reset_log();
+    let out = aws_env(q.run(), &moto)
+        .args(["-s", "prod", "deploy", "--yes"])
+        .run();
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    out.stderr_has("t3.gigantic");
+    let actions = moto.actions();
+    assert!(
+        !actions
+            .iter()
+            .any(|a| a.starts_with("Create") || a == "RunInstances"),
+        "nothing created: {actions:?}"
+    );
+}

@@ -734,3 +734,19 @@ fn plan_is_coloured_for_people_and_plain_for_machines() {
     assert!(!json.contains('\u{1b}'));
     serde_json::from_str::<serde_json::Value>(&json).unwrap();
 }
+
+/// bash drops a NUL when the agent's environment file is sourced, so the agent would get
+/// another value than the one set: refused, and the stack file is left as it was.
+#[test]
+fn secrets_set_refuses_a_nul_byte() {
+    let p = Project::example();
+    let before = p.read("stacks/dev.toml");
+    let out = p
+        .run()
+        .args(["-s", "dev", "secrets", "set", "EXTRA_TOKEN"])
+        .stdin(b"abc\0def")
+        .run();
+    assert_ne!(out.code, 0);
+    out.stderr_has("contains a NUL byte");
+    assert_eq!(p.read("stacks/dev.toml"), before);
+}

@@ -441,17 +441,41 @@ fn hetzner_killed_deploy_converges_without_duplicates() {
 fn hetzner_unsupported_location_fails_with_advice() {
     let h = Hetzner::start();
     let p = Project::example();
-    p.write(
-        "stacks/dev.toml",
-        &p.read("stacks/dev.toml")
-            .replace("location = \"fsn1\"", "location = \"sin\""),
-    );
-    let out = deploy(&h, &p);
-    assert_ne!(out.code, 0, "must fail\n{}\n{}", out.stdout, out.stderr);
-    out.stderr_has("invalid_input: unsupported location for server type")
-        .stderr_has("server type `cx22` is not offered in location `sin`")
-        .stderr_has("choose another `location` or `server_type`");
-    assert!(servers_by_agent(&h.state()).is_empty());
+    let stack = p.read("stacks/dev.toml");
+    // A server type that Hetzner does not offer at the location, a location that does not
+    // exist, a server type that does not exist: each is refused before anything is created,
+    // so no firewall or SSH key is left behind.
+    for (from, to, expect) in [
+        (
+            "location = \"fsn1\"",
+            "location = \"sin\"",
+            "server type `cx22` is not offered in `sin` (it is in: ",
+        ),
+        (
+            "location = \"fsn1\"",
+            "location = \"xyz9\"",
+            "Hetzner has no location `xyz9`",
+        ),
+        (
+            "server_type = \"cx22\"",
+            "server_type = \"cx999\"",
+            "Hetzner has no server type `cx999`",
+        ),
+    ] {
+        assert!(stack.contains(from), "{from}");
+        p.write("stacks/dev.toml", &stack.replace(from, to));
+        h.reset_log();
+        let out = deploy(&h, &p);
+        assert_ne!(out.code, 0, "must fail\n{}\n{}", out.stdout, out.stderr);
+        out.stderr_has(expect);
+        let posts: Vec<_> = h
+            .requests()
+            .into_iter()
+            .filter(|r| r["method"] != "GET")
+            .collect();
+        assert!(posts.is_empty(), "{to}: nothing may be created: {posts:?}");
+        assert!(servers_by_agent(&h.state()).is_empty());
+    }
     h.assert_no_prism_errors();
 }
 

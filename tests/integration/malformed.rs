@@ -61,6 +61,8 @@ struct Case {
     stack_name: &'static str,
     /// Files written as raw bytes, last (e.g. text that is not UTF-8).
     raw: Vec<(&'static str, Vec<u8>)>,
+    /// Symlinks to make (path in the project, target).
+    links: Vec<(&'static str, PathBuf)>,
     code: i32,
     /// Text stderr must contain, e.g. the secret's name.
     expect: Vec<String>,
@@ -77,6 +79,7 @@ fn case(name: &'static str, project: String, stack: String, code: i32, expect: &
         env: vec![],
         stack_name: "dev",
         raw: vec![],
+        links: vec![],
         code,
         expect: expect.iter().map(|s| s.to_string()).collect(),
         diag: None,
@@ -420,6 +423,72 @@ fn cases() -> Vec<Case> {
     c.raw
         .push((PF, latin1(&p.replace("\"PM\"", "\"Produit \u{e9}\""))));
     v.push(c);
+    // ---- hostile input, round 2 ----
+    v.push(scase(
+        "region with path characters",
+        s.replace(
+            "region = \"eu-central-1\"",
+            "region = \"eu-central-1/../../x\"",
+        ),
+        "region",
+    ));
+    v.push(scase(
+        "region that is not a region name",
+        s.replace("region = \"eu-central-1\"", "region = \"Frankfurt\""),
+        "region",
+    ));
+    v.push(pcase(
+        "role with a NUL character",
+        p.replace("role = \"PM\"", "role = \"P\\u0000M\""),
+        "agents.role",
+    ));
+    // A workspace that is a link to a folder elsewhere (here holding a private key).
+    let mut c = pcase(
+        "workspace is a symlink out of the project",
+        agent_pm("workspace = \"agents/pm\""),
+        "agents.workspace",
+    );
+    c.expect.push("leads outside the project".into());
+    c.links.push(("agents/pm", outside_folder()));
+    v.push(c);
+    // Inside a real workspace folder, a link to a file elsewhere.
+    let mut c = pcase(
+        "workspace file is a symlink out of the project",
+        agent_pm("workspace = \"agents/pm\""),
+        "agents.workspace",
+    );
+    c.files.push(("agents/pm/AGENTS.md", "# PM\n".into()));
+    c.links
+        .push(("agents/pm/id_ed25519", outside_folder().join("id_ed25519")));
+    c.expect.push("is a symlink to".into());
+    v.push(c);
+    // User data over EC2's 16 KiB even gzipped: refused before the lock, the state or the
+    // cloud (the lock file would show in the snapshot).
+    let mut c = case(
+        "user data too large for the provider",
+        agent_pm("workspace = \"agents/pm\""),
+        s.clone(),
+        CONFIG,
+        &[
+            "user data for agent `agent-pm` is",
+            "the aws limit is 16384",
+        ],
+    );
+    c.files
+        .push(("agents/pm/NOISE.md", incompressible(48 * 1024)));
+    v.push(c);
+    // The stack name is a path: a stack file outside `stacks/` is never read.
+    let mut c = case(
+        "stack name is a path",
+        p.clone(),
+        s.clone(),
+        CONFIG,
+        &["`../evil` is not a stack name"],
+    );
+    c.files.push(("evil.toml", s.clone()));
+    c.stack_name = "../evil";
+    v.push(c);
+
     // The selected stack does not exist.
     let mut c = case(
         "unknown stack",
@@ -717,6 +786,36 @@ fn write_seed(dir: &Path, name: &str, p: &Project) {
     std::fs::write(dir.join(format!("malformed-{slug}")), seed).unwrap();
 }
 
+/// A folder outside any project holding a private key, made once.
+fn outside_folder() -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("id_ed25519"),
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        d
+    })
+    .path()
+    .to_path_buf()
+}
+
+/// `n` characters that gzip cannot shrink much (a seeded xorshift, as hex).
+fn incompressible(n: usize) -> String {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut s = String::with_capacity(n);
+    while s.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.push_str(&format!("{x:016x}"));
+    }
+    s.truncate(n);
+    s
+}
+
 /// Every file under `dir` with its bytes, except the HOME folder.
 fn snapshot(p: &Project) -> Vec<(PathBuf, Vec<u8>)> {
     let mut v: Vec<_> = p
@@ -744,6 +843,11 @@ fn malformed_input_fails_before_any_cloud_call() {
         }
         for (path, bytes) in &c.raw {
             std::fs::write(p.path().join(path), bytes).unwrap();
+        }
+        for (path, target) in &c.links {
+            let at = p.path().join(path);
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(target, at).unwrap();
         }
         if let Ok(dir) = std::env::var("AGENT_ARMY_FUZZ_SEEDS") {
             write_seed(Path::new(&dir), c.name, &p);

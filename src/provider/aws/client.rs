@@ -43,7 +43,7 @@ impl AwsProvider {
             subnet_id,
             hop_limit: hop_limit as i32,
             poll,
-            ami: OnceCell::new(),
+            ami: [OnceCell::new(), OnceCell::new()],
         }
     }
 }

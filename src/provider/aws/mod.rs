@@ -50,7 +50,8 @@ pub struct AwsProvider {
     subnet_id: Option<String>,
     hop_limit: i32,
     poll: Duration,
-    ami: OnceCell<(String, String)>,
+    /// The default AMI per architecture (amd64, arm64), looked up once each.
+    ami: [OnceCell<(String, String)>; 2],
 }
 
 /// Full-jitter exponential backoff before attempt `attempt + 1`: like the SDK's standard
@@ -63,6 +64,35 @@ fn run_backoff(attempt: u32) -> Duration {
 impl Provider for AwsProvider {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Aws
+    }
+
+    async fn preflight(&self, sizes: &[String]) -> Result<(), ProviderError> {
+        if sizes.is_empty() {
+            return Ok(());
+        }
+        match self
+            .client
+            .describe_instance_types()
+            .set_instance_types(Some(
+                sizes.iter().map(|s| s.as_str().into()).collect(),
+            ))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("InvalidInstanceType") => Err(ProviderError::new(
+                "InvalidInstanceType",
+                format!(
+                    "{} (asked for {})",
+                    e.message().unwrap_or("unknown instance type"),
+                    sizes.join(", ")
+                ),
+            )
+            .with_advice(
+                "set `instance_type` to a type this region offers (`aws ec2 describe-instance-type-offerings`)",
+            )),
+            Err(e) => Err(err(e)),
+        }
     }
 
     async fn observe(&self) -> Result<Observed, ProviderError> {
@@ -257,7 +287,9 @@ impl Provider for AwsProvider {
     }
 
     async fn create_server(&self, spec: &ServerSpec) -> Result<String, ProviderError> {
-        let (ami, root_device) = self.image(spec.image.as_deref()).await?;
+        let (ami, root_device) = self
+            .image(spec.image.as_deref(), &spec.instance_type)
+            .await?;
         let volume_tags = self.tags(tags::ROLE_SERVER, Some(&spec.agent), &spec.hostname, None);
         let instance_tags = self.tags(
             tags::ROLE_SERVER,

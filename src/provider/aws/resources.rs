@@ -48,10 +48,13 @@ impl AwsProvider {
         v
     }
 
-    /// The AMI id and its root device name: newest Ubuntu noble, or the configured image.
+    /// The AMI id and its root device name: the configured image, or the newest Ubuntu noble
+    /// of the instance type's architecture (an AMI is one architecture; EC2 refuses to launch
+    /// an amd64 image on a Graviton type).
     pub(super) async fn image(
         &self,
         configured: Option<&str>,
+        instance_type: &str,
     ) -> Result<(String, String), ProviderError> {
         if let Some(id) = configured {
             let out = self
@@ -69,8 +72,16 @@ impl AwsProvider {
                 img.root_device_name().unwrap_or("/dev/sda1").to_string(),
             ));
         }
-        self.ami
-            .get_or_try_init(|| async {
+        let arch = crate::provider::profile::ec2_arch(instance_type);
+        let (_, lookup) = crate::provider::profile::AWS
+            .default_image
+            .for_arch(Some(arch));
+        let (cell, ec2_arch) = if arch == "arm64" {
+            (&self.ami[1], "arm64")
+        } else {
+            (&self.ami[0], "x86_64")
+        };
+        cell.get_or_try_init(|| async {
                 let out = self
                     .client
                     .describe_images()
@@ -78,9 +89,10 @@ impl AwsProvider {
                     .filters(
                         Filter::builder()
                             .name("name")
-                            .values(crate::provider::profile::AWS.default_image.lookup)
+                            .values(lookup.as_str())
                             .build(),
                     )
+                    .filters(Filter::builder().name("architecture").values(ec2_arch).build())
                     .filters(Filter::builder().name("state").values("available").build())
                     .send()
                     .await
@@ -94,7 +106,7 @@ impl AwsProvider {
                         ProviderError::new(
                             "NoImage",
                             format!(
-                                "no Ubuntu 24.04 image from owner {CANONICAL_OWNER} in this region"
+                                "no Ubuntu 24.04 {arch} image from owner {CANONICAL_OWNER} in this region"
                             ),
                         )
                         .with_advice("set `image = \"ami-...\"` in the stack file")

@@ -180,6 +180,53 @@ impl Provider for HetznerProvider {
         ProviderKind::Hetzner
     }
 
+    async fn preflight(&self, sizes: &[String]) -> Result<(), ProviderError> {
+        if sizes.is_empty() {
+            return Ok(());
+        }
+        let me = &self.inner;
+        let types: Vec<ServerTypeObj> = me.list_all("/server_types", "server_types", &[]).await?;
+        // Every location appears in some server type's prices.
+        let mut locations: Vec<&str> = types
+            .iter()
+            .flat_map(|t| t.prices.iter().map(|p| p.location.as_str()))
+            .collect();
+        locations.sort_unstable();
+        locations.dedup();
+        if !locations.contains(&me.location.as_str()) {
+            return Err(ProviderError::new(
+                "invalid_location",
+                format!("Hetzner has no location `{}`", me.location),
+            )
+            .with_advice(format!(
+                "set `location` in the stack file to one of: {}",
+                locations.join(", ")
+            )));
+        }
+        for size in sizes {
+            let Some(t) = types.iter().find(|t| &t.name == size) else {
+                return Err(ProviderError::new(
+                    "invalid_server_type",
+                    format!("Hetzner has no server type `{size}`"),
+                )
+                .with_advice("set `server_type` to one `hcloud server-type list` shows"));
+            };
+            if !t.prices.iter().any(|p| p.location == me.location) {
+                let offered: Vec<&str> = t.prices.iter().map(|p| p.location.as_str()).collect();
+                return Err(ProviderError::new(
+                    "server_type_unavailable",
+                    format!(
+                        "server type `{size}` is not offered in `{}` (it is in: {})",
+                        me.location,
+                        offered.join(", ")
+                    ),
+                )
+                .with_advice("pick another server type or location"));
+            }
+        }
+        Ok(())
+    }
+
     async fn observe(&self) -> Result<Observed, ProviderError> {
         let me = &self.inner;
         let sel = vec![("label_selector", me.selector(&[]))];
