@@ -337,7 +337,9 @@ pub fn plan(input: &PlanInput) -> Plan {
                 NetworkAction::UpdateRules { id: id.clone() }
             });
         }
-        if nets.is_empty() {
+        // A stack without agents needs no firewall: none is made for nothing (one that
+        // exists stays until `destroy`).
+        if nets.is_empty() && !input.desired.is_empty() {
             network.push(NetworkAction::Create);
         }
     }

@@ -88,6 +88,26 @@ fn fresh_stack_creates_everything() {
 }
 
 #[test]
+fn a_stack_without_agents_makes_no_firewall_and_keeps_one_it_has() {
+    let st = State::new("p", "dev", ProviderKind::Hetzner);
+    let p = run(&[], &st, Some(&Observed::default()));
+    assert!(p.network.is_empty(), "{:?}", p.network);
+    assert!(!p.has_changes());
+    // Every agent removed from a deployed stack: servers go, the firewall stays until destroy.
+    let d = [desired("a", "cx22")];
+    let (st, obs) = deployed(&d);
+    let p = run(&[], &st, Some(&obs));
+    assert_eq!(p.counts().1 + p.counts().2, 1, "{:?}", p.agents);
+    assert!(
+        p.network
+            .iter()
+            .all(|n| matches!(n, NetworkAction::NoChange { .. })),
+        "{:?}",
+        p.network
+    );
+}
+
+#[test]
 fn unchanged_is_no_op() {
     let d = [desired("a", "cx22"), desired("b", "cx22")];
     let (st, obs) = deployed(&d);

@@ -27,11 +27,12 @@ impl Project {
                 available: available_stacks(&root),
             })?,
         };
-        // The name becomes a path (`stacks/<name>.toml`, state files): never one that leaves
-        // its folder.
-        if stack.is_empty() || stack.starts_with('.') || stack.contains(['/', '\\', '\0']) {
+        // The name becomes a path (`stacks/<name>.toml`, state files) and part of every
+        // hostname: checked before any file is looked at.
+        if let Err(e) = crate::naming::check_dns_label(&stack) {
             return Err(StackError::BadStackName {
                 available: available_stacks(&root),
+                reason: e.to_string(),
                 name: stack,
             });
         }
@@ -113,6 +114,34 @@ fn read(path: &Path, shown: &Path) -> Result<String, StackError> {
     })
 }
 
+/// What a path that exists is, when it is not a regular file (following symlinks):
+/// "is a directory", "is a symlink loop", "is not a regular file (…)". `None` for a regular
+/// file and for nothing at all.
+fn not_a_regular_file(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => None,
+        Ok(m) if m.is_dir() => Some("is a directory".into()),
+        Ok(m) => {
+            let ft = m.file_type();
+            let kind = if ft.is_fifo() {
+                "a FIFO"
+            } else if ft.is_socket() {
+                "a socket"
+            } else if ft.is_block_device() || ft.is_char_device() {
+                "a device"
+            } else {
+                "a special file"
+            };
+            Some(format!("is not a regular file ({kind})"))
+        }
+        // ELOOP: too many levels of symbolic links.
+        Err(e) if e.raw_os_error() == Some(40) => Some("is a symlink loop".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(format!("cannot be read ({e})")),
+    }
+}
+
 /// The project file's and the selected stack file's texts, as read from disk.
 #[derive(Debug, Clone)]
 pub struct Files {
@@ -124,6 +153,12 @@ pub struct Files {
 pub fn read_files(project: &Project) -> Result<Files, StackError> {
     let project_path = project.root.join(PROJECT_FILE);
     let stack_path = project.stack_file();
+    if let Some(what) = not_a_regular_file(&stack_path) {
+        return Err(StackError::NotAFile {
+            path: project.stack_file_display(),
+            what,
+        });
+    }
     if !stack_path.is_file() {
         return Err(StackError::UnknownStack {
             name: project.stack.clone(),
@@ -164,6 +199,9 @@ pub enum WorkspaceProblem {
     ControlChars(String),
     /// A symlink in the workspace (relative path) that leads out of the project: not read.
     LinkOutside { path: String, target: PathBuf },
+    /// Neither a file nor a folder (relative path, and what it is): a FIFO, socket, device or
+    /// symlink loop.
+    NotRegular { path: String, what: String },
 }
 
 /// Workspace folders by their `workspace` value, as written in the project file.
@@ -232,6 +270,13 @@ fn read_workspace(root: &Path, name: &str) -> Workspace {
             let (is_dir, is_file) = if ft.is_symlink() {
                 let target = match path.canonicalize() {
                     Ok(t) => t,
+                    Err(e) if e.raw_os_error() == Some(40) => {
+                        problems.push(WorkspaceProblem::NotRegular {
+                            path: relp,
+                            what: "is a symlink loop".into(),
+                        });
+                        continue;
+                    }
                     Err(e) => {
                         problems.push(WorkspaceProblem::Unreadable {
                             path,
@@ -256,7 +301,11 @@ fn read_workspace(root: &Path, name: &str) -> Workspace {
                         error: e.to_string(),
                     }),
                 }
-            } else if is_file {
+            } else if !is_file {
+                if let Some(what) = not_a_regular_file(&path) {
+                    problems.push(WorkspaceProblem::NotRegular { path: relp, what });
+                }
+            } else {
                 if relp.chars().any(|c| c.is_control()) {
                     problems.push(WorkspaceProblem::ControlChars(relp));
                     continue;
@@ -360,5 +409,70 @@ mod tests {
             matches!(&problems[0], WorkspaceProblem::LinkOutside { path, .. } if path == "key"),
             "{problems:?}"
         );
+    }
+
+    /// A property over random layouts: whatever mix of folders, files and symlinks (into the
+    /// project, out of it, dangling, looping) a workspace holds, nothing read from it comes
+    /// from outside the project root, and every link out of it is reported.
+    #[cfg(unix)]
+    #[test]
+    fn no_layout_of_symlinks_reads_a_byte_from_outside_the_project() {
+        use std::os::unix::fs::symlink;
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rand = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for round in 0..150 {
+            let outside = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(outside.path().join("deep")).unwrap();
+            std::fs::write(outside.path().join("secret"), "OUTSIDE-BYTES").unwrap();
+            std::fs::write(outside.path().join("deep/key"), "OUTSIDE-BYTES").unwrap();
+            let d = tempfile::tempdir().unwrap();
+            let root = d.path();
+            let mut dirs = vec![root.join("ws")];
+            std::fs::create_dir_all(&dirs[0]).unwrap();
+            std::fs::create_dir_all(root.join("other")).unwrap();
+            std::fs::write(root.join("other/inside"), "INSIDE").unwrap();
+            let mut links_out = 0;
+            for i in 0..12 {
+                let parent = dirs[rand(dirs.len() as u64) as usize].clone();
+                let at = parent.join(format!("e{i}"));
+                match rand(8) {
+                    0 => {
+                        std::fs::create_dir_all(&at).unwrap();
+                        dirs.push(at);
+                    }
+                    1 => std::fs::write(&at, "INSIDE").unwrap(),
+                    2 => {
+                        symlink(outside.path().join("secret"), &at).unwrap();
+                        links_out += 1;
+                    }
+                    3 => {
+                        symlink(outside.path().join("deep"), &at).unwrap();
+                        links_out += 1;
+                    }
+                    4 => symlink(root.join("other"), &at).unwrap(),
+                    5 => symlink(root.join("other/inside"), &at).unwrap(),
+                    6 => symlink(root.join("ws"), &at).unwrap(),
+                    _ => symlink(root.join("nowhere"), &at).unwrap(),
+                }
+            }
+            let w = read_workspaces(root, ["ws"]);
+            let Workspace::Read { files, problems } = &w["ws"] else {
+                panic!("round {round}: {:?}", w["ws"]);
+            };
+            for (name, bytes) in files {
+                assert_eq!(bytes, b"INSIDE", "round {round}: {name}");
+            }
+            let reported = problems
+                .iter()
+                .filter(|p| matches!(p, WorkspaceProblem::LinkOutside { .. }))
+                .count();
+            // Every folder is walked once, so every link out is reported exactly once.
+            assert_eq!(reported, links_out, "round {round}: {problems:?}");
+        }
     }
 }

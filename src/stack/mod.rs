@@ -32,12 +32,15 @@ pub enum StackError {
         available: Vec<String>,
     },
     #[error(
-        "`{name}` is not a stack name: a stack is a file `stacks/<name>.toml`, named without `/`, `\\` or a leading `.`"
+        "`{name}` is not a stack name: it {reason} (a stack is the file `stacks/<name>.toml`, named as a lowercase DNS label such as `dev`)"
     )]
     BadStackName {
         name: String,
+        reason: String,
         available: Vec<String>,
     },
+    #[error("{} {what}, not a stack file", .path.display())]
+    NotAFile { path: PathBuf, what: String },
     #[error("cannot read {}: {source}", .path.display())]
     Io {
         path: PathBuf,

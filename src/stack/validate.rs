@@ -152,6 +152,11 @@ impl Validator<'_> {
             defaults: &defaults,
             secrets: &secrets,
         });
+        if p.agents.is_empty() {
+            warnings.push(
+                "agent-army.toml declares no agents: `deploy` creates nothing (and removes the servers of agents that are gone); `destroy` removes the stack".into(),
+            );
+        }
         self.agent_secrets(s, &mut agents);
         self.token_generations(s, &secrets, &stack, &mut agents);
         self.reserved_agent_secrets(s);
@@ -273,6 +278,11 @@ impl Validator<'_> {
             }
         };
         let default_type = right_type.as_ref().map(|t| t.get_ref().clone());
+        if let Some(t) = right_type
+            && let Err(e) = size_name(t.get_ref())
+        {
+            self.serr(t, type_key, e, None);
+        }
         if let Some(aws) = &s.aws
             && kind != ProviderKind::Aws
         {
@@ -576,7 +586,12 @@ impl Validator<'_> {
             );
         }
         let instance_type = match (&a.instance_type, &cx.provider.default_type) {
-            (Some(t), _) => t.get_ref().clone(),
+            (Some(t), _) => {
+                if let Err(e) = size_name(t.get_ref()) {
+                    self.perr(t, "agents.instance_type", e, None);
+                }
+                t.get_ref().clone()
+            }
             (None, Some(t)) => t.clone(),
             (None, None) => {
                 self.perr(
@@ -1068,6 +1083,9 @@ impl Validator<'_> {
                         WorkspaceProblem::ControlChars(relp) => {
                             format!("file name {relp:?} contains control characters")
                         }
+                        WorkspaceProblem::NotRegular { path, what } => {
+                            format!("`{path}` {what}; only regular files are copied to the VM")
+                        }
                         WorkspaceProblem::LinkOutside { path, target } => format!(
                             "`{path}` is a symlink to {}, outside the project; it is not copied to the VM (remove the link, or copy the file into the workspace)",
                             target.display()
@@ -1078,6 +1096,25 @@ impl Validator<'_> {
                 files.clone()
             }
         }
+    }
+}
+
+/// A server size as the clouds spell them (`t3.medium`, `m7i-flex.large`, `cx22`): lowercase
+/// letters, digits, `.` and `-`. Whitespace around it would reach the cloud as part of the
+/// name.
+fn size_name(t: &str) -> Result<(), String> {
+    if t.trim() != t {
+        return Err(format!("`{t}` has leading or trailing whitespace"));
+    }
+    match t
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '.' || *c == '-'))
+    {
+        _ if t.is_empty() => Err("must not be empty".into()),
+        Some(c) => Err(format!(
+            "`{t}` contains {c:?}; server sizes are lowercase letters, digits, '.' and '-'"
+        )),
+        None => Ok(()),
     }
 }
 

@@ -408,12 +408,13 @@ async fn aws_one_failing_agent_does_not_stop_the_others() {
     let moto = Moto::start();
     let p = Project::example();
     let c = client(&moto).await;
-    // moto validates instance types: this one does not exist.
+    // `c1.medium` exists (so the check before any create passes) but is not offered in
+    // eu-central-1, which moto's RunInstances refuses, as EC2 does: only that agent fails.
     p.write(
         "agent-army.toml",
         &p.read("agent-army.toml").replace(
             "name = \"agent-tester\"\n",
-            "name = \"agent-tester\"\ninstance_type = \"t3.nonexistent\"\n",
+            "name = \"agent-tester\"\ninstance_type = \"c1.medium\"\n",
         ),
     );
     let out = aws_env(p.run(), &moto)

@@ -63,6 +63,8 @@ struct Case {
     raw: Vec<(&'static str, Vec<u8>)>,
     /// Symlinks to make (path in the project, target).
     links: Vec<(&'static str, PathBuf)>,
+    /// Special files to make: (path in the project, "dir" | "fifo" | "loop").
+    special: Vec<(&'static str, &'static str)>,
     code: i32,
     /// Text stderr must contain, e.g. the secret's name.
     expect: Vec<String>,
@@ -80,6 +82,7 @@ fn case(name: &'static str, project: String, stack: String, code: i32, expect: &
         stack_name: "dev",
         raw: vec![],
         links: vec![],
+        special: vec![],
         code,
         expect: expect.iter().map(|s| s.to_string()).collect(),
         diag: None,
@@ -489,6 +492,54 @@ fn cases() -> Vec<Case> {
     c.stack_name = "../evil";
     v.push(c);
 
+    // Special files: named for what they are, never read (a FIFO would block).
+    for (kind, what) in [
+        ("dir", "is a directory, not a stack file"),
+        ("fifo", "is not a regular file (a FIFO), not a stack file"),
+        ("loop", "is a symlink loop, not a stack file"),
+    ] {
+        let mut c = case(
+            "stack file is a special file",
+            p.clone(),
+            s.clone(),
+            CONFIG,
+            &[&format!("stacks/qa.toml {what}")],
+        );
+        c.special.push(("stacks/qa.toml", kind));
+        c.stack_name = "qa";
+        v.push(c);
+    }
+    let mut c = pcase(
+        "workspace holds a FIFO",
+        agent_pm("workspace = \"agents/pm\""),
+        "agents.workspace",
+    );
+    c.files.push(("agents/pm/AGENTS.md", "# PM\n".into()));
+    c.special.push(("agents/pm/pipe", "fifo"));
+    c.expect
+        .push("`pipe` is not a regular file (a FIFO); only regular files are copied".into());
+    v.push(c);
+    let mut c = case(
+        "stack name is not a DNS label",
+        p.clone(),
+        s.clone(),
+        CONFIG,
+        &["`Dev` is not a stack name: it contains 'D'"],
+    );
+    c.files.push(("stacks/Dev.toml", s.clone()));
+    c.stack_name = "Dev";
+    v.push(c);
+    v.push(scase(
+        "instance type with a trailing space",
+        s.replace("\"t3.medium\"", "\"t3.medium \""),
+        "instance_type",
+    ));
+    v.push(pcase(
+        "agent instance type with a tab",
+        agent_pm("instance_type = \"t3.\\tlarge\""),
+        "agents.instance_type",
+    ));
+
     // The selected stack does not exist.
     let mut c = case(
         "unknown stack",
@@ -843,6 +894,22 @@ fn malformed_input_fails_before_any_cloud_call() {
         }
         for (path, bytes) in &c.raw {
             std::fs::write(p.path().join(path), bytes).unwrap();
+        }
+        for (path, kind) in &c.special {
+            let at = p.path().join(path);
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            match *kind {
+                "dir" => std::fs::create_dir_all(&at).unwrap(),
+                "loop" => std::os::unix::fs::symlink(&at, &at).unwrap(),
+                "fifo" => assert!(
+                    std::process::Command::new("mkfifo")
+                        .arg(&at)
+                        .status()
+                        .unwrap()
+                        .success()
+                ),
+                other => panic!("unknown special file {other}"),
+            }
         }
         for (path, target) in &c.links {
             let at = p.path().join(path);

@@ -22,6 +22,21 @@ impl AwsProvider {
         poll: Duration,
         request_timeout: Option<Duration>,
     ) -> Self {
+        let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()));
+        Self::with_loader(loader, stack, subnet_id, hop_limit, poll, request_timeout).await
+    }
+
+    /// The same on a loader the caller has set up, e.g. with an endpoint and credentials
+    /// that are not in the process environment (tests against an emulator).
+    pub async fn with_loader(
+        loader: aws_config::ConfigLoader,
+        stack: StackId,
+        subnet_id: Option<String>,
+        hop_limit: u32,
+        poll: Duration,
+        request_timeout: Option<Duration>,
+    ) -> Self {
         let retry = aws_config::retry::RetryConfig::standard()
             .with_max_attempts(8)
             .with_initial_backoff(Duration::from_millis(500));
@@ -31,8 +46,7 @@ impl AwsProvider {
             .connect_timeout(Duration::from_millis(3100))
             .operation_attempt_timeout(request_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT))
             .build();
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_string()))
+        let conf = loader
             .retry_config(retry)
             .timeout_config(timeouts)
             .load()

@@ -244,7 +244,11 @@ impl Provider for HetznerProvider {
                     .cloned()
                     .unwrap_or_default(),
                 fingerprint: s.labels.get(&label_key(tags::FINGERPRINT)).cloned(),
-                key_id: s.labels.get(&label_key(tags::KEY_ID)).cloned(),
+                key_id: s
+                    .labels
+                    .get(&label_key(tags::KEY_ID))
+                    .filter(|k| !k.is_empty())
+                    .cloned(),
                 state: map_status(&s.status),
                 name: s.name,
                 created: s.created,

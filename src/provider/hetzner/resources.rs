@@ -40,7 +40,8 @@ pub(super) fn labels(
     m.insert(label_key(tags::PROJECT), stack.project.clone());
     m.insert(label_key(tags::STACK), stack.stack.clone());
     m.insert(label_key(tags::ROLE), role.to_string());
-    for (k, v) in extra {
+    // An empty value (no key id) is no label at all, as on AWS.
+    for (k, v) in extra.iter().filter(|(_, v)| !v.is_empty()) {
         m.insert(label_key(k), v.to_string());
     }
     m

@@ -283,8 +283,11 @@ impl Project {
                 let p = e.path();
                 if p.is_dir() {
                     stack.push(p);
-                } else {
+                } else if p.is_file() {
                     out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+                } else {
+                    // A FIFO (opening it would block), socket, device or dangling link.
+                    out.push((p.clone(), Vec::new()));
                 }
             }
         }
