@@ -32,6 +32,37 @@ fn ssh_cidrs(config: &Config) -> Vec<String> {
         .collect()
 }
 
+/// How an apply runs: progress display, concurrency, the interrupt flag, and whether the
+/// device clean-up may print (not under JSON output).
+pub struct RunOptions {
+    pub progress: Progress,
+    pub parallelism: usize,
+    pub stop: Arc<AtomicBool>,
+    pub quiet_devices: bool,
+}
+
+/// The engine for one apply, writing state through the session's backend under `lock`.
+fn engine(
+    session: &Session,
+    cloud: Cloud,
+    state: State,
+    lock: &Arc<LockGuard>,
+    run: RunOptions,
+) -> Engine<Cloud> {
+    Engine {
+        provider: Arc::new(cloud),
+        state: SharedState::new(
+            state,
+            session.store.clone(),
+            lock.clone(),
+            session.local_dir.clone(),
+        ),
+        progress: run.progress,
+        parallelism: run.parallelism,
+        stop: run.stop,
+    }
+}
+
 /// A plan, read-only: nothing is locked or written.
 pub struct Planned {
     pub plan: Plan,
@@ -213,13 +244,7 @@ impl<'s> Deploy<'s> {
     /// Apply the plan: tailnet housekeeping, the user data of every agent to create, the
     /// break-glass key where the cloud needs one, then the engine. `quiet_devices` keeps the
     /// device clean-up from printing (JSON output).
-    pub async fn apply(
-        mut self,
-        progress: Progress,
-        parallelism: usize,
-        stop: Arc<AtomicBool>,
-        quiet_devices: bool,
-    ) -> Result<(State, Report)> {
+    pub async fn apply(mut self, run: RunOptions) -> Result<(State, Report)> {
         let session = self.session;
         let config = &session.config;
         session.write_state(&self.lock, &mut self.state)?;
@@ -249,7 +274,7 @@ impl<'s> Deploy<'s> {
         }
         clean_hosts.sort();
         clean_hosts.dedup();
-        devices::clean(ts.as_ref(), &clean_hosts, &protect, quiet_devices).await?;
+        devices::clean(ts.as_ref(), &clean_hosts, &protect, run.quiet_devices).await?;
         let minted = devices::mint(ts.as_ref(), config, &renew).await?;
 
         let mut prepared = BTreeMap::new();
@@ -290,18 +315,7 @@ impl<'s> Deploy<'s> {
         } else {
             None
         };
-        let engine = Engine {
-            provider: Arc::new(self.cloud),
-            state: SharedState::new(
-                self.state,
-                session.store.clone(),
-                self.lock.clone(),
-                session.local_dir.clone(),
-            ),
-            progress,
-            parallelism,
-            stop,
-        };
+        let engine = engine(session, self.cloud, self.state, &self.lock, run);
         let network = NetworkSpec {
             ssh_cidrs: self.cidrs,
             ssh_public_key: break_glass,
@@ -423,13 +437,7 @@ impl<'s> Destroy<'s> {
 
     /// Remove the stack's tailnet devices, then its servers and network. State and the
     /// stack's known_hosts are removed only when everything went.
-    pub async fn apply(
-        self,
-        progress: Progress,
-        parallelism: usize,
-        stop: Arc<AtomicBool>,
-        quiet_devices: bool,
-    ) -> Result<Report> {
+    pub async fn apply(self, run: RunOptions) -> Result<Report> {
         let session = self.session;
         let config = &session.config;
         let ts = devices::client(&session.env, config, &session.keyring).await?;
@@ -442,19 +450,8 @@ impl<'s> Destroy<'s> {
             .collect();
         hosts.sort();
         hosts.dedup();
-        devices::clean(ts.as_ref(), &hosts, &[], quiet_devices).await?;
-        let engine = Engine {
-            provider: Arc::new(self.cloud),
-            state: SharedState::new(
-                self.state,
-                session.store.clone(),
-                self.lock.clone(),
-                session.local_dir.clone(),
-            ),
-            progress,
-            parallelism,
-            stop,
-        };
+        devices::clean(ts.as_ref(), &hosts, &[], run.quiet_devices).await?;
+        let engine = engine(session, self.cloud, self.state, &self.lock, run);
         let report = engine
             .apply(
                 &self.plan,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::Ctx;
-use crate::app::apply::{self as usecase, Deploy, DeployOptions, Destroy};
+use crate::app::apply::{self as usecase, Deploy, DeployOptions, Destroy, RunOptions};
 use crate::app::fleet;
 use crate::engine::Report;
 use crate::error::{Error, Result};
@@ -194,6 +194,18 @@ pub fn force_unlock(ctx: &Ctx, args: ForceUnlockArgs) -> Result<ExitStatus> {
     }
 }
 
+/// How an apply runs from the command line; interrupts are watched from here on.
+fn run_options(ctx: &Ctx, parallelism: u16) -> RunOptions {
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_interrupts(stop.clone());
+    RunOptions {
+        progress: Progress::new(ctx.env.is_ci(), ctx.global.quiet),
+        parallelism: parallelism as usize,
+        stop,
+        quiet_devices: ctx.json(),
+    }
+}
+
 /// First Ctrl-C / SIGTERM: stop starting new work. Second: exit at once.
 fn watch_interrupts(stop: Arc<AtomicBool>) {
     tokio::spawn(async move {
@@ -312,16 +324,7 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
             "yes",
         )?;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    watch_interrupts(stop.clone());
-    let (state, report) = deploy
-        .apply(
-            Progress::new(ctx.env.is_ci(), ctx.global.quiet),
-            args.parallelism as usize,
-            stop,
-            ctx.json(),
-        )
-        .await?;
+    let (state, report) = deploy.apply(run_options(ctx, args.parallelism)).await?;
     let rows = rows_from(config, &state, None, Some(&report), &tokens);
     print_rows(
         ctx,
@@ -381,16 +384,7 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
         ),
         &config.stack,
     )?;
-    let stop = Arc::new(AtomicBool::new(false));
-    watch_interrupts(stop.clone());
-    let report = destroy
-        .apply(
-            Progress::new(ctx.env.is_ci(), ctx.global.quiet),
-            args.parallelism as usize,
-            stop,
-            ctx.json(),
-        )
-        .await?;
+    let report = destroy.apply(run_options(ctx, args.parallelism)).await?;
     let failed = report.failed();
     for o in &report.outcomes {
         if let Some(e) = &o.error {
