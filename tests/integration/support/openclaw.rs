@@ -231,8 +231,11 @@ impl AgentVm {
             .unwrap_or_else(|| panic!("unexpected ExecStart: {exec}"));
         let log = std::fs::File::create(self.dir.path().join("gateway.log")).unwrap();
         let started = Instant::now();
-        let child = self
-            .command(r, "/bin/bash")
+        let mut cmd = self.command(r, "/bin/bash");
+        // Its own process group, so that dropping the server stops every process the
+        // gateway started, as stopping the unit's cgroup does on the VM.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
             .arg("-c")
             .arg(script)
             .stdin(Stdio::null())
