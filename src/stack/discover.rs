@@ -326,7 +326,7 @@ fn read_workspace(root: &Path, name: &str) -> Workspace {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn write_project(dir: &Path, project: &str, stack: &str) -> Project {

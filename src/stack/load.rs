@@ -44,20 +44,11 @@ pub fn load_from_strs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stack::discover::tests::write_project;
 
     const PROJECT: &str =
         "[project]\nname = \"demo\"\n\n[[agents]]\nname = \"agent-pm\"\nrole = \"PM\"\n";
     const STACK: &str = "provider = \"hetzner\"\nlocation = \"fsn1\"\nserver_type = \"cx22\"\ntailnet = \"tail1.ts.net\"\n\n[secrets]\ntailscale_auth_key = \"env:TS_AUTHKEY\"\n";
-
-    fn write_project(dir: &Path, project: &str, stack: &str) -> Project {
-        std::fs::create_dir_all(dir.join("stacks")).unwrap();
-        std::fs::write(dir.join(PROJECT_FILE), project).unwrap();
-        std::fs::write(dir.join("stacks/dev.toml"), stack).unwrap();
-        Project {
-            root: dir.to_path_buf(),
-            stack: "dev".into(),
-        }
-    }
 
     #[test]
     fn text_loader_matches_disk_loader() {

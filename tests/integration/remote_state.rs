@@ -133,13 +133,7 @@ async fn two_runners_share_state_and_tokens_through_s3() {
         .run()
         .success()
         .json();
-    let prod = doc["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stack"] == "prod")
-        .unwrap()
-        .clone();
+    let prod = crate::support::stack_row(&doc, "prod");
     assert_eq!(prod["deployed"], 3, "{prod}");
     assert_eq!(
         prod["state_location"],

@@ -1097,13 +1097,7 @@ async fn open_prints_or_opens_the_url_and_logs_reads_the_gateway_journal() {
         .args(["-o", "json", "stacks"])
         .run()
         .json();
-    let prod = doc["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stack"] == "prod")
-        .unwrap()
-        .clone();
+    let prod = crate::support::stack_row(&doc, "prod");
     assert_eq!(prod["state"], true);
     assert_eq!(prod["deployed"], 3);
     // Every command that reads and prints data has JSON, against the deployed fleet.

@@ -461,13 +461,7 @@ impl Provider for HetznerProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stack() -> StackId {
-        StackId {
-            project: "acme-agents".into(),
-            stack: "dev".into(),
-        }
-    }
+    use resources::tests::stack;
 
     #[test]
     fn new_rejects_bad_endpoint_and_empty_token() {

@@ -285,11 +285,12 @@ impl Inner {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::provider::hetzner::parse_id;
 
-    fn stack() -> StackId {
+    /// The stack the Hetzner unit tests use.
+    pub(in crate::provider::hetzner) fn stack() -> StackId {
         StackId {
             project: "acme-agents".into(),
             stack: "dev".into(),

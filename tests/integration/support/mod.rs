@@ -335,3 +335,14 @@ pub fn state_json(p: &Project, stack: &str) -> Option<serde_json::Value> {
         .ok()
         .map(|t| serde_json::from_str(&t).expect("state is JSON"))
 }
+
+/// The row of `stack` in `stacks --output json`.
+pub fn stack_row(doc: &serde_json::Value, stack: &str) -> serde_json::Value {
+    doc["stacks"]
+        .as_array()
+        .expect("stacks")
+        .iter()
+        .find(|s| s["stack"] == stack)
+        .unwrap_or_else(|| panic!("no row for stack {stack}: {doc}"))
+        .clone()
+}
