@@ -20,11 +20,43 @@ use crate::state::{
     AgentState, Inputs, NetworkState, PendingCreate, State, StateBackend, StateError,
 };
 
-/// A server ready to be created for an agent (everything but ids and token).
+/// A server ready to be created for an agent (everything but ids and token), and the agent's
+/// configuration ready to be sent when it is updated in place.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub spec: ServerSpec,
     pub inputs: Inputs,
+    pub update: Option<PreparedUpdate>,
+}
+
+/// An in-place update, ready to send.
+#[derive(Clone)]
+pub struct PreparedUpdate {
+    /// The configuration as a tar (the environment file, secrets included): sent on stdin.
+    pub bundle: Arc<Vec<u8>>,
+    /// Options of the helper on the VM (`--prune`, `--reset-memory`).
+    pub args: Vec<String>,
+}
+
+impl std::fmt::Debug for PreparedUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedUpdate")
+            .field("bundle", &format_args!("<{} bytes>", self.bundle.len()))
+            .field("args", &self.args)
+            .finish()
+    }
+}
+
+/// Applies an agent's configuration on its VM (over ssh in the product).
+pub trait Updater: Send + Sync {
+    /// Send `bundle` to `agent` and install it with the helper's `args`; `Err` carries why it
+    /// failed, in the remote side's words.
+    fn update<'a>(
+        &'a self,
+        agent: &'a str,
+        bundle: &'a [u8],
+        args: &'a [String],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
 /// How one agent's action ended.
@@ -95,6 +127,8 @@ pub struct Engine<P: Provider> {
     pub parallelism: usize,
     /// Set on the first interrupt: no new work starts.
     pub stop: Arc<AtomicBool>,
+    /// How agents are updated in place (`None`: a plan with updates fails them).
+    pub updater: Option<Arc<dyn Updater>>,
 }
 
 fn now() -> String {
@@ -189,6 +223,7 @@ impl<P: Provider> Engine<P> {
             let prep = prepared.get(action.agent()).cloned();
             let net = network_id.clone();
             let net_failed = report.network_error.clone();
+            let updater = self.updater.clone();
             tasks.spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 let agent = action.agent().to_string();
@@ -202,8 +237,30 @@ impl<P: Provider> Engine<P> {
                         Some(ProviderError::new("Interrupted", "not started")),
                     );
                 }
-                let (label, r) =
-                    run_agent(&*provider, &state, &line, action, prep, net, net_failed).await;
+                let (label, r) = match action {
+                    AgentAction::Update {
+                        agent,
+                        id,
+                        changes,
+                        unreachable,
+                    } => {
+                        let r = update(
+                            updater.as_deref(),
+                            &state,
+                            &line,
+                            &agent,
+                            &id,
+                            &changes,
+                            unreachable,
+                            prep,
+                        )
+                        .await;
+                        ("updated", r.map(|_| Some(id)))
+                    }
+                    action => {
+                        run_agent(&*provider, &state, &line, action, prep, net, net_failed).await
+                    }
+                };
                 match &r {
                     Ok(id) => line.done(&format!("{label} {}", id.as_deref().unwrap_or(""))),
                     Err(e) => line.fail(&e.to_string()),
@@ -320,7 +377,7 @@ async fn run_agent<P: Provider>(
                         let e = s.agents.entry(agent.clone()).or_default();
                         e.server_id = Some(id.clone());
                         e.pending_create = None;
-                        e.fingerprint = p.spec.fingerprint.clone();
+                        e.fingerprint = p.inputs.fingerprint();
                         e.inputs = p.inputs.clone();
                         e.key_id = Some(p.spec.key_id.clone()).filter(|k| !k.is_empty());
                     })
@@ -345,7 +402,52 @@ async fn run_agent<P: Provider>(
             ("created", r.map(Some))
         }
         AgentAction::NoChange { id, .. } => ("unchanged", Ok(Some(id))),
+        AgentAction::Update { .. } => (
+            "update",
+            Err(ProviderError::new("Internal", "updates run apart")),
+        ),
     }
+}
+
+/// Update an agent in place, then record what its VM now carries (and the server, when state
+/// did not know it yet).
+#[allow(clippy::too_many_arguments)]
+async fn update(
+    updater: Option<&dyn Updater>,
+    state: &SharedState,
+    line: &crate::progress::Line,
+    agent: &str,
+    id: &str,
+    changes: &[String],
+    unreachable: Option<String>,
+    prep: Option<Prepared>,
+) -> Result<(), ProviderError> {
+    let advice = "bring the agent back on the tailnet and deploy again, or rebuild it with \
+                  `--replace` (its disk, memory and workspace are lost)";
+    if let Some(why) = unreachable {
+        return Err(ProviderError::new("Unreachable", why).with_advice(advice));
+    }
+    let (Some(updater), Some(prep)) = (updater, prep) else {
+        return Err(ProviderError::new("Internal", "no update prepared"));
+    };
+    let Some(upd) = &prep.update else {
+        return Err(ProviderError::new("Internal", "no update prepared"));
+    };
+    line.set(&format!("updating in place ({})", changes.join(", ")));
+    updater
+        .update(agent, &upd.bundle, &upd.args)
+        .await
+        .map_err(|why| ProviderError::new("UpdateFailed", why).with_advice(advice))?;
+    state
+        .update(|s| {
+            let e = s.agents.entry(agent.to_string()).or_default();
+            e.server_id = Some(id.to_string());
+            e.pending_create = None;
+            e.fingerprint = prep.inputs.fingerprint();
+            e.inputs = prep.inputs.clone();
+            e.key_id = Some(prep.spec.key_id.clone()).filter(|k| !k.is_empty());
+        })
+        .map_err(state_err)
 }
 
 async fn delete<P: Provider>(
@@ -445,7 +547,7 @@ async fn create<P: Provider>(
             let e = s.agents.entry(agent.to_string()).or_default();
             e.server_id = Some(id.clone());
             e.pending_create = None;
-            e.fingerprint = spec.fingerprint.clone();
+            e.fingerprint = prep.inputs.fingerprint();
             e.inputs = prep.inputs.clone();
             e.key_id = Some(spec.key_id.clone()).filter(|k| !k.is_empty());
         })

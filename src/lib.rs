@@ -27,6 +27,8 @@ pub mod progress;
 pub mod provider;
 pub mod render;
 pub mod secrets;
+#[cfg(feature = "cloud")]
+pub mod ssh;
 pub mod stack;
 pub mod state;
 pub mod tailnet;

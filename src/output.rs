@@ -106,6 +106,22 @@ pub fn plan_text(config: &Config, plan: &Plan) -> String {
                 let name = if name.is_empty() { "(untagged)" } else { name };
                 out.push_str(&format!("  - {name} (destroy {id}: {reason})\n"));
             }
+            AgentAction::Update {
+                agent: name,
+                id,
+                changes,
+                unreachable,
+            } => {
+                out.push_str(&format!(
+                    "  ~ {name} (update in place: {}; {id})\n",
+                    changes.join(", ")
+                ));
+                if let Some(why) = unreachable {
+                    out.push_str(&format!(
+                        "      unreachable: {why}\n      (deploy fails for this agent; `--replace {name}` rebuilds it, losing its disk)\n"
+                    ));
+                }
+            }
             AgentAction::Adopt { agent: name, id } => out.push_str(&format!(
                 "  ~ {name} (no change; adopt {id}, found by its tags but missing from state)\n"
             )),
@@ -118,6 +134,8 @@ pub fn plan_text(config: &Config, plan: &Plan) -> String {
         out.push_str(&format!("  . {f} (already gone; dropped from state)\n"));
     }
     let (c, r, d, n) = plan.counts();
+    let u = plan.updates();
+    let n = n - u;
     let net_changes = plan
         .network
         .iter()
@@ -126,7 +144,7 @@ pub fn plan_text(config: &Config, plan: &Plan) -> String {
     out.push('\n');
     if plan.has_changes() {
         out.push_str(&format!(
-            "Plan: {c} to create, {r} to replace, {d} to destroy, {n} unchanged; {net_changes} {noun} change(s).\n"
+            "Plan: {c} to create, {u} to update in place, {r} to replace, {d} to destroy, {n} unchanged; {net_changes} {noun} change(s).\n"
         ));
     } else {
         out.push_str(&format!(

@@ -12,7 +12,10 @@ use crate::state::{Inputs, State};
 pub struct DesiredAgent {
     pub name: String,
     pub inputs: Inputs,
+    /// Fingerprint of the machine inputs.
     pub fingerprint: String,
+    /// What a new server is labelled with ([`Inputs::label`]).
+    pub label: String,
     /// Id of the agent's gateway key, when this run can know it (`None`: not checked).
     pub key_id: Option<String>,
 }
@@ -51,6 +54,16 @@ pub enum AgentAction {
         id: String,
         reason: String,
     },
+    /// The machine stays; the agent's configuration changes in place, over ssh. `changes`
+    /// names what differs (`env.TZ`, `workspace/AGENTS.md`, …); `unreachable`, when set, says
+    /// why the agent cannot be reached now (the update then fails for this agent alone).
+    Update {
+        agent: String,
+        id: String,
+        changes: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unreachable: Option<String>,
+    },
     /// A server that exists in the cloud, tagged for this agent, but not (yet) in state: it
     /// is recorded without any cloud call.
     Adopt {
@@ -69,15 +82,19 @@ impl AgentAction {
             AgentAction::Create { agent }
             | AgentAction::Replace { agent, .. }
             | AgentAction::Delete { agent, .. }
+            | AgentAction::Update { agent, .. }
             | AgentAction::Adopt { agent, .. }
             | AgentAction::NoChange { agent, .. } => agent,
         }
     }
-    /// Whether the action calls a mutating cloud API.
+    /// Whether the action changes something: a mutating cloud API, or the agent in place.
     pub fn mutates(&self) -> bool {
         matches!(
             self,
-            AgentAction::Create { .. } | AgentAction::Replace { .. } | AgentAction::Delete { .. }
+            AgentAction::Create { .. }
+                | AgentAction::Replace { .. }
+                | AgentAction::Delete { .. }
+                | AgentAction::Update { .. }
         )
     }
 }
@@ -119,10 +136,32 @@ impl Plan {
                 AgentAction::Create { .. } => c += 1,
                 AgentAction::Replace { .. } => r += 1,
                 AgentAction::Delete { .. } => d += 1,
-                AgentAction::Adopt { .. } | AgentAction::NoChange { .. } => n += 1,
+                AgentAction::Update { .. }
+                | AgentAction::Adopt { .. }
+                | AgentAction::NoChange { .. } => n += 1,
             }
         }
         (c, r, d, n)
+    }
+
+    /// Agents changed in place.
+    pub fn updates(&self) -> usize {
+        self.agents
+            .iter()
+            .filter(|a| matches!(a, AgentAction::Update { .. }))
+            .count()
+    }
+
+    /// Mark the updates of agents that cannot be reached now, with the reason.
+    pub fn mark_unreachable(&mut self, unreachable: &BTreeMap<String, String>) {
+        for a in &mut self.agents {
+            if let AgentAction::Update {
+                agent, unreachable: u, ..
+            } = a
+            {
+                *u = unreachable.get(agent.as_str()).cloned();
+            }
+        }
     }
 }
 
@@ -137,6 +176,21 @@ pub struct PlanInput<'a> {
     pub force_replace: &'a BTreeSet<String>,
     /// `destroy`: everything goes.
     pub destroy: bool,
+    /// Changes asked for on every agent that stays (`memory reset`, `workspace pruned`): each
+    /// gets an update even when its configuration is unchanged.
+    pub also: &'a [String],
+}
+
+/// The two halves of a server's fingerprint label (`<machine>.<config>`; older servers carry
+/// only one).
+fn split_label(label: Option<&str>) -> (Option<&str>, Option<&str>) {
+    match label {
+        None => (None, None),
+        Some(l) => match l.split_once('.') {
+            Some((m, c)) => (Some(m), Some(c)),
+            None => (Some(l), None),
+        },
+    }
 }
 
 fn is_live(s: &ObservedServer) -> bool {
@@ -214,10 +268,11 @@ pub fn plan(input: &PlanInput) -> Plan {
             });
         }
         let known = state_id.as_deref() == Some(keep.id.as_str());
+        let (label_machine, label_config) = split_label(keep.fingerprint.as_deref());
         let current_fp = if known {
             st.map(|s| s.fingerprint.clone())
         } else {
-            keep.fingerprint.clone()
+            label_machine.map(str::to_string)
         };
         let mut reasons = Vec::new();
         // The gateway key: a server whose key id is not this agent's key has another token
@@ -260,6 +315,23 @@ pub fn plan(input: &PlanInput) -> Plan {
                 agent: d.name.clone(),
                 old_id: keep.id,
                 reasons,
+            });
+            continue;
+        }
+        // The machine stays: what differs in its configuration is changed in place. A server
+        // state does not know tells by its label whether it carries this configuration.
+        let mut changes = match st.filter(|_| known) {
+            Some(s) => d.inputs.config_diff(&s.inputs).summary(),
+            None if label_config == Some(d.inputs.config_fingerprint().as_str()) => vec![],
+            None => vec!["configuration (not recorded for this server)".to_string()],
+        };
+        changes.extend(input.also.iter().cloned());
+        if !changes.is_empty() {
+            agents.push(AgentAction::Update {
+                agent: d.name.clone(),
+                id: keep.id,
+                changes,
+                unreachable: None,
             });
         } else if known {
             agents.push(AgentAction::NoChange {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::cloud::{self, Cost, provider_error};
-use super::{Session, devices, fleet};
-use crate::engine::{Engine, Prepared, Report, SharedState};
+use super::{Session, devices, fleet, remote};
+use crate::engine::{Engine, Prepared, PreparedUpdate, Report, SharedState};
 use crate::error::{Error, Result};
 use crate::lock::LockGuard;
 use crate::plan::{self, AgentAction, Plan, PlanInput};
@@ -30,6 +30,75 @@ fn ssh_cidrs(config: &Config) -> Vec<String> {
         .iter()
         .map(|c| c.to_string())
         .collect()
+}
+
+/// How agents that keep their VM are changed in place.
+#[derive(Debug, Clone, Default)]
+pub struct InPlace {
+    /// Delete workspace files the agents made that are not in the project.
+    pub prune: bool,
+    /// Clear the agents' memory.
+    pub reset_memory: bool,
+    /// Remote user (`None`: the image's login user).
+    pub ssh_user: Option<String>,
+}
+
+impl InPlace {
+    /// What the plan lists for every agent that stays, beyond its configuration's changes.
+    fn also(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.reset_memory {
+            v.push("memory reset".to_string());
+        }
+        if self.prune {
+            v.push("workspace pruned".to_string());
+        }
+        v
+    }
+    /// The helper's options on the VM.
+    fn args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.prune {
+            v.push("--prune".to_string());
+        }
+        if self.reset_memory {
+            v.push("--reset-memory".to_string());
+        }
+        v
+    }
+}
+
+/// The agents the plan updates in place.
+fn updated(plan: &Plan) -> Vec<String> {
+    plan.agents
+        .iter()
+        .filter(|a| matches!(a, AgentAction::Update { .. }))
+        .map(|a| a.agent().to_string())
+        .collect()
+}
+
+/// Open the ssh path for the plan's updates and mark the agents it cannot reach (all of them,
+/// with the reason, when there is no ssh client).
+async fn reach_updates(
+    session: &Session,
+    plan: &mut Plan,
+    in_place: &InPlace,
+) -> Option<Arc<remote::SshUpdater>> {
+    let agents = updated(plan);
+    if agents.is_empty() {
+        return None;
+    }
+    match remote::SshUpdater::open(session, in_place.ssh_user.as_deref()) {
+        Ok(u) => {
+            plan.mark_unreachable(&u.unreachable(&agents).await);
+            Some(Arc::new(u))
+        }
+        Err(e) => {
+            let why = e.to_string();
+            plan.mark_unreachable(&agents.into_iter().map(|a| (a, why.clone())).collect());
+            None
+        }
+    }
 }
 
 /// How an apply runs: progress display, concurrency, the interrupt flag, and whether the
@@ -60,6 +129,7 @@ fn engine(
         progress: run.progress,
         parallelism: run.parallelism,
         stop: run.stop,
+        updater: None,
     }
 }
 
@@ -77,6 +147,7 @@ pub async fn plan(
     session: &Session,
     replace: &BTreeSet<String>,
     refresh: Option<bool>,
+    in_place: &InPlace,
 ) -> Result<Planned> {
     let config = &session.config;
     let state = session.read_state()?;
@@ -110,14 +181,21 @@ pub async fn plan(
         None
     };
     let cidrs = ssh_cidrs(config);
-    let plan = plan::plan(&PlanInput {
+    let also = in_place.also();
+    let mut plan = plan::plan(&PlanInput {
         desired: &desired,
         state: &state,
         observed: observed.as_ref(),
         ssh_cidrs: &cidrs,
         force_replace: replace,
         destroy: false,
+        also: &also,
     });
+    // Whether the agents to update answer (only when the cloud was asked: offline, the plan
+    // is state's word alone).
+    if refresh {
+        reach_updates(session, &mut plan, in_place).await;
+    }
     Ok(Planned {
         plan,
         cost: cloud::cost(session).await,
@@ -130,6 +208,7 @@ pub struct DeployOptions {
     pub replace: BTreeSet<String>,
     pub lock_timeout: std::time::Duration,
     pub allow_foreign_recipients: bool,
+    pub in_place: InPlace,
 }
 
 /// A deploy that holds the lock and knows its plan, before anything in the cloud changed.
@@ -145,6 +224,8 @@ pub struct Deploy<'s> {
     observed: Observed,
     cidrs: Vec<String>,
     allow_foreign_recipients: bool,
+    in_place: InPlace,
+    updater: Option<Arc<remote::SshUpdater>>,
     pub plan: Plan,
 }
 
@@ -179,14 +260,17 @@ impl<'s> Deploy<'s> {
             .await
             .map_err(|e| provider_error(config, e))?;
         let cidrs = ssh_cidrs(config);
-        let plan = plan::plan(&PlanInput {
+        let also = opts.in_place.also();
+        let mut plan = plan::plan(&PlanInput {
             desired: &desired,
             state: &state,
             observed: Some(&observed),
             ssh_cidrs: &cidrs,
             force_replace: &opts.replace,
             destroy: false,
+            also: &also,
         });
+        let updater = reach_updates(session, &mut plan, &opts.in_place).await;
         // Sizes and place are checked with the cloud before anything is created, and before
         // the user is asked.
         let mut sizes: Vec<String> = plan
@@ -215,6 +299,8 @@ impl<'s> Deploy<'s> {
             observed,
             cidrs,
             allow_foreign_recipients: opts.allow_foreign_recipients,
+            in_place: opts.in_place,
+            updater,
             plan,
         })
     }
@@ -268,7 +354,9 @@ impl<'s> Deploy<'s> {
                         clean_hosts.push(host);
                     }
                 }
-                AgentAction::NoChange { .. } | AgentAction::Adopt { .. } => protect.push(host),
+                AgentAction::NoChange { .. }
+                | AgentAction::Adopt { .. }
+                | AgentAction::Update { .. } => protect.push(host),
                 AgentAction::Delete { .. } => {}
             }
         }
@@ -277,12 +365,26 @@ impl<'s> Deploy<'s> {
         devices::clean(ts.as_ref(), &clean_hosts, &protect, run.quiet_devices).await?;
         let minted = devices::mint(ts.as_ref(), config, &renew).await?;
 
+        let to_update = updated(&self.plan);
         let mut prepared = BTreeMap::new();
         for (a, d) in config.agents.iter().zip(&self.desired) {
             let (Some(key), Some(s)) = (self.keys.get(&a.name), self.secrets.get(&a.name)) else {
                 continue;
             };
             let user_data = fleet::real_user_data(config, a, s, key, minted.get(&a.name))?;
+            let update = if to_update.contains(&a.name) {
+                let files = fleet::real_agent_files(config, a, s, key)?;
+                let bundle = remote::bundle(&files).map_err(|source| Error::Io {
+                    path: format!("configuration of {}", a.name).into(),
+                    source,
+                })?;
+                Some(PreparedUpdate {
+                    bundle: Arc::new(bundle),
+                    args: self.in_place.args(),
+                })
+            } else {
+                None
+            };
             prepared.insert(
                 a.name.clone(),
                 Prepared {
@@ -293,13 +395,14 @@ impl<'s> Deploy<'s> {
                         image: a.image.clone(),
                         disk_gb: a.disk_gb,
                         user_data,
-                        fingerprint: d.fingerprint.clone(),
+                        fingerprint: d.label.clone(),
                         key_id: key.key_id(),
                         client_token: String::new(),
                         network_id: String::new(),
                         ssh_key_id: None,
                     },
                     inputs: d.inputs.clone(),
+                    update,
                 },
             );
         }
@@ -315,7 +418,10 @@ impl<'s> Deploy<'s> {
         } else {
             None
         };
-        let engine = engine(session, self.cloud, self.state, &self.lock, run);
+        let mut engine = engine(session, self.cloud, self.state, &self.lock, run);
+        engine.updater = self
+            .updater
+            .map(|u| u as Arc<dyn crate::engine::Updater>);
         let network = NetworkSpec {
             ssh_cidrs: self.cidrs,
             ssh_public_key: break_glass,
@@ -411,6 +517,7 @@ impl<'s> Destroy<'s> {
             ssh_cidrs: &[],
             force_replace: &BTreeSet::new(),
             destroy: true,
+            also: &[],
         });
         Ok(Destroy {
             session,

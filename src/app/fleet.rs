@@ -23,16 +23,10 @@ pub fn default_image(config: &Config, agent: &Agent) -> String {
     p.default_image.for_arch(arch).0
 }
 
-/// The inputs that force a replacement when they change. Computed without any secret
-/// plaintext: user data is hashed in its masked form, secrets by their stored form.
+/// An agent's inputs (machine and configuration; see [`Inputs`]). Computed without any secret
+/// plaintext: the boot document is hashed in its masked form, secrets by their stored form.
 pub fn inputs(config: &Config, agent: &Agent) -> Result<Inputs> {
-    let masked = render::render(config, agent, &Values::Masked)?;
-    let secrets = agent
-        .secrets
-        .iter()
-        .filter(|(k, _)| !BOOT_ONLY_SECRETS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.fingerprint()))
-        .collect();
+    let machine = render::machine_document(config, agent)?;
     Ok(Inputs {
         instance_type: agent.instance_type.clone(),
         image: agent
@@ -46,10 +40,49 @@ pub fn inputs(config: &Config, agent: &Agent) -> Result<Inputs> {
             0
         },
         place: config.provider.place().to_string(),
-        user_data: hex::encode(Sha256::digest(masked.as_bytes()))[..16].to_string(),
-        secrets,
+        user_data: hex::encode(Sha256::digest(machine.as_bytes()))[..16].to_string(),
         token_generation: agent.token_generation,
+        config: config_items(config, agent)?,
     })
+}
+
+/// The agent's configuration item by item, as the plan names them (see [`Inputs::config`]).
+pub fn config_items(config: &Config, agent: &Agent) -> Result<BTreeMap<String, String>> {
+    let mut items = BTreeMap::new();
+    items.insert(
+        "openclaw.json".to_string(),
+        Inputs::hash(render::openclaw_json(config, agent).as_bytes()),
+    );
+    for (k, v) in render::plain_env(config, agent) {
+        items.insert(format!("env.{k}"), Inputs::hash(v.as_bytes()));
+    }
+    for (k, v) in &agent.secrets {
+        if !BOOT_ONLY_SECRETS.contains(&k.as_str()) {
+            items.insert(format!("secret.{k}"), v.fingerprint());
+        }
+    }
+    for (rel, bytes) in render::workspace_files(agent) {
+        items.insert(format!("workspace/{rel}"), Inputs::hash(&bytes));
+    }
+    items.insert(
+        "openclaw version".to_string(),
+        config.openclaw_version.clone(),
+    );
+    if !agent.coding_agents.is_empty() {
+        items.insert(
+            "coding agents".to_string(),
+            agent.coding_agents.join(" "),
+        );
+    }
+    // The unit and the `openclaw-agent` wrapper come with agent-army itself.
+    let files = render::agent_files(config, agent, &Values::Masked)?;
+    let unit: Vec<u8> = files
+        .iter()
+        .filter(|f| f.path == "openclaw-gateway.service" || f.path == "openclaw-agent")
+        .flat_map(|f| f.bytes.clone())
+        .collect();
+    items.insert("gateway unit".to_string(), Inputs::hash(&unit));
+    Ok(items)
 }
 
 /// The desired agents; `keys`, when known, sets each agent's expected key id.
@@ -65,6 +98,7 @@ pub fn desired(
             Ok(DesiredAgent {
                 name: a.name.clone(),
                 fingerprint: inputs.fingerprint(),
+                label: inputs.label(),
                 inputs,
                 key_id: keys.and_then(|k| k.get(&a.name)).map(GatewayKey::key_id),
             })
@@ -263,6 +297,23 @@ pub fn minted_placeholder() -> Secret {
 }
 
 /// Render the real user data of an agent. `auth_key` overrides the stack's key (minted keys).
+/// The agent's configuration with real values, for an in-place update.
+pub fn real_agent_files(
+    config: &Config,
+    agent: &Agent,
+    secrets: &AgentSecrets,
+    key: &GatewayKey,
+) -> Result<Vec<render::StagedFile>> {
+    let token = key.token();
+    let placeholder = minted_placeholder();
+    let values = Values::Real {
+        tailscale_auth_key: &placeholder,
+        env: secrets.env.clone(),
+        gateway_token: &token,
+    };
+    Ok(render::agent_files(config, agent, &values)?)
+}
+
 pub fn real_user_data(
     config: &Config,
     agent: &Agent,

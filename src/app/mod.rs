@@ -10,6 +10,7 @@ pub mod devices;
 pub mod fleet;
 pub mod health;
 pub mod migrate;
+pub mod remote;
 pub mod render;
 pub mod session;
 

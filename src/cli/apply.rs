@@ -21,6 +21,32 @@ use crate::provider::Observed;
 use crate::stack::Config;
 use crate::state::State;
 
+/// How agents that keep their VM are changed in place (`plan` shows it, `deploy` does it).
+#[derive(Debug, Args, Clone, Default)]
+pub struct InPlaceArgs {
+    /// Also delete workspace files the agents made that are not in the project (their memory
+    /// stays)
+    #[arg(long)]
+    pub prune: bool,
+    /// Clear the agents' memory (MEMORY.md, memory/ and the memory index) in place
+    #[arg(long)]
+    pub reset_memory: bool,
+    /// Remote user for in-place updates [default: the image's, ubuntu on AWS (through sudo)
+    /// and root on Hetzner]
+    #[arg(long, value_name = "USER")]
+    pub ssh_user: Option<String>,
+}
+
+impl InPlaceArgs {
+    fn options(&self) -> usecase::InPlace {
+        usecase::InPlace {
+            prune: self.prune,
+            reset_memory: self.reset_memory,
+            ssh_user: self.ssh_user.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// Exit 0 when there are no changes, 2 when there are, 1 on error (as Terraform)
@@ -32,6 +58,8 @@ pub struct PlanArgs {
     /// Plan to replace this agent even if unchanged (repeatable)
     #[arg(long, value_name = "AGENT")]
     pub replace: Vec<String>,
+    #[command(flatten)]
+    pub in_place: InPlaceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +82,8 @@ pub struct DeployArgs {
     /// Encrypt new keys for the stack's recipients even if no identity here can read them
     #[arg(long)]
     pub allow_foreign_recipients: bool,
+    #[command(flatten)]
+    pub in_place: InPlaceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -118,7 +148,7 @@ async fn plan_inner(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
     let config = &session.config;
     let force = check_replace(config, &args.replace)?;
-    let planned = usecase::plan(&session, &force, args.refresh).await?;
+    let planned = usecase::plan(&session, &force, args.refresh, &args.in_place.options()).await?;
     if let Some(why) = &planned.not_queried
         && !ctx.global.quiet
     {
@@ -301,6 +331,7 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
             replace,
             lock_timeout: args.lock_timeout,
             allow_foreign_recipients: args.allow_foreign_recipients,
+            in_place: args.in_place.options(),
         },
     )
     .await?;

@@ -24,7 +24,7 @@ fn prepared(desired: &[DesiredAgent]) -> BTreeMap<String, Prepared> {
                 image: None,
                 disk_gb: 0,
                 user_data: b"#cloud-config\n".to_vec(),
-                fingerprint: d.fingerprint.clone(),
+                fingerprint: d.label.clone(),
                 key_id: String::new(),
                 client_token: String::new(),
                 network_id: String::new(),
@@ -35,6 +35,7 @@ fn prepared(desired: &[DesiredAgent]) -> BTreeMap<String, Prepared> {
                 Prepared {
                     spec,
                     inputs: d.inputs.clone(),
+                    update: None,
                 },
             )
         })
@@ -77,6 +78,7 @@ impl Run {
             ssh_cidrs: &[],
             force_replace: &force,
             destroy,
+            also: &[],
         });
         let lock = self.store.lock("test", "me", Duration::ZERO).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -91,6 +93,7 @@ impl Run {
             progress: Progress::new(true, true),
             parallelism: self.parallelism,
             stop: self.stop.clone(),
+            updater: None,
         };
         let network = NetworkSpec {
             ssh_cidrs: vec![],

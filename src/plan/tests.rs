@@ -12,12 +12,13 @@ pub(crate) fn desired(name: &str, itype: &str) -> DesiredAgent {
         disk_gb: 30,
         place: "fsn1".into(),
         user_data: format!("ud-{name}"),
-        secrets: Default::default(),
         token_generation: 0,
+        config: [("env.TZ".to_string(), Inputs::hash(b"UTC"))].into(),
     };
     DesiredAgent {
         name: name.into(),
         fingerprint: inputs.fingerprint(),
+        label: inputs.label(),
         inputs,
         key_id: None,
     }
@@ -61,7 +62,7 @@ fn deployed(d: &[DesiredAgent]) -> (State, Observed) {
                 key_id: None,
             },
         );
-        obs.servers.push(server(&id, &a.name, &a.fingerprint));
+        obs.servers.push(server(&id, &a.name, &a.label));
     }
     (st, obs)
 }
@@ -74,6 +75,7 @@ fn run(d: &[DesiredAgent], st: &State, obs: Option<&Observed>) -> Plan {
         ssh_cidrs: &[],
         force_replace: &BTreeSet::new(),
         destroy: false,
+        also: &[],
     })
 }
 
@@ -175,7 +177,7 @@ fn orphan_from_crashed_run_is_adopted_not_duplicated() {
         },
     );
     let obs = Observed {
-        servers: vec![server("s9", "a", &d[0].fingerprint)],
+        servers: vec![server("s9", "a", &d[0].label)],
         networks: vec![ObservedNetwork {
             id: "fw".into(),
             ssh_cidrs: vec![],
@@ -249,6 +251,7 @@ fn destroy_removes_everything_including_untracked() {
         ssh_cidrs: &[],
         force_replace: &BTreeSet::new(),
         destroy: true,
+        also: &[],
     });
     assert_eq!(p.counts(), (0, 0, 2, 0));
     assert_eq!(p.network, vec![NetworkAction::Delete { id: "fw".into() }]);
@@ -265,6 +268,7 @@ fn forced_replace() {
         ssh_cidrs: &[],
         force_replace: &["a".to_string()].into(),
         destroy: false,
+        also: &[],
     });
     assert!(
         matches!(&p.agents[0], AgentAction::Replace { reasons, .. } if reasons[0].contains("--replace"))
@@ -332,4 +336,89 @@ fn adoption_checks_the_gateway_key_id() {
             .iter()
             .all(|a| matches!(a, AgentAction::Adopt { .. }))
     );
+}
+
+/// `desired("a")` with one configuration item set to `value`.
+fn with_config(mut d: DesiredAgent, item: &str, value: &[u8]) -> DesiredAgent {
+    d.inputs.config.insert(item.into(), Inputs::hash(value));
+    d.fingerprint = d.inputs.fingerprint();
+    d.label = d.inputs.label();
+    d
+}
+
+#[test]
+fn a_configuration_change_updates_in_place_and_names_the_items() {
+    let d = [desired("a", "cx22")];
+    let (st, obs) = deployed(&d);
+    let changed = [with_config(
+        with_config(d[0].clone(), "env.TZ", b"Europe/Berlin"),
+        "workspace/NOTES.md",
+        b"x",
+    )];
+    assert_eq!(changed[0].fingerprint, d[0].fingerprint, "machine unchanged");
+    let p = run(&changed, &st, Some(&obs));
+    assert_eq!(
+        p.agents,
+        vec![AgentAction::Update {
+            agent: "a".into(),
+            id: "s0".into(),
+            changes: vec!["env.TZ".into(), "workspace/NOTES.md (new)".into()],
+            unreachable: None,
+        }]
+    );
+    assert!(p.has_changes());
+    assert_eq!(p.updates(), 1);
+    // A machine input and a configuration item at once: the VM is replaced (and boots with
+    // the new configuration), not updated.
+    let both = [with_config(desired("a", "cx32"), "env.TZ", b"Europe/Berlin")];
+    let p = run(&both, &st, Some(&obs));
+    assert!(
+        matches!(&p.agents[..], [AgentAction::Replace { reasons, .. }] if reasons == &["instance type cx22 → cx32"]),
+        "{:?}",
+        p.agents
+    );
+}
+
+#[test]
+fn requested_extras_update_unchanged_agents_and_unreachable_ones_are_marked() {
+    let d = [desired("a", "cx22"), desired("b", "cx22")];
+    let (st, obs) = deployed(&d);
+    let also = ["memory reset".to_string()];
+    let mut p = plan(&PlanInput {
+        desired: &d,
+        state: &st,
+        observed: Some(&obs),
+        ssh_cidrs: &[],
+        force_replace: &BTreeSet::new(),
+        destroy: false,
+        also: &also,
+    });
+    assert_eq!(p.updates(), 2);
+    p.mark_unreachable(&[("b".to_string(), "offline".to_string())].into());
+    assert!(matches!(&p.agents[0], AgentAction::Update { unreachable: None, changes, .. } if changes == &["memory reset"]));
+    assert!(matches!(&p.agents[1], AgentAction::Update { unreachable: Some(u), .. } if u == "offline"));
+}
+
+#[test]
+fn a_server_found_without_state_is_updated_unless_its_label_has_this_configuration() {
+    let d = [desired("a", "cx22")];
+    let st = State::new("p", "dev", ProviderKind::Hetzner);
+    let obs = |label: &str| Observed {
+        servers: vec![server("s9", "a", label)],
+        networks: vec![],
+    };
+    // Same machine, same configuration: adopted.
+    let p = run(&d, &st, Some(&obs(&d[0].label)));
+    assert!(matches!(&p.agents[..], [AgentAction::Adopt { .. }]), "{:?}", p.agents);
+    // Same machine, another configuration: adopted by an update that sends all of it.
+    let other = format!("{}.0000000000000000", d[0].fingerprint);
+    let p = run(&d, &st, Some(&obs(&other)));
+    assert!(
+        matches!(&p.agents[..], [AgentAction::Update { id, changes, .. }] if id == "s9" && changes[0].starts_with("configuration")),
+        "{:?}",
+        p.agents
+    );
+    // Another machine: replaced.
+    let p = run(&d, &st, Some(&obs("ffffffffffffffff.0")));
+    assert!(matches!(&p.agents[..], [AgentAction::Replace { .. }]), "{:?}", p.agents);
 }

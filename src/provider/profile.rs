@@ -94,6 +94,9 @@ pub struct Profile {
     /// Whether a place (region, location) is spelled as this cloud spells them; the error
     /// says what is wrong. Whether it exists is the cloud's to say.
     pub check_place: fn(&str) -> Result<(), String>,
+    /// The default image's login user: the one `deploy` connects as to update an agent in
+    /// place (through `sudo -n` unless root).
+    pub login_user: &'static str,
 }
 
 /// The CPU architecture of an EC2 instance type, as Ubuntu's AMI names spell it. The type's
@@ -171,6 +174,7 @@ pub const AWS: Profile = Profile {
     scaffold: "region = \"us-east-1\"\ninstance_type = \"t3.medium\"",
     image_arch: Some(ec2_arch),
     check_place: check_aws_region,
+    login_user: "ubuntu",
 };
 
 pub const HETZNER: Profile = Profile {
@@ -194,6 +198,7 @@ pub const HETZNER: Profile = Profile {
     scaffold: "location = \"fsn1\"\nserver_type = \"cx22\"",
     image_arch: None,
     check_place: check_hetzner_location,
+    login_user: "root",
 };
 
 /// The profile of a cloud.

@@ -82,7 +82,7 @@ pub struct AgentState {
     /// Set before a create call and cleared once its id is recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_create: Option<PendingCreate>,
-    /// Fingerprint of the inputs the server was created from.
+    /// Fingerprint of the machine inputs the server was created from.
     #[serde(default)]
     pub fingerprint: String,
     /// The inputs themselves (non-secret; secrets appear as fingerprints).
@@ -102,37 +102,87 @@ pub struct PendingCreate {
     pub fingerprint: String,
 }
 
-/// The inputs of an agent's server that force a replacement when they change.
+/// An agent's inputs, in two kinds: the *machine* (server type, image, disk, place, the boot
+/// document, the gateway key's generation), whose change replaces the VM, and the agent's
+/// *configuration* (`config`: openclaw.json, env values and secrets, the workspace, the
+/// OpenClaw version, the coding-agent CLIs, the gateway unit), changed in place over ssh.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Inputs {
     pub instance_type: String,
     pub image: String,
     pub disk_gb: u32,
     pub place: String,
-    /// SHA-256 (16 hex) of the masked user data.
+    /// SHA-256 (16 hex) of the masked user data without the agent's configuration.
     pub user_data: String,
-    /// Secret name → fingerprint of its stored form.
-    #[serde(default)]
-    pub secrets: BTreeMap<String, String>,
     /// Generation of the derived gateway key (absent when 0, so fingerprints made before
     /// generations existed stay the same).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub token_generation: u32,
+    /// The configuration, item by item: `openclaw.json`, `env.<NAME>`, `secret.<NAME>` (the
+    /// fingerprint of its stored form), `workspace/<path>`, `openclaw version`, `coding
+    /// agents`, `gateway unit`; each → SHA-256 (16 hex) of its value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+fn short_hash(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))[..16].to_string()
+}
+
+/// What changes between two configurations, item by item.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ConfigDiff {
+    pub changed: Vec<String>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl ConfigDiff {
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.added.is_empty() && self.removed.is_empty()
+    }
+    /// `env.TZ, workspace/NOTES.md (new), secret.OLD (removed)`.
+    pub fn summary(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.changed.clone();
+        out.extend(self.added.iter().map(|k| format!("{k} (new)")));
+        out.extend(self.removed.iter().map(|k| format!("{k} (removed)")));
+        out
+    }
+}
+
 impl Inputs {
-    /// Fingerprint of all inputs (16 hex characters).
+    /// Fingerprint of the machine inputs (16 hex characters): what a server is labelled with
+    /// and what replaces it when it changes.
     pub fn fingerprint(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        hex::encode(Sha256::digest(&json))[..16].to_string()
+        let machine = Inputs {
+            config: BTreeMap::new(),
+            ..self.clone()
+        };
+        short_hash(&serde_json::to_vec(&machine).unwrap_or_default())
     }
 
-    /// Human-readable differences from `old` to `self`.
+    /// Fingerprint of the configuration (16 hex characters).
+    pub fn config_fingerprint(&self) -> String {
+        short_hash(&serde_json::to_vec(&self.config).unwrap_or_default())
+    }
+
+    /// The label a server is created with: `<machine>.<config>`, so a server found without
+    /// state tells both apart.
+    pub fn label(&self) -> String {
+        format!("{}.{}", self.fingerprint(), self.config_fingerprint())
+    }
+
+    /// Hash of one configuration value.
+    pub fn hash(bytes: &[u8]) -> String {
+        short_hash(bytes)
+    }
+
+    /// Human-readable differences in the machine inputs, from `old` to `self`.
     pub fn diff(&self, old: &Inputs) -> Vec<String> {
         let mut out = Vec::new();
         let mut cmp = |name: &str, a: &str, b: &str| {
@@ -155,21 +205,28 @@ impl Inputs {
             ));
         }
         if old.user_data != self.user_data {
-            out.push("user data changed".into());
+            out.push("boot document changed".into());
         }
-        for (k, v) in &self.secrets {
-            match old.secrets.get(k) {
-                None => out.push(format!("secret {k} added")),
-                Some(o) if o != v => out.push(format!("secret {k} changed")),
+        out
+    }
+
+    /// The configuration items that differ from `old`.
+    pub fn config_diff(&self, old: &Inputs) -> ConfigDiff {
+        let mut d = ConfigDiff::default();
+        for (k, v) in &self.config {
+            match old.config.get(k) {
+                None => d.added.push(k.clone()),
+                Some(o) if o != v => d.changed.push(k.clone()),
                 _ => {}
             }
         }
-        for k in old.secrets.keys() {
-            if !self.secrets.contains_key(k) {
-                out.push(format!("secret {k} removed"));
-            }
-        }
-        out
+        d.removed = old
+            .config
+            .keys()
+            .filter(|k| !self.config.contains_key(*k))
+            .cloned()
+            .collect();
+        d
     }
 }
 
@@ -623,8 +680,16 @@ mod tests {
         b.user_data = "x".into();
         assert_eq!(
             b.diff(&a),
-            vec!["instance type t3.small → t3.medium", "user data changed"]
+            vec!["instance type t3.small → t3.medium", "boot document changed"]
         );
         assert_ne!(a.fingerprint(), b.fingerprint());
+        // The configuration changes neither the machine fingerprint nor the machine diff.
+        let mut c = a.clone();
+        c.config.insert("env.TZ".into(), Inputs::hash(b"UTC"));
+        assert_eq!(c.fingerprint(), a.fingerprint());
+        assert!(c.diff(&a).is_empty());
+        assert_ne!(c.label(), a.label());
+        assert_eq!(c.config_diff(&a).summary(), vec!["env.TZ (new)"]);
+        assert_eq!(a.config_diff(&c).summary(), vec!["env.TZ (removed)"]);
     }
 }
