@@ -28,6 +28,8 @@ pub fn bundle(files: &[StagedFile]) -> std::io::Result<Vec<u8>> {
         h.set_entry_type(tar::EntryType::Regular);
         h.set_size(f.bytes.len() as u64);
         h.set_mode(f.mode);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_mtime(0);
         b.append_data(&mut h, &f.path, f.bytes.as_slice())?;
     }

@@ -291,7 +291,7 @@ async fn a_server_left_by_a_dead_run_is_adopted_without_a_cloud_call() {
     let cloud = MemoryCloud::new();
     let d = [desired("a", "cx22")];
     cloud.add_network(&[]);
-    let id = cloud.add_server("a", &d[0].fingerprint);
+    let id = cloud.add_server("a", &d[0].label);
     let run = Run::new(cloud);
     let report = run.apply(&d, &[], false).await;
     assert_eq!(report.failed(), 0, "{report:?}");
