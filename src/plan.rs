@@ -156,7 +156,9 @@ impl Plan {
     pub fn mark_unreachable(&mut self, unreachable: &BTreeMap<String, String>) {
         for a in &mut self.agents {
             if let AgentAction::Update {
-                agent, unreachable: u, ..
+                agent,
+                unreachable: u,
+                ..
             } = a
             {
                 *u = unreachable.get(agent.as_str()).cloned();

@@ -220,4 +220,3 @@ pub fn prepare_known_hosts(known_hosts: &Path) -> Result<()> {
         source,
     })
 }
-

@@ -419,9 +419,7 @@ impl<'s> Deploy<'s> {
             None
         };
         let mut engine = engine(session, self.cloud, self.state, &self.lock, run);
-        engine.updater = self
-            .updater
-            .map(|u| u as Arc<dyn crate::engine::Updater>);
+        engine.updater = self.updater.map(|u| u as Arc<dyn crate::engine::Updater>);
         let network = NetworkSpec {
             ssh_cidrs: self.cidrs,
             ssh_public_key: break_glass,

@@ -69,10 +69,7 @@ pub fn config_items(config: &Config, agent: &Agent) -> Result<BTreeMap<String, S
         config.openclaw_version.clone(),
     );
     if !agent.coding_agents.is_empty() {
-        items.insert(
-            "coding agents".to_string(),
-            agent.coding_agents.join(" "),
-        );
+        items.insert("coding agents".to_string(), agent.coding_agents.join(" "));
     }
     // The unit and the `openclaw-agent` wrapper come with agent-army itself.
     let files = render::agent_files(config, agent, &Values::Masked)?;

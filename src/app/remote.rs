@@ -70,9 +70,11 @@ impl SshUpdater {
         if matches!(client, Client::OpenSsh(_)) {
             ssh::prepare_known_hosts(&known_hosts)?;
         }
-        let user = user
-            .map(str::to_string)
-            .unwrap_or_else(|| crate::provider::profile(config.provider.kind()).login_user.into());
+        let user = user.map(str::to_string).unwrap_or_else(|| {
+            crate::provider::profile(config.provider.kind())
+                .login_user
+                .into()
+        });
         Ok(SshUpdater {
             client,
             overrides: Overrides::from_env(&session.env)?,

@@ -12,12 +12,12 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{Ctx, find_agent};
+use crate::error::{Error, Result};
+use crate::exit::ExitStatus;
 pub use crate::ssh::{
     Client, Overrides, SshCommand, Target, build, pick_client, prepare_known_hosts, quote,
     remote_command,
 };
-use crate::error::{Error, Result};
-use crate::exit::ExitStatus;
 use crate::stack::{Agent, Config};
 use crate::state::State;
 use crate::tailnet::{self, Local};

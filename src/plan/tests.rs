@@ -355,7 +355,10 @@ fn a_configuration_change_updates_in_place_and_names_the_items() {
         "workspace/NOTES.md",
         b"x",
     )];
-    assert_eq!(changed[0].fingerprint, d[0].fingerprint, "machine unchanged");
+    assert_eq!(
+        changed[0].fingerprint, d[0].fingerprint,
+        "machine unchanged"
+    );
     let p = run(&changed, &st, Some(&obs));
     assert_eq!(
         p.agents,
@@ -370,7 +373,11 @@ fn a_configuration_change_updates_in_place_and_names_the_items() {
     assert_eq!(p.updates(), 1);
     // A machine input and a configuration item at once: the VM is replaced (and boots with
     // the new configuration), not updated.
-    let both = [with_config(desired("a", "cx32"), "env.TZ", b"Europe/Berlin")];
+    let both = [with_config(
+        desired("a", "cx32"),
+        "env.TZ",
+        b"Europe/Berlin",
+    )];
     let p = run(&both, &st, Some(&obs));
     assert!(
         matches!(&p.agents[..], [AgentAction::Replace { reasons, .. }] if reasons == &["instance type cx22 → cx32"]),
@@ -395,8 +402,12 @@ fn requested_extras_update_unchanged_agents_and_unreachable_ones_are_marked() {
     });
     assert_eq!(p.updates(), 2);
     p.mark_unreachable(&[("b".to_string(), "offline".to_string())].into());
-    assert!(matches!(&p.agents[0], AgentAction::Update { unreachable: None, changes, .. } if changes == &["memory reset"]));
-    assert!(matches!(&p.agents[1], AgentAction::Update { unreachable: Some(u), .. } if u == "offline"));
+    assert!(
+        matches!(&p.agents[0], AgentAction::Update { unreachable: None, changes, .. } if changes == &["memory reset"])
+    );
+    assert!(
+        matches!(&p.agents[1], AgentAction::Update { unreachable: Some(u), .. } if u == "offline")
+    );
 }
 
 #[test]
@@ -409,7 +420,11 @@ fn a_server_found_without_state_is_updated_unless_its_label_has_this_configurati
     };
     // Same machine, same configuration: adopted.
     let p = run(&d, &st, Some(&obs(&d[0].label)));
-    assert!(matches!(&p.agents[..], [AgentAction::Adopt { .. }]), "{:?}", p.agents);
+    assert!(
+        matches!(&p.agents[..], [AgentAction::Adopt { .. }]),
+        "{:?}",
+        p.agents
+    );
     // Same machine, another configuration: adopted by an update that sends all of it.
     let other = format!("{}.0000000000000000", d[0].fingerprint);
     let p = run(&d, &st, Some(&obs(&other)));
@@ -420,5 +435,9 @@ fn a_server_found_without_state_is_updated_unless_its_label_has_this_configurati
     );
     // Another machine: replaced.
     let p = run(&d, &st, Some(&obs("ffffffffffffffff.0")));
-    assert!(matches!(&p.agents[..], [AgentAction::Replace { .. }]), "{:?}", p.agents);
+    assert!(
+        matches!(&p.agents[..], [AgentAction::Replace { .. }]),
+        "{:?}",
+        p.agents
+    );
 }

@@ -478,7 +478,13 @@ fn render_with(
 
 /// The masked document without the agent's configuration: a change here replaces the VM.
 pub fn machine_document(config: &Config, agent: &Agent) -> Result<String, RenderError> {
-    render_with(config, agent, &Values::Masked, Encoding::Plain, Part::Machine)
+    render_with(
+        config,
+        agent,
+        &Values::Masked,
+        Encoding::Plain,
+        Part::Machine,
+    )
 }
 
 fn encode_file(

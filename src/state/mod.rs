@@ -680,7 +680,10 @@ mod tests {
         b.user_data = "x".into();
         assert_eq!(
             b.diff(&a),
-            vec!["instance type t3.small → t3.medium", "boot document changed"]
+            vec![
+                "instance type t3.small → t3.medium",
+                "boot document changed"
+            ]
         );
         assert_ne!(a.fingerprint(), b.fingerprint());
         // The configuration changes neither the machine fingerprint nor the machine diff.

@@ -18,4 +18,5 @@ mod openclaw;
 mod remote_state;
 mod ssh_status;
 mod tailscale;
+mod update;
 mod workflow;

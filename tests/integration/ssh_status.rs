@@ -19,7 +19,7 @@ const PM: &str = "prod-agent-pm.tail12345.ts.net";
 const ENG: &str = "prod-agent-eng.tail12345.ts.net";
 const TESTER: &str = "prod-agent-tester.tail12345.ts.net";
 
-fn aws_env(run: Run, moto: &Moto) -> Run {
+pub(crate) fn aws_env(run: Run, moto: &Moto) -> Run {
     run.env("AWS_ENDPOINT_URL", moto.endpoint())
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -27,7 +27,7 @@ fn aws_env(run: Run, moto: &Moto) -> Run {
 }
 
 /// moto with the example project's `prod` stack deployed to it.
-fn deployed() -> (Moto, Project) {
+pub(crate) fn deployed() -> (Moto, Project) {
     let moto = Moto::start();
     let p = Project::example();
     aws_env(p.run(), &moto)
@@ -218,18 +218,18 @@ fn keygen(path: &Path) {
     assert!(st.success(), "ssh-keygen failed");
 }
 
-fn current_user() -> String {
+pub(crate) fn current_user() -> String {
     let o = Command::new("id").arg("-un").output().unwrap();
     String::from_utf8(o.stdout).unwrap().trim().to_string()
 }
 
 /// Keys for one sshd: two host keys (a and b) and the client's key.
-struct Keys {
+pub(crate) struct Keys {
     dir: tempfile::TempDir,
 }
 
 impl Keys {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         for k in ["host_a", "host_b", "client"] {
             keygen(&dir.path().join(k));
@@ -241,7 +241,7 @@ impl Keys {
         .unwrap();
         Keys { dir }
     }
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
     /// The key blob of a public key file (second field).
@@ -258,6 +258,21 @@ impl Keys {
 /// Debian's sshd on 127.0.0.1:`port` with host key `host_key`, as the current user, stopped
 /// by PID on drop. Sessions get the fake `tailscale` first on PATH.
 fn sshd(keys: &Keys, host_key: &str, port: u16, fake: &FakeTailscale) -> Server {
+    sshd_with_env(
+        keys,
+        host_key,
+        port,
+        &format!(
+            "PATH={fake}:/usr/local/bin:/usr/bin:/bin FAKE_TAILSCALE_FIXTURES={fixtures}",
+            fake = fake.bin_dir().display(),
+            fixtures = fixtures().display(),
+        ),
+    )
+}
+
+/// Debian's sshd as [`sshd`] starts it, its sessions' environment set to `set_env`
+/// (`NAME=value` words, sshd's `SetEnv`).
+pub(crate) fn sshd_with_env(keys: &Keys, host_key: &str, port: u16, set_env: &str) -> Server {
     let sshd = Path::new("/usr/sbin/sshd");
     assert!(
         sshd.exists(),
@@ -282,12 +297,10 @@ PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 LogLevel ERROR
-SetEnv PATH={fake}:/usr/local/bin:/usr/bin:/bin FAKE_TAILSCALE_FIXTURES={fixtures}
+SetEnv {set_env}
 ",
             hk = keys.path(host_key).display(),
             dir = dir.display(),
-            fake = fake.bin_dir().display(),
-            fixtures = fixtures().display(),
         ),
     )
     .unwrap();
@@ -319,7 +332,7 @@ SetEnv PATH={fake}:/usr/local/bin:/usr/bin:/bin FAKE_TAILSCALE_FIXTURES={fixture
 }
 
 /// A run that reaches every agent through OpenSSH at the local sshd on `port`.
-fn openssh_env(run: Run, keys: &Keys, port: u16) -> Run {
+pub(crate) fn openssh_env(run: Run, keys: &Keys, port: u16) -> Run {
     run.env("PATH", path_without_tailscale())
         .env("AGENT_ARMY_SSH_HOST_OVERRIDE", "127.0.0.1")
         .env("AGENT_ARMY_SSH_PORT", port.to_string())
