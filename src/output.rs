@@ -239,3 +239,218 @@ pub fn cost_text(cost: &Cost) -> String {
         Cost::Unavailable { reason } => format!("Estimated cost: n/a ({reason})."),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{Observed, ObservedNetwork, ObservedServer, ServerState};
+    use crate::stack::{Project, load};
+    use crate::state::{AgentState, NetworkState, State};
+
+    const PROJECT: &str = r#"[project]
+name = "demo"
+
+[defaults]
+model = "anthropic/claude-sonnet-5"
+
+[defaults.env]
+TZ = "UTC"
+
+[[agents]]
+name = "agent-pm"
+role = "Product manager"
+workspace = "ws"
+"#;
+
+    const STACK: &str = r#"provider = "aws"
+region = "eu-central-1"
+instance_type = "t3.medium"
+tailnet = "tail12345.ts.net"
+
+[secrets]
+tailscale_auth_key = "env:TS_AUTHKEY"
+gateway_seed = "env:GATEWAY_SEED"
+ANTHROPIC_API_KEY = "env:ANTHROPIC_API_KEY"
+"#;
+
+    fn config(project: &str, stack: &str) -> (tempfile::TempDir, Config) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("stacks")).unwrap();
+        std::fs::create_dir_all(d.path().join("ws")).unwrap();
+        std::fs::write(d.path().join("ws/AGENTS.md"), "# AGENTS.md\n").unwrap();
+        std::fs::write(d.path().join("agent-army.toml"), project).unwrap();
+        std::fs::write(d.path().join("stacks/dev.toml"), stack).unwrap();
+        let p = Project {
+            root: d.path().to_path_buf(),
+            stack: "dev".into(),
+        };
+        let c = load(&p).unwrap_or_else(|e| panic!("{e}"));
+        (d, c)
+    }
+
+    /// The plan after one edit of a deployed one-agent stack: what each input does.
+    #[test]
+    fn plan_snapshots_update_in_place_versus_replace() {
+        let (_d, base) = config(PROJECT, STACK);
+        let deployed = crate::app::fleet::desired(&base, None).unwrap();
+        let mut state = State::new("demo", "dev", base.provider.kind());
+        state.network = Some(NetworkState {
+            id: "sg-1".into(),
+            ssh_key_id: None,
+        });
+        let mut observed = Observed {
+            servers: vec![],
+            networks: vec![ObservedNetwork {
+                id: "sg-1".into(),
+                ssh_cidrs: vec![],
+                ssh_key_id: None,
+            }],
+        };
+        for d in &deployed {
+            state.agents.insert(
+                d.name.clone(),
+                AgentState {
+                    server_id: Some("i-1".into()),
+                    fingerprint: d.fingerprint.clone(),
+                    inputs: d.inputs.clone(),
+                    ..Default::default()
+                },
+            );
+            observed.servers.push(ObservedServer {
+                id: "i-1".into(),
+                agent: d.name.clone(),
+                fingerprint: Some(d.label.clone()),
+                key_id: None,
+                state: ServerState::Running,
+                name: String::new(),
+                created: String::new(),
+            });
+        }
+        let project_edit = |from: &str, to: &str| {
+            assert!(PROJECT.contains(from), "{from}");
+            (PROJECT.replacen(from, to, 1), STACK.to_string())
+        };
+        let stack_edit = |from: &str, to: &str| {
+            assert!(STACK.contains(from), "{from}");
+            (PROJECT.to_string(), STACK.replacen(from, to, 1))
+        };
+        let cases: Vec<(&str, (String, String), Option<(&str, &str)>)> = vec![
+            ("nothing", project_edit("", ""), None),
+            (
+                "an env value",
+                project_edit("TZ = \"UTC\"", "TZ = \"Europe/Berlin\""),
+                None,
+            ),
+            (
+                "a secret",
+                stack_edit("env:ANTHROPIC_API_KEY", "env:ANTHROPIC_API_KEY_2"),
+                None,
+            ),
+            (
+                "the role",
+                project_edit("Product manager", "Product owner"),
+                None,
+            ),
+            (
+                "a workspace file",
+                project_edit("", ""),
+                Some(("ws/AGENTS.md", "# edited\n")),
+            ),
+            (
+                "a new workspace file",
+                project_edit("", ""),
+                Some(("ws/NOTES.md", "x\n")),
+            ),
+            (
+                "the model",
+                project_edit("claude-sonnet-5", "claude-opus-5"),
+                None,
+            ),
+            (
+                "the OpenClaw version",
+                project_edit(
+                    "[defaults]\n",
+                    "[defaults]\nopenclaw_version = \"2026.9.7\"\n",
+                ),
+                None,
+            ),
+            (
+                "OpenClaw settings",
+                project_edit(
+                    "workspace = \"ws\"\n",
+                    "workspace = \"ws\"\n[agents.openclaw.agents.defaults]\nthinkingDefault = \"low\"\n",
+                ),
+                None,
+            ),
+            (
+                "the instance type",
+                stack_edit("t3.medium", "t3.large"),
+                None,
+            ),
+            ("the region", stack_edit("eu-central-1", "eu-west-1"), None),
+            (
+                "the image",
+                stack_edit(
+                    "instance_type = \"t3.medium\"\n",
+                    "instance_type = \"t3.medium\"\nimage = \"ami-0123456789abcdef0\"\n",
+                ),
+                None,
+            ),
+            (
+                "the disk",
+                project_edit("workspace = \"ws\"\n", "workspace = \"ws\"\ndisk_gb = 60\n"),
+                None,
+            ),
+            (
+                "the gateway token's generation",
+                stack_edit(
+                    "[secrets]\n",
+                    "[token_generations]\nagent-pm = 1\n\n[secrets]\n",
+                ),
+                None,
+            ),
+            (
+                "the Tailscale auth key (boot only)",
+                stack_edit("env:TS_AUTHKEY", "env:TS_AUTHKEY_2"),
+                None,
+            ),
+        ];
+        let mut text = String::new();
+        for (what, (project, stack), file) in cases {
+            let (d, c) = config(&project, &stack);
+            if let Some((path, content)) = file {
+                std::fs::write(d.path().join(path), content).unwrap();
+            }
+            let c = if file.is_some() {
+                load(&Project {
+                    root: d.path().to_path_buf(),
+                    stack: "dev".into(),
+                })
+                .unwrap()
+            } else {
+                c
+            };
+            let desired = crate::app::fleet::desired(&c, None).unwrap();
+            let plan = crate::plan::plan(&crate::plan::PlanInput {
+                desired: &desired,
+                state: &state,
+                observed: Some(&observed),
+                ssh_cidrs: &[],
+                force_replace: &Default::default(),
+                destroy: false,
+                also: &[],
+            });
+            let body = plan_text(&c, &plan);
+            let lines: Vec<&str> = body
+                .lines()
+                .filter(|l| {
+                    l.contains("agent-pm (")
+                        || l.starts_with("Plan:")
+                        || l.starts_with("No changes")
+                })
+                .collect();
+            text.push_str(&format!("## {what}\n{}\n\n", lines.join("\n")));
+        }
+        insta::assert_snapshot!("plan_in_place_versus_replace", text);
+    }
+}

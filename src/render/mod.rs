@@ -469,7 +469,17 @@ fn render_with(
     }
     let entries: Vec<FileEntry> = files
         .into_iter()
-        .map(|(path, mode, bytes)| encode_file(path, mode, bytes, encoding))
+        .map(|(path, mode, bytes)| {
+            // The helper is the largest file and is read on the VM, not in the document: it
+            // always travels compressed, which keeps the documents of typical agents readable
+            // and within Hetzner's limit.
+            let encoding = if path == AGENT_HELPER {
+                Encoding::GzipBase64
+            } else {
+                encoding
+            };
+            encode_file(path, mode, bytes, encoding)
+        })
         .collect::<Result<_, _>>()?;
     Ok(env
         .get_template("cloud-config.yaml.j2")?

@@ -36,6 +36,19 @@ tailscale_auth_key = "env:TS_AUTHKEY"
 ANTHROPIC_API_KEY = "env:ANTHROPIC_API_KEY"
 "#;
 
+/// The helper travels compressed in the document: its text is reviewed here.
+#[test]
+fn agent_helper_snapshot() {
+    let (_d, c) = config_with(PROJECT, HETZNER);
+    let files = machine_files(&c, &c.agents[0], &Values::Masked).unwrap();
+    let (_, mode, bytes) = files
+        .iter()
+        .find(|(p, _, _)| p == AGENT_HELPER)
+        .expect("the helper is in the machine files");
+    assert_eq!(*mode, "0700");
+    insta::assert_snapshot!("agent_army_agent", String::from_utf8_lossy(bytes));
+}
+
 #[test]
 fn masked_document_snapshot() {
     let (_d, c) = config_with(PROJECT, HETZNER);

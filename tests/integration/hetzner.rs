@@ -114,7 +114,7 @@ fn hetzner_lifecycle_deploy_redeploy_change_destroy() {
         assert_eq!(l["agent-army/project"], "acme-agents");
         assert_eq!(l["agent-army/role"], "agent");
         assert_eq!(
-            l["agent-army/fingerprint"],
+            crate::faults::machine(l["agent-army/fingerprint"].as_str().unwrap()),
             local["agents"][agent]["fingerprint"]
         );
         assert!(applied.contains(&id), "firewall not applied to {agent}");
@@ -427,7 +427,10 @@ fn hetzner_killed_deploy_converges_without_duplicates() {
         let a = &local["agents"][agent];
         assert_eq!(a["server_id"], s["id"].to_string(), "{agent}");
         assert!(a.get("pending_create").is_none(), "{agent}: {a}");
-        assert_eq!(a["fingerprint"], s["labels"]["agent-army/fingerprint"]);
+        assert_eq!(
+            a["fingerprint"],
+            crate::faults::machine(s["labels"]["agent-army/fingerprint"].as_str().unwrap())
+        );
     }
     // And the stack is converged: nothing left to do.
     h.env(p.run())

@@ -263,7 +263,9 @@ fn lifecycle(cloud: &Cloud, extra_env: Vec<(&'static str, &'static str)>) {
     p.write("agent-army.toml", &with_type(good_type));
     cap.run(&p, cloud, &["plan", "-o", "json"], None).success();
     cap.run(&p, cloud, &["deploy", "--yes"], None).success();
-    // Another: the model API key is rotated, which replaces every agent.
+    // Another: the model API key is rotated. That is an in-place update (over ssh, which
+    // has no agent to reach here: tests/integration/update.rs covers it), so the agents are
+    // replaced and the new key goes into every new VM's user data.
     cap.run(
         &p,
         cloud,
@@ -273,8 +275,23 @@ fn lifecycle(cloud: &Cloud, extra_env: Vec<(&'static str, &'static str)>) {
     .success();
     cap.run(&p, cloud, &["plan"], None)
         .success()
-        .stdout_has("secret ANTHROPIC_API_KEY changed");
-    cap.run(&p, cloud, &["deploy", "--yes"], None).success();
+        .stdout_has("update in place: secret.ANTHROPIC_API_KEY;");
+    cap.run(
+        &p,
+        cloud,
+        &[
+            "deploy",
+            "--yes",
+            "--replace",
+            "agent-pm",
+            "--replace",
+            "agent-eng",
+            "--replace",
+            "agent-tester",
+        ],
+        None,
+    )
+    .success();
     cap.run(&p, cloud, &["outputs"], None).success();
     cap.run(&p, cloud, &["outputs", "-o", "json"], None)
         .success();

@@ -118,7 +118,7 @@ fn assert_adopted(rig: &Rig, left: &(CloudView, Vec<String>), ctx: &str) -> usiz
     let after = rig.cloud();
     let mut adopted = 0;
     for s in left.0.servers.iter().filter(|s| !left.1.contains(&s.id)) {
-        if st["agents"][&s.agent]["fingerprint"] == s.fingerprint.as_str() {
+        if st["agents"][&s.agent]["fingerprint"] == crate::faults::machine(&s.fingerprint) {
             assert!(
                 after.servers.iter().any(|a| a.id == s.id),
                 "{ctx}: {} ({}) launched by the killed run was not adopted: {after:#?}",

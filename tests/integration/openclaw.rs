@@ -223,16 +223,17 @@ fn rendered_node_satisfies_openclaw_engines() {
         String::from_utf8_lossy(&ran.stdout).trim(),
         format!("v{version}")
     );
-    // And the pinned openclaw is what the install step installs.
+    // And the pinned openclaw is what the install step installs (the staged version file,
+    // which the helper installs at boot and on updates).
     let pkg: Value = serde_json::from_str(
         &std::fs::read_to_string(openclaw_dir().join("node_modules/openclaw/package.json"))
             .unwrap(),
     )
     .unwrap();
-    let pinned = step
-        .lines()
-        .find_map(|l| l.strip_prefix("OPENCLAW_VERSION="))
-        .expect("OPENCLAW_VERSION in the install step")
-        .trim_matches('\'');
+    assert!(
+        step.contains("agent-army-agent packages /run/agent-army/stage"),
+        "{step}"
+    );
+    let pinned = r.file("/run/agent-army/stage/openclaw-version").trim();
     assert_eq!(pinned, pkg["version"].as_str().unwrap());
 }

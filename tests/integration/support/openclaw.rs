@@ -56,6 +56,38 @@ struct Doc {
 struct WriteFile {
     path: String,
     content: String,
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+/// The files of a cloud-init document (`write_files`), by path, decoded (`b64`, `gz+b64`).
+pub fn written_files(text: &str) -> BTreeMap<String, String> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let doc: Doc = serde_saphyr::from_str(text).expect("rendered cloud-init parses");
+    doc.write_files
+        .into_iter()
+        .map(|f| {
+            let b64 = || {
+                base64::engine::general_purpose::STANDARD
+                    .decode(f.content.trim())
+                    .expect("base64 content")
+            };
+            let content = match f.encoding.as_deref() {
+                None => f.content.clone(),
+                Some("b64") => String::from_utf8(b64()).unwrap(),
+                Some("gz+b64") => {
+                    let mut out = String::new();
+                    flate2::read::GzDecoder::new(b64().as_slice())
+                        .read_to_string(&mut out)
+                        .expect("gzip content");
+                    out
+                }
+                Some(e) => panic!("{}: unknown encoding {e}", f.path),
+            };
+            (f.path, content)
+        })
+        .collect()
 }
 
 /// The files of one agent's rendered cloud-init (real secrets), by path on the VM.
@@ -80,14 +112,8 @@ impl Rendered {
             ])
             .run()
             .success();
-        let text = p.read(&format!("{out}/{agent}.yaml"));
-        let doc: Doc = serde_saphyr::from_str(&text).expect("rendered cloud-init parses");
         Rendered {
-            files: doc
-                .write_files
-                .into_iter()
-                .map(|f| (f.path, f.content))
-                .collect(),
+            files: written_files(&p.read(&format!("{out}/{agent}.yaml"))),
         }
     }
 
