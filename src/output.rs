@@ -334,7 +334,9 @@ ANTHROPIC_API_KEY = "env:ANTHROPIC_API_KEY"
             assert!(STACK.contains(from), "{from}");
             (PROJECT.to_string(), STACK.replacen(from, to, 1))
         };
-        let cases: Vec<(&str, (String, String), Option<(&str, &str)>)> = vec![
+        // What changed, the edited project and stack files, and a workspace file to write.
+        type Case<'a> = (&'a str, (String, String), Option<(&'a str, &'a str)>);
+        let cases: Vec<Case> = vec![
             ("nothing", project_edit("", ""), None),
             (
                 "an env value",
