@@ -35,7 +35,10 @@ fn prepared(desired: &[DesiredAgent]) -> BTreeMap<String, Prepared> {
                 Prepared {
                     spec,
                     inputs: d.inputs.clone(),
-                    update: None,
+                    update: Some(PreparedUpdate {
+                        bundle: Arc::new(format!("files of {}", d.name).into_bytes()),
+                        args: vec![],
+                    }),
                 },
             )
         })
@@ -47,6 +50,35 @@ struct Run {
     store: Arc<MemoryStore>,
     stop: Arc<AtomicBool>,
     parallelism: usize,
+    updater: Option<Arc<dyn Updater>>,
+}
+
+/// An updater that records what it was sent and fails the agents it is told to.
+#[derive(Default)]
+struct Recorder {
+    sent: std::sync::Mutex<Vec<(String, Vec<u8>, Vec<String>)>>,
+    fail: BTreeSet<String>,
+}
+
+impl Updater for Recorder {
+    fn update<'a>(
+        &'a self,
+        agent: &'a str,
+        bundle: &'a [u8],
+        args: &'a [String],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            self.sent
+                .lock()
+                .unwrap()
+                .push((agent.to_string(), bundle.to_vec(), args.to_vec()));
+            if self.fail.contains(agent) {
+                Err("connection refused".into())
+            } else {
+                Ok(())
+            }
+        })
+    }
 }
 
 impl Run {
@@ -56,6 +88,7 @@ impl Run {
             store: Arc::new(MemoryStore::new()),
             stop: Arc::new(AtomicBool::new(false)),
             parallelism: 4,
+            updater: None,
         }
     }
 
@@ -93,7 +126,7 @@ impl Run {
             progress: Progress::new(true, true),
             parallelism: self.parallelism,
             stop: self.stop.clone(),
-            updater: None,
+            updater: self.updater.clone(),
         };
         let network = NetworkSpec {
             ssh_cidrs: vec![],
@@ -306,5 +339,74 @@ async fn a_server_left_by_a_dead_run_is_adopted_without_a_cloud_call() {
             .any(|c| c.starts_with("create_server")),
         "{:?}",
         run.cloud.calls()
+    );
+}
+
+#[tokio::test]
+async fn updates_go_through_the_updater_record_on_success_and_fail_alone() {
+    let recorder = Arc::new(Recorder {
+        fail: ["b".to_string()].into(),
+        ..Default::default()
+    });
+    let mut run = Run::new(MemoryCloud::new());
+    run.updater = Some(recorder.clone());
+    let d = [
+        desired("a", "cx22"),
+        desired("b", "cx22"),
+        desired("c", "cx22"),
+    ];
+    assert_eq!(run.apply(&d, &[], false).await.failed(), 0);
+    let created = run.cloud.calls().len();
+    // The configuration of every agent changes; the machines do not.
+    let changed: Vec<DesiredAgent> = d
+        .iter()
+        .map(|x| {
+            let mut x = x.clone();
+            x.inputs.config.insert(
+                "env.TZ".into(),
+                crate::state::Inputs::hash(b"Europe/Berlin"),
+            );
+            x.label = x.inputs.label();
+            x
+        })
+        .collect();
+    let report = run.apply(&changed, &[], false).await;
+    assert_eq!(report.failed(), 1, "{report:?}");
+    let failed = report.outcomes.iter().find(|o| o.error.is_some()).unwrap();
+    assert_eq!(failed.agent, "b");
+    assert_eq!(failed.error.as_ref().unwrap().code, "UpdateFailed");
+    // No cloud call, one bundle per agent.
+    assert_eq!(run.cloud.calls().len(), created, "{:?}", run.cloud.calls());
+    let mut sent: Vec<(String, Vec<u8>)> = recorder
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(a, b, _)| (a.clone(), b.clone()))
+        .collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        vec![
+            ("a".to_string(), b"files of a".to_vec()),
+            ("b".to_string(), b"files of b".to_vec()),
+            ("c".to_string(), b"files of c".to_vec()),
+        ]
+    );
+    // a and c carry the new configuration; b still the old one, so the next run tries again.
+    let st = run.state();
+    assert_eq!(st.agents["a"].inputs, changed[0].inputs);
+    assert_eq!(st.agents["c"].inputs, changed[2].inputs);
+    assert_eq!(st.agents["b"].inputs, d[1].inputs);
+    let again = run.apply(&changed, &[], false).await;
+    assert_eq!(again.failed(), 1);
+    assert_eq!(
+        again
+            .outcomes
+            .iter()
+            .filter(|o| o.action == "updated")
+            .map(|o| o.agent.as_str())
+            .collect::<Vec<_>>(),
+        vec!["b"]
     );
 }
