@@ -53,10 +53,13 @@ struct Run {
     updater: Option<Arc<dyn Updater>>,
 }
 
+/// One update as the updater got it: agent, bundle, helper options.
+type Sent = (String, Vec<u8>, Vec<String>);
+
 /// An updater that records what it was sent and fails the agents it is told to.
 #[derive(Default)]
 struct Recorder {
-    sent: std::sync::Mutex<Vec<(String, Vec<u8>, Vec<String>)>>,
+    sent: std::sync::Mutex<Vec<Sent>>,
     fail: BTreeSet<String>,
 }
 
