@@ -313,6 +313,18 @@ fn in_place_updates_change_exactly_their_files_over_ssh() {
         args.extend_from_slice(extra);
         run().args(args).run()
     };
+    // `plan` probes the agents it would update, as `deploy` connects.
+    let plan = |extra: &[&str]| -> Out {
+        let mut args = vec!["plan", "--ssh-user", "root"];
+        args.extend_from_slice(extra);
+        let out = run().args(args).run();
+        assert!(
+            !out.stdout.contains("unreachable"),
+            "the agent answers over ssh: {}",
+            out.stdout
+        );
+        out
+    };
     let token = gateway_tokens(
         &run()
             .args(["outputs", "--show-secrets", "--output", "json"])
@@ -423,14 +435,18 @@ fn in_place_updates_change_exactly_their_files_over_ssh() {
     for case in cases {
         (case.change)(&p);
         let before = vm.tree();
-        run()
-            .arg("plan")
-            .run()
+        let planned = plan(&[]);
+        planned
             .success()
             .stdout_has(&format!("~ agent-pm ({}", case.plan))
             .stdout_has("1 to update in place, 0 to replace");
         let out = deploy(&[]);
         out.success();
+        // A transcript, for people reading the test's output.
+        eprintln!(
+            "--- {}: plan\n{}--- deploy\n{}{}",
+            case.what, planned.stdout, out.stdout, out.stderr
+        );
         let after = vm.tree();
         assert_eq!(
             changes(&before, &after),
@@ -486,9 +502,7 @@ fn in_place_updates_change_exactly_their_files_over_ssh() {
         "[defaults]\n",
         "[defaults]\nopenclaw_version = \"2026.9.7\"\n",
     );
-    run()
-        .arg("plan")
-        .run()
+    plan(&[])
         .success()
         .stdout_has("update in place: openclaw version;");
     let before = vm.tree();
@@ -504,6 +518,29 @@ fn in_place_updates_change_exactly_their_files_over_ssh() {
     );
     vm.clear_log();
 
+    // Coding-agent CLIs: installed for the agent's user, nothing else touched.
+    edit(
+        &p,
+        "agent-army.toml",
+        "workspace = \"agents/pm\"\n",
+        "workspace = \"agents/pm\"\ncoding_agents = [\"codex\"]\n",
+    );
+    plan(&[])
+        .success()
+        .stdout_has("update in place: coding agents (new);");
+    let before = vm.tree();
+    deploy(&[]).success();
+    assert_eq!(changes(&before, &vm.tree()), set(&[]));
+    let log = vm.log();
+    assert!(
+        log.contains(&format!(
+            "npm install -g --prefix {}/var/lib/openclaw/.local --no-fund --no-audit @openai/codex",
+            vm.root.path().display()
+        )),
+        "{log}"
+    );
+    vm.clear_log();
+
     // A secret: it reaches the environment file, on stdin; no process ever has it in argv.
     let secret = "sk-ant-ROTATED-5e4d3c2b1a";
     run()
@@ -511,9 +548,7 @@ fn in_place_updates_change_exactly_their_files_over_ssh() {
         .stdin(secret)
         .run()
         .success();
-    run()
-        .arg("plan")
-        .run()
+    plan(&[])
         .success()
         .stdout_has("update in place: secret.ANTHROPIC_API_KEY;");
     let before = vm.tree();
@@ -540,9 +575,7 @@ fn in_place_updates_change_exactly_their_files_over_ssh() {
     vm.clear_log();
 
     // --prune: the agent's notes go, its memory stays; --reset-memory: the memory goes.
-    run()
-        .args(["plan", "--prune"])
-        .run()
+    plan(&["--prune"])
         .success()
         .stdout_has("update in place: workspace pruned;");
     let before = vm.tree();
