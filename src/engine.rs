@@ -49,14 +49,14 @@ impl std::fmt::Debug for PreparedUpdate {
 
 /// Applies an agent's configuration on its VM (over ssh in the product).
 pub trait Updater: Send + Sync {
-    /// Send `bundle` to `agent` and install it with the helper's `args`; `Err` carries why it
-    /// failed, in the remote side's words.
+    /// Send `bundle` to `agent` and install it with the helper's `args`: what the helper did
+    /// (one line each), or why it failed, in the remote side's words.
     fn update<'a>(
         &'a self,
         agent: &'a str,
         bundle: &'a [u8],
         args: &'a [String],
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send + 'a>>;
 }
 
 /// How one agent's action ended.
@@ -434,10 +434,13 @@ async fn update(
         return Err(ProviderError::new("Internal", "no update prepared"));
     };
     line.set(&format!("updating in place ({})", changes.join(", ")));
-    updater
+    let did = updater
         .update(agent, &upd.bundle, &upd.args)
         .await
         .map_err(|why| ProviderError::new("UpdateFailed", why).with_advice(advice))?;
+    if !did.is_empty() {
+        line.set(&did.join("; "));
+    }
     state
         .update(|s| {
             let e = s.agents.entry(agent.to_string()).or_default();

@@ -115,7 +115,7 @@ impl SshUpdater {
             let agent = agent.clone();
             set.spawn(async move {
                 let r = match cmd {
-                    Ok(cmd) => run(&cmd, None, PROBE_TIMEOUT).await,
+                    Ok(cmd) => run(&cmd, None, PROBE_TIMEOUT).await.map(|_| ()),
                     Err(e) => Err(e),
                 };
                 (agent, r)
@@ -137,22 +137,28 @@ impl Updater for SshUpdater {
         agent: &'a str,
         bundle: &'a [u8],
         args: &'a [String],
-    ) -> Pin<Box<dyn Future<Output = std::result::Result<(), String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = std::result::Result<Vec<String>, String>> + Send + 'a>> {
         Box::pin(async move {
             let cmd = self.command(agent, update_command(&self.user, args))?;
             tracing::info!(command = %cmd.display(), "update");
-            run(&cmd, Some(bundle), UPDATE_TIMEOUT).await
+            let out = run(&cmd, Some(bundle), UPDATE_TIMEOUT).await?;
+            // What the helper says it did (`agent-army-agent: wrote /etc/openclaw-agent.env`).
+            Ok(out
+                .lines()
+                .filter_map(|l| l.strip_prefix("agent-army-agent: "))
+                .map(str::to_string)
+                .collect())
         })
     }
 }
 
-/// Run `cmd` with `stdin` on its standard input; `Err` is the last line it printed on stderr
-/// (or how it ended) when it fails.
+/// Run `cmd` with `stdin` on its standard input: its standard output, or the last line it
+/// printed on stderr (or how it ended) when it fails.
 async fn run(
     cmd: &SshCommand,
     stdin: Option<&[u8]>,
     timeout: Duration,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<String, String> {
     let mut c = tokio::process::Command::from(cmd.std_command());
     c.stdin(if stdin.is_some() {
         std::process::Stdio::piped()
@@ -178,11 +184,12 @@ async fn run(
         Ok(Err(e)) => return Err(format!("{}: {e}", cmd.program.display())),
         Err(_) => return Err(format!("no answer after {}s", timeout.as_secs())),
     };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in stdout.lines() {
         tracing::info!(target: "agent_army::update", "{line}");
     }
     if out.status.success() {
-        return Ok(());
+        return Ok(stdout);
     }
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err

@@ -69,7 +69,7 @@ impl Updater for Recorder {
         agent: &'a str,
         bundle: &'a [u8],
         args: &'a [String],
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send + 'a>> {
         Box::pin(async move {
             self.sent
                 .lock()
@@ -78,7 +78,7 @@ impl Updater for Recorder {
             if self.fail.contains(agent) {
                 Err("connection refused".into())
             } else {
-                Ok(())
+                Ok(vec![format!("installed {} bytes", bundle.len())])
             }
         })
     }
