@@ -437,7 +437,15 @@ async fn update(
     let did = updater
         .update(agent, &upd.bundle, &upd.args)
         .await
-        .map_err(|why| ProviderError::new("UpdateFailed", why).with_advice(advice))?;
+        .map_err(|why| {
+            // The agent was reached: what it reported is the cause (its files may already be
+            // the new ones); the tailnet advice above is for agents that cannot be reached.
+            ProviderError::new("UpdateFailed", why).with_advice(
+                "fix what the agent reported and deploy again (the update is sent again); \
+                 `agent-army ssh AGENT` then `journalctl -u openclaw-gateway` shows the gateway's \
+                 side; `--replace` rebuilds it (its disk, memory and workspace are lost)",
+            )
+        })?;
     if !did.is_empty() {
         line.set(&did.join("; "));
     }

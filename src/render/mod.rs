@@ -245,7 +245,24 @@ pub fn openclaw_json(config: &Config, agent: &Agent) -> String {
         crate::stack::openclaw::merge(map, &agent.openclaw);
     }
     // serde_json cannot fail on a `Value`.
-    serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+    serde_json::to_string_pretty(&sorted(doc)).unwrap_or_default() + "\n"
+}
+
+/// `v` with every object's keys in sorted order. The file's bytes (and so its fingerprint) must
+/// not depend on how the binary was built: serde_json keeps insertion order when a dependency
+/// turns on its `preserve_order` feature (a dev-dependency does, in test builds).
+fn sorted(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted).collect())
+        }
+        other => other,
+    }
 }
 
 /// Workspace files: the project's folder, plus the identity files OpenClaw loads every session

@@ -458,3 +458,25 @@ fn the_step_runner_records_failures_skips_dependents_and_removes_the_stage() {
             .exists()
     );
 }
+
+/// openclaw.json is written with sorted keys whatever serde_json's features: its bytes and its
+/// fingerprint must be the same from a test build and a release build.
+#[test]
+fn openclaw_json_keys_are_sorted() {
+    let (_d, c) = config_with(PROJECT, HETZNER);
+    let text = openclaw_json(&c, &c.agents[0]);
+    fn check(v: &serde_json::Value, at: &str) {
+        if let serde_json::Value::Object(m) = v {
+            let keys: Vec<&String> = m.keys().collect();
+            let mut want = keys.clone();
+            want.sort();
+            assert_eq!(keys, want, "keys of {at}");
+            for (k, v) in m {
+                check(v, &format!("{at}.{k}"));
+            }
+        }
+    }
+    // Parsed with insertion order kept when the feature is on (it is, in test builds).
+    check(&serde_json::from_str(&text).unwrap(), "openclaw.json");
+    assert!(text.find("\"agents\"").unwrap() < text.find("\"gateway\"").unwrap());
+}

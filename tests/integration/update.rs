@@ -24,9 +24,12 @@ const WS: &str = "var/lib/openclaw/.openclaw/workspace";
 /// A stand-in that appends its name and arguments to `$FAKE_LOG`.
 const FAKE: &str = r#"#!/bin/bash
 echo "$(basename "$0") $*" >>"$FAKE_LOG"
+# `gateway-down` next to the log: the gateway keeps exiting (restarted 3 times, never answers).
+down="$(dirname "$FAKE_LOG")/gateway-down"
 case "$(basename "$0") $1" in
-  "systemctl show") echo 0 ;;
+  "systemctl show") if [ -e "$down" ]; then echo 3; else echo 0; fi ;;
   curl*)
+    if [ -e "$down" ]; then exit 7; fi
     # The header file curl is given (`-H @FILE`): what the gateway would have been sent.
     prev=
     for a in "$@"; do
@@ -629,6 +632,46 @@ fn an_unreachable_agent_is_planned_as_such_and_fails_alone() {
         out.stderr
     );
     // Nothing recorded: the update is still planned.
+    run()
+        .arg("plan")
+        .run()
+        .success()
+        .stdout_has("update in place: env.PM_LEVEL;");
+}
+
+#[test]
+fn an_update_whose_gateway_does_not_come_back_fails_with_the_agents_own_words() {
+    let (moto, p) = deployed_pm();
+    let rendered = Rendered::of(&p, "prod", "agent-pm");
+    let vm = Vm::new(&rendered);
+    vm.boot(&rendered);
+    let keys = Keys::new();
+    let port = free_port();
+    let _sshd = sshd_with_env(&keys, "host_a", port, &vm.set_env());
+    let run = || -> Run {
+        openssh_env(aws_env(p.run(), &moto), &keys, port)
+            .args(["-s", "prod"])
+            .env("NO_COLOR", "1")
+    };
+    std::fs::write(vm.bin.path().join("gateway-down"), "").unwrap();
+    edit(
+        &p,
+        "agent-army.toml",
+        "PM_LEVEL = \"1\"",
+        "PM_LEVEL = \"2\"",
+    );
+    let out = run().args(["deploy", "--yes", "--ssh-user", "root"]).run();
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    // The helper's own message, not a generic line about the command that failed (as a real VM
+    // showed: "agent-army-agent: line 197: `return 1` exited 1").
+    out.stderr_has(
+        "agent-pm: UpdateFailed: agent-army-agent: the gateway keeps exiting (3 restarts)",
+    )
+    .stderr_has("fix what the agent reported and deploy again");
+    assert!(!out.stderr.contains("` exited"), "{}", out.stderr);
+    // The new files are there; the update stays planned until the gateway answers.
+    let env = std::fs::read_to_string(vm.path(ENV_FILE)).unwrap();
+    assert!(env.contains("PM_LEVEL=2"), "{env}");
     run()
         .arg("plan")
         .run()
