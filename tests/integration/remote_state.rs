@@ -167,7 +167,13 @@ fn concurrent_deploys_one_gets_the_lock_the_other_exits_6() {
         &ob
     };
     let err = String::from_utf8_lossy(&loser.stderr);
-    assert_eq!(codes, [0, 6], "{err}");
+    assert_eq!(
+        codes,
+        [0, 6],
+        "first runner:\n{}\nsecond runner:\n{}",
+        String::from_utf8_lossy(&oa.stderr),
+        String::from_utf8_lossy(&ob.stderr)
+    );
     assert!(err.contains("is locked by `deploy` by"), "{err}");
 }
 
