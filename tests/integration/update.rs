@@ -498,51 +498,37 @@ fn in_place_updates_change_exactly_their_files_over_ssh() {
         "{state:#}"
     );
 
-    // The OpenClaw version: installed by npm, no file of the configuration touched.
-    edit(
-        &p,
-        "agent-army.toml",
-        "[defaults]\n",
-        "[defaults]\nopenclaw_version = \"2026.9.7\"\n",
-    );
-    plan(&[])
-        .success()
-        .stdout_has("update in place: openclaw version;");
-    let before = vm.tree();
-    deploy(&[]).success();
-    assert_eq!(changes(&before, &vm.tree()), set(&[]));
-    let log = vm.log();
-    assert!(
-        log.contains(&format!(
-            "npm install -g --prefix {}/usr/local --no-fund --no-audit openclaw@2026.9.7",
-            vm.root.path().display()
-        )),
-        "{log}"
-    );
-    vm.clear_log();
-
-    // Coding-agent CLIs: installed for the agent's user, nothing else touched.
-    edit(
-        &p,
-        "agent-army.toml",
-        "workspace = \"agents/pm\"\n",
-        "workspace = \"agents/pm\"\ncoding_agents = [\"codex\"]\n",
-    );
-    plan(&[])
-        .success()
-        .stdout_has("update in place: coding agents (new);");
-    let before = vm.tree();
-    deploy(&[]).success();
-    assert_eq!(changes(&before, &vm.tree()), set(&[]));
-    let log = vm.log();
-    assert!(
-        log.contains(&format!(
-            "npm install -g --prefix {}/var/lib/openclaw/.local --no-fund --no-audit @openai/codex",
-            vm.root.path().display()
-        )),
-        "{log}"
-    );
-    vm.clear_log();
+    // Packages: the OpenClaw version (npm, as root) and the coding-agent CLIs (npm, for the
+    // agent's user). Each is installed and no file of the configuration is touched.
+    let root = vm.root.path().display().to_string();
+    let packages = [
+        (
+            "[defaults]\n",
+            "[defaults]\nopenclaw_version = \"2026.9.7\"\n",
+            "update in place: openclaw version;",
+            format!(
+                "npm install -g --prefix {root}/usr/local --no-fund --no-audit openclaw@2026.9.7"
+            ),
+        ),
+        (
+            "workspace = \"agents/pm\"\n",
+            "workspace = \"agents/pm\"\ncoding_agents = [\"codex\"]\n",
+            "update in place: coding agents (new);",
+            format!(
+                "npm install -g --prefix {root}/var/lib/openclaw/.local --no-fund --no-audit @openai/codex"
+            ),
+        ),
+    ];
+    for (from, to, planned, installed) in packages {
+        edit(&p, "agent-army.toml", from, to);
+        plan(&[]).success().stdout_has(planned);
+        let before = vm.tree();
+        deploy(&[]).success();
+        assert_eq!(changes(&before, &vm.tree()), set(&[]));
+        let log = vm.log();
+        assert!(log.contains(&installed), "{log}");
+        vm.clear_log();
+    }
 
     // A secret: it reaches the environment file, on stdin; no process ever has it in argv.
     let secret = "sk-ant-ROTATED-5e4d3c2b1a";
