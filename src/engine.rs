@@ -83,14 +83,28 @@ impl Report {
     }
 }
 
-/// Shared, saved-on-write state, under the stack's lock.
+/// Shared state under the stack's lock, saved by group commit: every change is applied in
+/// memory at once, and a caller that needs it durable waits for a write that includes it.
+/// While one write is in flight, the changes of every other agent pile up and go out in the
+/// next single write, so a fleet of N agents costs a number of writes that grows with the
+/// number of *rounds* of changes, not with N (each write is the whole file either way).
 #[derive(Clone)]
 pub struct SharedState {
-    inner: Arc<Mutex<State>>,
+    inner: Arc<Mutex<Versioned>>,
+    /// The newest change version known to be written; held while a write is in flight, so
+    /// callers queue behind it (tokio's mutex is fair: first come, first written).
+    durable: Arc<tokio::sync::Mutex<u64>>,
     store: Arc<dyn StateBackend>,
     lock: Arc<LockGuard>,
     /// This machine's folder for the stack, whose known_hosts forgets deleted servers.
     local_dir: PathBuf,
+    writes: Arc<std::sync::atomic::AtomicU64>,
+}
+
+struct Versioned {
+    state: State,
+    /// Bumped by every change.
+    version: u64,
 }
 
 impl SharedState {
@@ -101,22 +115,72 @@ impl SharedState {
         local_dir: PathBuf,
     ) -> Self {
         SharedState {
-            inner: Arc::new(Mutex::new(state)),
+            inner: Arc::new(Mutex::new(Versioned { state, version: 0 })),
+            durable: Arc::new(tokio::sync::Mutex::new(0)),
             store,
             lock,
             local_dir,
+            writes: Arc::default(),
         }
     }
 
-    /// Apply `f` and write the file before returning.
-    pub fn update(&self, f: impl FnOnce(&mut State)) -> Result<(), StateError> {
-        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard);
-        self.store.write(&self.lock, &mut guard)
+    fn guard(&self) -> std::sync::MutexGuard<'_, Versioned> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply `f`, and return once a write that includes it is done (crash safety: what
+    /// follows may rely on it being on disk or in the bucket).
+    pub async fn update(&self, f: impl FnOnce(&mut State)) -> Result<(), StateError> {
+        let mine = {
+            let mut g = self.guard();
+            f(&mut g.state);
+            g.version += 1;
+            g.version
+        };
+        self.commit(mine).await
+    }
+
+    /// Write everything changed up to `version`, unless a write already covered it.
+    async fn commit(&self, version: u64) -> Result<(), StateError> {
+        let mut durable = self.durable.lock().await;
+        if *durable >= version {
+            return Ok(());
+        }
+        let (mut snapshot, newest) = {
+            let g = self.guard();
+            (g.state.clone(), g.version)
+        };
+        let (store, lock) = (self.store.clone(), self.lock.clone());
+        // The write blocks (a file with fsync, or a request to the bucket): off the runtime's
+        // threads, so other agents' calls and changes go on meanwhile.
+        let written = tokio::task::spawn_blocking(move || {
+            store.write(&lock, &mut snapshot).map(|()| snapshot.serial)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(StateError::Corrupt {
+                path: PathBuf::from(self.store.location()),
+                message: format!("the state write stopped: {e}"),
+            })
+        })?;
+        self.guard().state.serial = written;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        *durable = newest;
+        Ok(())
+    }
+
+    /// Read from state without copying it.
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.guard().state)
     }
 
     pub fn snapshot(&self) -> State {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.guard().state.clone()
+    }
+
+    /// How many times state was written by this run (group commit at work).
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 }
 
@@ -124,7 +188,8 @@ pub struct Engine<P: Provider> {
     pub provider: Arc<P>,
     pub state: SharedState,
     pub progress: Progress,
-    pub parallelism: usize,
+    /// Most agents changed at once (`None`: all of them; the provider paces its calls).
+    pub parallelism: Option<usize>,
     /// Set on the first interrupt: no new work starts.
     pub stop: Arc<AtomicBool>,
     /// How agents are updated in place (`None`: a plan with updates fails them).
@@ -157,7 +222,10 @@ impl<P: Provider> Engine<P> {
         let mut report = Report::default();
 
         // 1. The stack's network comes first: every server is created inside it.
-        let mut network_id = self.state.snapshot().network.map(|n| (n.id, n.ssh_key_id));
+        let mut network_id = self
+            .state
+            .read(|s| s.network.clone())
+            .map(|n| (n.id, n.ssh_key_id));
         let mut extra_networks = Vec::new();
         for action in &plan.network {
             let line = self.progress.line("network");
@@ -174,6 +242,7 @@ impl<P: Provider> Engine<P> {
                                         ssh_key_id: n.ssh_key_id.clone(),
                                     })
                                 })
+                                .await
                                 .map_err(state_err)
                                 .map(|_| format!("created {}", n.id))
                         }
@@ -183,7 +252,7 @@ impl<P: Provider> Engine<P> {
                 NetworkAction::UpdateRules { id } => {
                     // Found by its tags but not in state (a run died right after creating
                     // it): it is the stack's network from now on, whatever its rules.
-                    self.adopt_network(&mut network_id, id);
+                    self.adopt_network(&mut network_id, id).await;
                     line.set("updating inbound rules");
                     self.provider
                         .update_network(id, network)
@@ -191,7 +260,7 @@ impl<P: Provider> Engine<P> {
                         .map(|_| format!("updated {id}"))
                 }
                 NetworkAction::NoChange { id } => {
-                    self.adopt_network(&mut network_id, id);
+                    self.adopt_network(&mut network_id, id).await;
                     Ok(format!("{id} unchanged"))
                 }
                 NetworkAction::Delete { id } => {
@@ -209,7 +278,11 @@ impl<P: Provider> Engine<P> {
         }
 
         // 2. Agents, concurrently.
-        let sem = Arc::new(Semaphore::new(self.parallelism.max(1)));
+        let sem = Arc::new(Semaphore::new(
+            self.parallelism
+                .unwrap_or(Semaphore::MAX_PERMITS)
+                .clamp(1, Semaphore::MAX_PERMITS),
+        ));
         let mut tasks = tokio::task::JoinSet::new();
         for action in plan.agents.iter().cloned() {
             if !action.mutates() && !matches!(action, AgentAction::Adopt { .. }) {
@@ -292,12 +365,15 @@ impl<P: Provider> Engine<P> {
 
         // 3. Forget agents that exist nowhere any more.
         if !plan.forget.is_empty() {
-            let _ = self.state.update(|s| {
-                for a in &plan.forget {
-                    s.agents.remove(a);
-                    s.gateway_keys.remove(a);
-                }
-            });
+            let _ = self
+                .state
+                .update(|s| {
+                    for a in &plan.forget {
+                        s.agents.remove(a);
+                        s.gateway_keys.remove(a);
+                    }
+                })
+                .await;
         }
 
         // 4. Extra / destroyed networks, once their servers are gone.
@@ -309,12 +385,12 @@ impl<P: Provider> Engine<P> {
                 continue;
             }
             line.set(&format!("deleting {id}"));
-            let ssh_key_id = self
-                .state
-                .snapshot()
-                .network
-                .filter(|n| n.id == id)
-                .and_then(|n| n.ssh_key_id);
+            let ssh_key_id = self.state.read(|s| {
+                s.network
+                    .as_ref()
+                    .filter(|n| n.id == id)
+                    .and_then(|n| n.ssh_key_id.clone())
+            });
             let net = ObservedNetwork {
                 id: id.clone(),
                 ssh_cidrs: vec![],
@@ -322,11 +398,14 @@ impl<P: Provider> Engine<P> {
             };
             match self.provider.delete_network(&net).await {
                 Ok(()) => {
-                    let _ = self.state.update(|s| {
-                        if s.network.as_ref().map(|n| &n.id) == Some(&id) {
-                            s.network = None;
-                        }
-                    });
+                    let _ = self
+                        .state
+                        .update(|s| {
+                            if s.network.as_ref().map(|n| &n.id) == Some(&id) {
+                                s.network = None;
+                            }
+                        })
+                        .await;
                     line.done(&format!("deleted {id}"));
                 }
                 Err(e) => {
@@ -342,15 +421,18 @@ impl<P: Provider> Engine<P> {
 
 impl<P: Provider> Engine<P> {
     /// Use the existing network `id` (and record it) when state names another one or none.
-    fn adopt_network(&self, network_id: &mut Option<(String, Option<String>)>, id: &str) {
+    async fn adopt_network(&self, network_id: &mut Option<(String, Option<String>)>, id: &str) {
         if network_id.as_ref().map(|n| n.0.as_str()) != Some(id) {
             *network_id = Some((id.to_string(), None));
-            let _ = self.state.update(|s| {
-                s.network = Some(NetworkState {
-                    id: id.to_string(),
-                    ssh_key_id: None,
+            let _ = self
+                .state
+                .update(|s| {
+                    s.network = Some(NetworkState {
+                        id: id.to_string(),
+                        ssh_key_id: None,
+                    })
                 })
-            });
+                .await;
         }
     }
 }
@@ -381,6 +463,7 @@ async fn run_agent<P: Provider>(
                         e.inputs = p.inputs.clone();
                         e.key_id = Some(p.spec.key_id.clone()).filter(|k| !k.is_empty());
                     })
+                    .await
                     .map_err(state_err),
                 None => Err(ProviderError::new(
                     "Internal",
@@ -458,6 +541,7 @@ async fn update(
             e.inputs = prep.inputs.clone();
             e.key_id = Some(prep.spec.key_id.clone()).filter(|k| !k.is_empty());
         })
+        .await
         .map_err(state_err)
 }
 
@@ -472,7 +556,7 @@ async fn delete<P: Provider>(
     provider.wait_deleted(&[id.to_string()]).await?;
     // The next server under this name has a new host key: drop the old one from the
     // stack's known_hosts so OpenSSH's accept-new records the new key instead of refusing.
-    let stack = state.snapshot().stack;
+    let stack = state.read(|s| s.stack.clone());
     let host = crate::naming::hostname(&stack, agent);
     if let Err(e) = crate::tailnet::forget_host(&state.local_dir, &stack, &host) {
         tracing::warn!("cannot drop {host} from known_hosts: {e}");
@@ -489,6 +573,7 @@ async fn delete<P: Provider>(
                 }
             }
         })
+        .await
         .map_err(state_err)
 }
 
@@ -514,11 +599,7 @@ async fn create<P: Provider>(
     spec.ssh_key_id = ssh_key_id;
     // Reuse the token of an interrupted create with the same inputs: on EC2 the retried
     // call then returns the instance the first one made instead of launching a second.
-    let existing = state
-        .snapshot()
-        .agents
-        .get(agent)
-        .and_then(|a| a.pending_create.clone());
+    let existing = state.read(|s| s.agents.get(agent).and_then(|a| a.pending_create.clone()));
     spec.client_token = match existing {
         Some(p) if p.fingerprint == spec.fingerprint => p.client_token,
         _ => new_client_token(),
@@ -536,6 +617,7 @@ async fn create<P: Provider>(
                 .or_insert_with(AgentState::default);
             e.pending_create = Some(pending);
         })
+        .await
         .map_err(state_err)?;
     line.set("creating server");
     let id = match provider.create_server(&spec).await {
@@ -544,11 +626,13 @@ async fn create<P: Provider>(
             // A definite refusal created nothing; a transport failure may have, so the
             // intent stays until the next run finds the server by its tags.
             if !e.transient {
-                let _ = state.update(|s| {
-                    if let Some(a) = s.agents.get_mut(agent) {
-                        a.pending_create = None;
-                    }
-                });
+                let _ = state
+                    .update(|s| {
+                        if let Some(a) = s.agents.get_mut(agent) {
+                            a.pending_create = None;
+                        }
+                    })
+                    .await;
             }
             return Err(e);
         }
@@ -562,6 +646,7 @@ async fn create<P: Provider>(
             e.inputs = prep.inputs.clone();
             e.key_id = Some(spec.key_id.clone()).filter(|k| !k.is_empty());
         })
+        .await
         .map_err(state_err)?;
     line.set(&format!("waiting for {id} to run"));
     provider.wait_running(&id).await?;

@@ -17,7 +17,7 @@ use crate::plan::{self, AgentAction, Plan, PlanInput};
 use crate::progress::Progress;
 use crate::provider::{
     Cloud, NetworkSpec, Observed, ObservedNetwork, ObservedServer, Provider, ServerSpec,
-    ServerState,
+    ServerState, Shape,
 };
 use crate::secrets::{EncryptTo, SecretError};
 use crate::stack::Config;
@@ -30,6 +30,19 @@ fn ssh_cidrs(config: &Config) -> Vec<String> {
         .iter()
         .map(|c| c.to_string())
         .collect()
+}
+
+/// The distinct server shapes of `agents`.
+fn shapes<'a>(agents: impl Iterator<Item = &'a crate::stack::Agent>) -> Vec<Shape> {
+    let mut v: Vec<Shape> = agents
+        .map(|a| Shape {
+            size: a.instance_type.clone(),
+            image: a.image.clone(),
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// How agents that keep their VM are changed in place.
@@ -105,7 +118,8 @@ async fn reach_updates(
 /// device clean-up may print (not under JSON output).
 pub struct RunOptions {
     pub progress: Progress,
-    pub parallelism: usize,
+    /// Most agents changed at once (`None`: no cap beyond the cloud's own pacing).
+    pub parallelism: Option<usize>,
     pub stop: Arc<AtomicBool>,
     pub quiet_devices: bool,
 }
@@ -255,10 +269,23 @@ impl<'s> Deploy<'s> {
         )?;
         let desired = fleet::desired(config, Some(&keys))?;
         let cloud = cloud::connect(session).await?;
-        let observed = cloud
-            .observe()
-            .await
-            .map_err(|e| provider_error(config, e))?;
+        // Agents state knows no server for are likely to be created: the checks and lookups
+        // their creates need go out with the cloud query instead of after it.
+        let likely = shapes(config.agents.iter().filter(|a| {
+            state
+                .agents
+                .get(&a.name)
+                .is_none_or(|s| s.server_id.is_none())
+        }));
+        let early = async {
+            if likely.is_empty() {
+                None
+            } else {
+                Some(cloud.preflight(&likely).await)
+            }
+        };
+        let (observed, early) = tokio::join!(cloud.observe(), early);
+        let observed = observed.map_err(|e| provider_error(config, e))?;
         let cidrs = ssh_cidrs(config);
         let also = opts.in_place.also();
         let mut plan = plan::plan(&PlanInput {
@@ -273,19 +300,19 @@ impl<'s> Deploy<'s> {
         let updater = reach_updates(session, &mut plan, &opts.in_place).await;
         // Sizes and place are checked with the cloud before anything is created, and before
         // the user is asked.
-        let mut sizes: Vec<String> = plan
-            .agents
-            .iter()
-            .filter(|a| matches!(a, AgentAction::Create { .. } | AgentAction::Replace { .. }))
-            .filter_map(|a| config.agent(a.agent()))
-            .map(|a| a.instance_type.clone())
-            .collect();
-        sizes.sort();
-        sizes.dedup();
-        cloud
-            .preflight(&sizes)
-            .await
-            .map_err(|e| provider_error(config, e))?;
+        let needed = shapes(
+            plan.agents
+                .iter()
+                .filter(|a| matches!(a, AgentAction::Create { .. } | AgentAction::Replace { .. }))
+                .filter_map(|a| config.agent(a.agent())),
+        );
+        let checked = matches!(early, Some(Ok(()))) && needed.iter().all(|s| likely.contains(s));
+        if !needed.is_empty() && !checked {
+            cloud
+                .preflight(&needed)
+                .await
+                .map_err(|e| provider_error(config, e))?;
+        }
 
         Ok(Deploy {
             session,

@@ -67,9 +67,10 @@ pub struct DeployArgs {
     /// Do not ask for confirmation
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// How many agents to create or destroy at once
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub parallelism: u16,
+    /// Most agents to change at once (default: as many as the cloud's API allows; calls are
+    /// paced by its rate limits either way)
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallelism: Option<u16>,
     /// Replace this agent even if unchanged (repeatable)
     #[arg(long, value_name = "AGENT")]
     pub replace: Vec<String>,
@@ -91,9 +92,9 @@ pub struct DestroyArgs {
     /// Do not ask for confirmation
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// How many servers to destroy at once
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub parallelism: u16,
+    /// Most servers to destroy at once (default: as many as the cloud's API allows)
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallelism: Option<u16>,
     /// Wait this long for another run's lock (e.g. 30s, 5m)
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
@@ -225,12 +226,12 @@ pub fn force_unlock(ctx: &Ctx, args: ForceUnlockArgs) -> Result<ExitStatus> {
 }
 
 /// How an apply runs from the command line; interrupts are watched from here on.
-fn run_options(ctx: &Ctx, parallelism: u16) -> RunOptions {
+fn run_options(ctx: &Ctx, parallelism: Option<u16>) -> RunOptions {
     let stop = Arc::new(AtomicBool::new(false));
     watch_interrupts(stop.clone());
     RunOptions {
         progress: Progress::new(ctx.env.is_ci(), ctx.global.quiet),
-        parallelism: parallelism as usize,
+        parallelism: parallelism.map(usize::from),
         stop,
         quiet_devices: ctx.json(),
     }

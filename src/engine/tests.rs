@@ -49,7 +49,7 @@ struct Run {
     cloud: MemoryCloud,
     store: Arc<MemoryStore>,
     stop: Arc<AtomicBool>,
-    parallelism: usize,
+    parallelism: Option<usize>,
     updater: Option<Arc<dyn Updater>>,
 }
 
@@ -90,7 +90,7 @@ impl Run {
             cloud,
             store: Arc::new(MemoryStore::new()),
             stop: Arc::new(AtomicBool::new(false)),
-            parallelism: 4,
+            parallelism: Some(4),
             updater: None,
         }
     }
@@ -140,6 +140,31 @@ impl Run {
 }
 
 use std::time::Duration;
+
+#[tokio::test]
+async fn state_writes_are_grouped_not_one_per_change() {
+    // 60 agents at once against a store whose writes take 5 ms: each create is still
+    // recorded as an intent before its call (the test below checks that order), but one
+    // write carries every intent and id that piled up while the previous one was in flight.
+    let store = Arc::new(MemoryStore::with_write_delay(Duration::from_millis(5)));
+    let mut run = Run::new(MemoryCloud::new());
+    run.store = store.clone();
+    run.parallelism = None;
+    let names: Vec<String> = (0..60).map(|i| format!("a{i:02}")).collect();
+    let d: Vec<DesiredAgent> = names.iter().map(|n| desired(n, "cx22")).collect();
+    let report = run.apply(&d, &[], false).await;
+    assert_eq!(report.failed(), 0, "{report:?}");
+    let st = run.state();
+    assert_eq!(st.agents.len(), 60);
+    assert!(
+        st.agents
+            .values()
+            .all(|a| a.server_id.is_some() && a.pending_create.is_none())
+    );
+    // One change per intent and one per id: 121 writes with the network, written one by one.
+    let writes = store.writes();
+    assert!(writes <= 12, "{writes} writes for 121 changes");
+}
 
 #[tokio::test]
 async fn a_create_is_recorded_as_an_intent_before_the_call_and_as_an_id_after() {
@@ -262,7 +287,7 @@ async fn an_interrupt_starts_no_new_work_and_says_so() {
     let cloud = MemoryCloud::new().on_create(move |_| s2.store(true, Ordering::SeqCst));
     let mut run = Run::new(cloud);
     run.stop = stop;
-    run.parallelism = 1;
+    run.parallelism = Some(1);
     let d = [
         desired("a", "cx22"),
         desired("b", "cx22"),

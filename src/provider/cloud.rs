@@ -1,7 +1,8 @@
 //! The cloud of a stack, chosen at run time: the real clients behind one [`Provider`].
 
 use super::{
-    NetworkSpec, Observed, ObservedNetwork, Provider, ProviderError, ServerSpec, aws, hetzner,
+    NetworkSpec, Observed, ObservedNetwork, Provider, ProviderError, ServerSpec, Shape, aws,
+    hetzner,
 };
 use crate::stack::ProviderKind;
 
@@ -28,8 +29,8 @@ impl Provider for Cloud {
     async fn observe(&self) -> Result<Observed, ProviderError> {
         delegate!(self, p => p.observe().await)
     }
-    async fn preflight(&self, sizes: &[String]) -> Result<(), ProviderError> {
-        delegate!(self, p => p.preflight(sizes).await)
+    async fn preflight(&self, shapes: &[Shape]) -> Result<(), ProviderError> {
+        delegate!(self, p => p.preflight(shapes).await)
     }
     async fn create_network(&self, spec: &NetworkSpec) -> Result<ObservedNetwork, ProviderError> {
         delegate!(self, p => p.create_network(spec).await)

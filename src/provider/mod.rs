@@ -4,6 +4,7 @@
 pub mod aws;
 #[cfg(feature = "cloud")]
 mod cloud;
+pub mod governor;
 #[cfg(feature = "cloud")]
 pub mod hetzner;
 pub mod memory;
@@ -116,6 +117,13 @@ pub struct ServerSpec {
     pub ssh_key_id: Option<String>,
 }
 
+/// What servers are to be created from, for the checks and lookups before the first create.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Shape {
+    pub size: String,
+    pub image: Option<String>,
+}
+
 /// Stack-wide network request.
 #[derive(Debug, Clone)]
 pub struct NetworkSpec {
@@ -166,10 +174,12 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Before anything is created: the stack's place exists and each server size exists and
     /// is offered there, so a typo fails before a firewall or key is made. A cloud that
-    /// cannot tell cheaply accepts.
+    /// cannot tell cheaply accepts. The stack-level lookups creates need (network, images)
+    /// go out in the same round and are kept, so creates start as soon as the network is
+    /// there.
     fn preflight(
         &self,
-        _sizes: &[String],
+        _shapes: &[Shape],
     ) -> impl Future<Output = Result<(), ProviderError>> + Send {
         async { Ok(()) }
     }

@@ -420,6 +420,9 @@ impl StateBackend for LocalStore {
 pub struct MemoryStore {
     state: std::sync::Mutex<Option<State>>,
     held: Arc<std::sync::atomic::AtomicBool>,
+    writes: std::sync::atomic::AtomicU64,
+    /// How long each write takes (a file's fsync or a bucket's round trip, in tests).
+    write_delay: Duration,
 }
 
 /// Releases a [`MemoryStore`] lock on drop.
@@ -434,6 +437,19 @@ impl Drop for MemoryLock {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store whose writes take `delay` each.
+    pub fn with_write_delay(delay: Duration) -> Self {
+        MemoryStore {
+            write_delay: delay,
+            ..Self::default()
+        }
+    }
+
+    /// How many writes it has taken.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<State>> {
@@ -467,9 +483,14 @@ impl StateBackend for MemoryStore {
     }
 
     fn write(&self, _lock: &LockGuard, state: &mut State) -> Result<(), StateError> {
+        if !self.write_delay.is_zero() {
+            std::thread::sleep(self.write_delay);
+        }
         state.serial += 1;
         state.version = STATE_VERSION;
         *self.slot() = Some(state.clone());
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 

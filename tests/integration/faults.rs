@@ -686,3 +686,36 @@ fn hetzner_lost_create_answers_make_no_duplicates() {
         h.assert_no_prism_errors();
     }
 }
+
+/// Throttles narrow the window of calls in flight (logged), and the fleet still converges with
+/// one server per agent: `n` throttles of the cloud's own shape on creates, before they reach
+/// the cloud.
+fn throttled_creates_narrow_the_window(rig: &Rig, target: &str) {
+    rig.proxy.reset();
+    rig.proxy.configure(serde_json::json!({
+        "seed": 7, "rate": 1.0, "kinds": ["throttle"], "phases": ["before"],
+        "targets": [target], "max_faults": 4,
+    }));
+    let out = rig
+        .run()
+        .env("AGENT_ARMY_LOG", "info")
+        .args(["deploy", "--yes"])
+        .run();
+    rig.proxy.disable();
+    out.success();
+    let s = rig.proxy.stats();
+    assert_eq!(s["injected"]["throttle:before"], 4, "{s}");
+    out.stderr_has("throttled by the cloud: at most");
+    rig.assert_converged(&rig.expected(None), "after throttled creates");
+    assert_eq!(rig.servers_ever_created(), AGENTS.len());
+}
+
+#[test]
+fn aws_throttles_narrow_the_window_and_the_fleet_converges() {
+    throttled_creates_narrow_the_window(&Rig::aws(), "RunInstances");
+}
+
+#[test]
+fn hetzner_throttles_narrow_the_window_and_the_fleet_converges() {
+    throttled_creates_narrow_the_window(&Rig::hetzner(), "POST /servers");
+}

@@ -12,7 +12,9 @@
 mod client;
 mod errors;
 mod resources;
+mod waiter;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_ec2::Client;
@@ -24,14 +26,16 @@ use aws_sdk_ec2::types::{
 use base64::Engine as _;
 use tokio::sync::OnceCell;
 
+use super::governor::{Governed, Governor};
 use super::{
     NetworkSpec, Observed, ObservedNetwork, ObservedServer, Provider, ProviderError, ServerSpec,
-    ServerState, StackId, tags,
+    ServerState, Shape, StackId, tags,
 };
 use crate::backoff;
 use crate::stack::ProviderKind;
 use errors::{err, outcome_unknown, retryable};
 use resources::{map_state, tag_value};
+use waiter::{Poller, Waiters, Want};
 
 /// Canonical's AWS account.
 pub const CANONICAL_OWNER: &str = "099720109477";
@@ -46,13 +50,22 @@ pub fn tag_key(k: &str) -> String {
 
 pub struct AwsProvider {
     client: Client,
+    /// How many calls may be in flight: halved on throttles, grown on successes.
+    gov: Arc<Governor>,
     stack: StackId,
     subnet_id: Option<String>,
     hop_limit: i32,
     poll: Duration,
     /// The default AMI per architecture (amd64, arm64), looked up once each.
     ami: [OnceCell<(String, String)>; 2],
+    /// The VPC the security group goes in, looked up once.
+    vpc: OnceCell<String>,
+    /// Instances somebody waits for, served by one poll loop.
+    waiters: Arc<Mutex<Waiters>>,
 }
+
+/// Largest page of `DescribeInstances` (EC2's maximum).
+const MAX_RESULTS: i32 = 1000;
 
 /// Full-jitter exponential backoff before attempt `attempt + 1`: like the SDK's standard
 /// mode (0.5 s doubling, at most 20 s), with at least half of it waited.
@@ -66,19 +79,28 @@ impl Provider for AwsProvider {
         ProviderKind::Aws
     }
 
-    async fn preflight(&self, sizes: &[String]) -> Result<(), ProviderError> {
-        if sizes.is_empty() {
+    async fn preflight(&self, shapes: &[Shape]) -> Result<(), ProviderError> {
+        if shapes.is_empty() {
             return Ok(());
         }
-        match self
-            .client
-            .describe_instance_types()
-            .set_instance_types(Some(
-                sizes.iter().map(|s| s.as_str().into()).collect(),
-            ))
-            .send()
-            .await
-        {
+        let mut sizes: Vec<String> = shapes.iter().map(|s| s.size.clone()).collect();
+        sizes.sort();
+        sizes.dedup();
+        // The lookups the first create needs go out in the same round: the VPC and each
+        // image (by architecture) are kept for the creates.
+        let images = futures_util::future::try_join_all(
+            shapes
+                .iter()
+                .map(|s| self.image(s.image.as_deref(), &s.size)),
+        );
+        let types = self.gov.run(
+            self.client
+                .describe_instance_types()
+                .set_instance_types(Some(sizes.iter().map(|s| s.as_str().into()).collect()))
+                .send(),
+        );
+        let (types, vpc, images) = tokio::join!(types, self.vpc_id(), images);
+        let checked = match types {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("InvalidInstanceType") => Err(ProviderError::new(
                 "InvalidInstanceType",
@@ -92,48 +114,28 @@ impl Provider for AwsProvider {
                 "set `instance_type` to a type this region offers (`aws ec2 describe-instance-type-offerings`)",
             )),
             Err(e) => Err(err(e)),
-        }
+        };
+        checked?;
+        vpc?;
+        images?;
+        Ok(())
     }
 
     async fn observe(&self) -> Result<Observed, ProviderError> {
-        let mut obs = Observed::default();
-        let mut pages = self
-            .client
-            .describe_instances()
-            .set_filters(Some(self.stack_filters()))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(err)?;
-            for r in page.reservations() {
-                for i in r.instances() {
-                    let state = map_state(i.state().and_then(|s| s.name()));
-                    if state == ServerState::Gone {
-                        continue;
-                    }
-                    let t = i.tags();
-                    obs.servers.push(ObservedServer {
-                        id: i.instance_id().unwrap_or_default().to_string(),
-                        agent: tag_value(t, &tag_key(tags::AGENT)).unwrap_or_default(),
-                        fingerprint: tag_value(t, &tag_key(tags::FINGERPRINT)),
-                        key_id: tag_value(t, &tag_key(tags::KEY_ID)),
-                        state,
-                        name: tag_value(t, "Name").unwrap_or_default(),
-                        created: i
-                            .launch_time()
-                            .map(|d| d.secs().to_string())
-                            .unwrap_or_default(),
-                    });
-                }
-            }
-        }
-        let sgs = self
-            .client
-            .describe_security_groups()
-            .set_filters(Some(self.stack_filters()))
-            .send()
-            .await
-            .map_err(err)?;
+        let (servers, groups) = tokio::join!(
+            self.observe_servers(),
+            self.gov.run(
+                self.client
+                    .describe_security_groups()
+                    .set_filters(Some(self.stack_filters()))
+                    .send()
+            )
+        );
+        let mut obs = Observed {
+            servers: servers?,
+            networks: Vec::new(),
+        };
+        let sgs = groups.map_err(err)?;
         for g in sgs.security_groups() {
             let mut cidrs = Vec::new();
             for p in g.ip_permissions() {
@@ -189,6 +191,7 @@ impl Provider for AwsProvider {
                     .build(),
             )
             .send()
+            .governed(&self.gov)
             .await;
         let id = match created {
             Ok(out) => out.group_id().unwrap_or_default().to_string(),
@@ -203,6 +206,7 @@ impl Provider for AwsProvider {
                     .describe_security_groups()
                     .set_filters(Some(filters))
                     .send()
+                    .governed(&self.gov)
                     .await
                     .map_err(err)?;
                 let Some(id) = found
@@ -236,6 +240,7 @@ impl Provider for AwsProvider {
             .describe_security_groups()
             .group_ids(id)
             .send()
+            .governed(&self.gov)
             .await
             .map_err(err)?;
         let existing: Vec<IpPermission> = out
@@ -250,6 +255,7 @@ impl Provider for AwsProvider {
                 .group_id(id)
                 .set_ip_permissions(Some(existing))
                 .send()
+                .governed(&self.gov)
                 .await
             {
                 Ok(_) => {}
@@ -271,6 +277,7 @@ impl Provider for AwsProvider {
                 .delete_security_group()
                 .group_id(&network.id)
                 .send()
+                .governed(&self.gov)
                 .await
             {
                 Ok(_) => return Ok(()),
@@ -356,6 +363,7 @@ impl Provider for AwsProvider {
                 .customize()
                 .config_override(no_sdk_retry.clone())
                 .send()
+                .governed(&self.gov)
                 .await
             {
                 Ok(out) => {
@@ -388,27 +396,13 @@ impl Provider for AwsProvider {
     }
 
     async fn wait_running(&self, id: &str) -> Result<(), ProviderError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
-        loop {
-            let states = self.instance_states(&[id.to_string()]).await?;
-            match states.first().map(|(_, s)| s) {
-                Some(ServerState::Running) => return Ok(()),
-                Some(ServerState::Pending) | None => {}
-                Some(other) => {
-                    return Err(ProviderError::new(
-                        "UnexpectedState",
-                        format!("instance {id} is {other} instead of running"),
-                    ));
-                }
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(ProviderError::new(
-                    "Timeout",
-                    format!("instance {id} did not reach running in 15 minutes"),
-                ));
-            }
-            tokio::time::sleep(self.poll).await;
-        }
+        self.poller()
+            .wait(
+                &[id.to_string()],
+                Want::Running,
+                &format!("instance {id} to run"),
+            )
+            .await
     }
 
     async fn delete_server(&self, id: &str) -> Result<(), ProviderError> {
@@ -417,6 +411,7 @@ impl Provider for AwsProvider {
             .terminate_instances()
             .instance_ids(id)
             .send()
+            .governed(&self.gov)
             .await
         {
             Ok(_) => Ok(()),
@@ -426,22 +421,56 @@ impl Provider for AwsProvider {
     }
 
     async fn wait_deleted(&self, ids: &[String]) -> Result<(), ProviderError> {
-        if ids.is_empty() {
-            return Ok(());
+        self.poller()
+            .wait(ids, Want::Gone, "instances to terminate")
+            .await
+    }
+}
+
+impl AwsProvider {
+    fn poller(&self) -> Poller {
+        Poller {
+            client: self.client.clone(),
+            gov: self.gov.clone(),
+            poll: self.poll,
+            waiters: self.waiters.clone(),
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
-        loop {
-            let states = self.instance_states(ids).await?;
-            if states.iter().all(|(_, s)| *s == ServerState::Gone) {
-                return Ok(());
+    }
+
+    /// The stack's instances (terminated ones left out), in pages of [`MAX_RESULTS`].
+    async fn observe_servers(&self) -> Result<Vec<ObservedServer>, ProviderError> {
+        let mut servers = Vec::new();
+        let mut pages = self
+            .client
+            .describe_instances()
+            .set_filters(Some(self.stack_filters()))
+            .max_results(MAX_RESULTS)
+            .into_paginator()
+            .send();
+        while let Some(page) = self.gov.run(pages.next()).await {
+            let page = page.map_err(err)?;
+            for r in page.reservations() {
+                for i in r.instances() {
+                    let state = map_state(i.state().and_then(|s| s.name()));
+                    if state == ServerState::Gone {
+                        continue;
+                    }
+                    let t = i.tags();
+                    servers.push(ObservedServer {
+                        id: i.instance_id().unwrap_or_default().to_string(),
+                        agent: tag_value(t, &tag_key(tags::AGENT)).unwrap_or_default(),
+                        fingerprint: tag_value(t, &tag_key(tags::FINGERPRINT)),
+                        key_id: tag_value(t, &tag_key(tags::KEY_ID)),
+                        state,
+                        name: tag_value(t, "Name").unwrap_or_default(),
+                        created: i
+                            .launch_time()
+                            .map(|d| d.secs().to_string())
+                            .unwrap_or_default(),
+                    });
+                }
             }
-            if tokio::time::Instant::now() > deadline {
-                return Err(ProviderError::new(
-                    "Timeout",
-                    "instances did not terminate in 15 minutes",
-                ));
-            }
-            tokio::time::sleep(self.poll).await;
         }
+        Ok(servers)
     }
 }

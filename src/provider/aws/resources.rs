@@ -6,6 +6,7 @@ use aws_sdk_ec2::types::{Filter, InstanceStateName, IpPermission, IpRange, Ipv6R
 
 use super::errors::err;
 use super::{AwsProvider, CANONICAL_OWNER, tag_key};
+use crate::provider::governor::Governed;
 use crate::provider::{ProviderError, ServerSpec, ServerState, tags};
 
 impl AwsProvider {
@@ -62,6 +63,7 @@ impl AwsProvider {
                 .describe_images()
                 .image_ids(id)
                 .send()
+                .governed(&self.gov)
                 .await
                 .map_err(err)?;
             let img = out.images().first().ok_or_else(|| {
@@ -95,6 +97,7 @@ impl AwsProvider {
                     .filters(Filter::builder().name("architecture").values(ec2_arch).build())
                     .filters(Filter::builder().name("state").values("available").build())
                     .send()
+                    .governed(&self.gov)
                     .await
                     .map_err(err)?;
                 let newest = out
@@ -120,42 +123,50 @@ impl AwsProvider {
             .cloned()
     }
 
+    /// The VPC of the configured subnet, or the region's default VPC (looked up once).
     pub(super) async fn vpc_id(&self) -> Result<String, ProviderError> {
-        if let Some(subnet) = &self.subnet_id {
-            let out = self
-                .client
-                .describe_subnets()
-                .subnet_ids(subnet)
-                .send()
-                .await
-                .map_err(err)?;
-            return out
-                .subnets()
-                .first()
-                .and_then(|s| s.vpc_id())
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    ProviderError::new(
-                        "InvalidSubnetID.NotFound",
-                        format!("subnet {subnet} not found"),
-                    )
-                });
-        }
-        let out = self
-            .client
-            .describe_vpcs()
-            .filters(Filter::builder().name("is-default").values("true").build())
-            .send()
-            .await
-            .map_err(err)?;
-        out.vpcs()
-            .first()
-            .and_then(|v| v.vpc_id())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                ProviderError::new("NoDefaultVpc", "the region has no default VPC")
-                    .with_advice("set `[aws] subnet_id = \"subnet-...\"` in the stack file")
+        self.vpc
+            .get_or_try_init(|| async {
+                if let Some(subnet) = &self.subnet_id {
+                    let out = self
+                        .client
+                        .describe_subnets()
+                        .subnet_ids(subnet)
+                        .send()
+                        .governed(&self.gov)
+                        .await
+                        .map_err(err)?;
+                    return out
+                        .subnets()
+                        .first()
+                        .and_then(|s| s.vpc_id())
+                        .map(str::to_string)
+                        .ok_or_else(|| {
+                            ProviderError::new(
+                                "InvalidSubnetID.NotFound",
+                                format!("subnet {subnet} not found"),
+                            )
+                        });
+                }
+                let out = self
+                    .client
+                    .describe_vpcs()
+                    .filters(Filter::builder().name("is-default").values("true").build())
+                    .send()
+                    .governed(&self.gov)
+                    .await
+                    .map_err(err)?;
+                out.vpcs()
+                    .first()
+                    .and_then(|v| v.vpc_id())
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        ProviderError::new("NoDefaultVpc", "the region has no default VPC")
+                            .with_advice("set `[aws] subnet_id = \"subnet-...\"` in the stack file")
+                    })
             })
+            .await
+            .cloned()
     }
 
     fn ssh_permissions(cidrs: &[String]) -> Vec<IpPermission> {
@@ -198,6 +209,7 @@ impl AwsProvider {
             .group_id(id)
             .set_ip_permissions(Some(perms))
             .send()
+            .governed(&self.gov)
             .await
         {
             Ok(_) => Ok(()),
@@ -238,6 +250,7 @@ impl AwsProvider {
             .describe_instances()
             .set_filters(Some(filters))
             .send()
+            .governed(&self.gov)
             .await
             .map_err(err)?;
         let mut found: Vec<(String, i64)> = out
@@ -253,35 +266,6 @@ impl AwsProvider {
         // the other as a duplicate.
         found.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
         Ok(found.into_iter().next().map(|(id, _)| id))
-    }
-
-    pub(super) async fn instance_states(
-        &self,
-        ids: &[String],
-    ) -> Result<Vec<(String, ServerState)>, ProviderError> {
-        let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .describe_instances()
-            .set_instance_ids(Some(ids.to_vec()))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = match page {
-                Ok(p) => p,
-                Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => return Ok(Vec::new()),
-                Err(e) => return Err(err(e)),
-            };
-            for r in page.reservations() {
-                for i in r.instances() {
-                    out.push((
-                        i.instance_id().unwrap_or_default().to_string(),
-                        map_state(i.state().and_then(|s| s.name())),
-                    ));
-                }
-            }
-        }
-        Ok(out)
     }
 }
 

@@ -94,6 +94,7 @@ impl Inner {
         let mut r = lock(&self.rate);
         if info.remaining.is_some() {
             r.info = info;
+            self.gov.set_budget(info.remaining);
         }
         if info.remaining == Some(0) {
             // The bucket refills one request per second.
@@ -146,6 +147,7 @@ impl Inner {
             if let Some(b) = body {
                 req = req.json(b);
             }
+            let permit = self.gov.permit().await;
             let answer = match req.send().await {
                 Ok(resp) => {
                     self.note_rate(resp.headers());
@@ -163,6 +165,7 @@ impl Inner {
             let (status, ctype, text) = match answer {
                 Ok(a) => a,
                 Err(e) => {
+                    drop(permit);
                     if attempt < MAX_RETRIES {
                         attempt += 1;
                         let d = backoff(attempt, jitter());
@@ -200,6 +203,7 @@ impl Inner {
             }
             let mut err = api_error(status, &ctype, &text);
             if status == 429 || err.code == "rate_limit_exceeded" {
+                permit.throttled();
                 let reset = lock(&self.rate).info.reset;
                 let wait = rate_limit_wait(
                     reset,
@@ -222,6 +226,7 @@ impl Inner {
                 err.advice = advice_for("rate_limit_exceeded", "");
                 return Err(err);
             }
+            drop(permit);
             if is_retryable(status, &err.code) {
                 if attempt < MAX_RETRIES {
                     attempt += 1;
@@ -237,16 +242,16 @@ impl Inner {
         }
     }
 
-    /// Every item of a paginated listing.
+    /// Every item of a paginated listing, in pages of [`PER_PAGE`]: the first page says how
+    /// many there are (`last_page`), and the rest are asked for at once rather than one
+    /// after the other (a fleet of 300 is 6 pages: 2 round trips instead of 6).
     pub(super) async fn list_all<T: DeserializeOwned>(
         &self,
         path: &str,
         key: &str,
         filters: &[(&str, String)],
     ) -> Result<Vec<T>, ProviderError> {
-        let mut out = Vec::new();
-        let mut page: u64 = 1;
-        loop {
+        let page_of = |page: u64| async move {
             let mut q: Vec<(&str, String)> = filters.to_vec();
             q.push(("per_page", PER_PAGE.to_string()));
             q.push(("page", page.to_string()));
@@ -257,12 +262,31 @@ impl Inner {
                     format!("GET {path}: unexpected `{key}`: {e}"),
                 )
             })?;
-            out.extend(items);
-            match v["meta"]["pagination"]["next_page"].as_u64() {
-                Some(n) if n > page && page < 10_000 => page = n,
-                _ => return Ok(out),
+            let pagination = &v["meta"]["pagination"];
+            let next = pagination["next_page"].as_u64();
+            let last = pagination["last_page"].as_u64();
+            Ok::<_, ProviderError>((items, next, last))
+        };
+        let (mut out, mut next, last) = page_of(1).await?;
+        let mut page: u64 = 1;
+        if let (Some(n), Some(last)) = (next, last)
+            && n == 2
+            && last <= 10_000
+        {
+            let rest = futures_util::future::try_join_all((2..=last).map(&page_of)).await?;
+            for (items, _, _) in rest {
+                out.extend(items);
             }
+            return Ok(out);
         }
+        // No last page given: one page after the other.
+        while let Some(n) = next.filter(|n| *n > page && page < 10_000) {
+            let (items, after, _) = page_of(n).await?;
+            out.extend(items);
+            page = n;
+            next = after;
+        }
+        Ok(out)
     }
 }
 

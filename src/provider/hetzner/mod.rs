@@ -39,9 +39,10 @@ pub use client::{RateInfo, backoff, parse_rate_headers, poll_delay, rate_limit_w
 pub use errors::{advice_for, api_error};
 pub use resources::{firewall_rules, label_key, label_selector};
 
+use super::governor::{Governor, MAX_IN_FLIGHT};
 use super::{
     NetworkSpec, Observed, ObservedNetwork, ObservedServer, Provider, ProviderError, ServerSpec,
-    StackId, tags,
+    Shape, StackId, tags,
 };
 use crate::secrets::Secret;
 use crate::stack::ProviderKind;
@@ -78,6 +79,8 @@ struct Inner {
     location: String,
     poll: Duration,
     rate: Mutex<RateState>,
+    /// How many calls may be in flight: the published budget, halved on 429s.
+    gov: Governor,
     waiters: Mutex<Waiters>,
     /// Server id → actions of its creation (create, start, apply firewall).
     created: Mutex<HashMap<String, Vec<u64>>>,
@@ -166,6 +169,7 @@ impl HetznerProvider {
                 location,
                 poll: poll.max(Duration::from_millis(10)),
                 rate: Mutex::new(RateState::default()),
+                gov: Governor::new(MAX_IN_FLIGHT),
                 waiters: Mutex::new(Waiters::default()),
                 created: Mutex::new(HashMap::new()),
                 deleting: Mutex::new(HashMap::new()),
@@ -180,10 +184,12 @@ impl Provider for HetznerProvider {
         ProviderKind::Hetzner
     }
 
-    async fn preflight(&self, sizes: &[String]) -> Result<(), ProviderError> {
-        if sizes.is_empty() {
+    async fn preflight(&self, shapes: &[Shape]) -> Result<(), ProviderError> {
+        if shapes.is_empty() {
             return Ok(());
         }
+        let mut sizes: Vec<&String> = shapes.iter().map(|s| &s.size).collect();
+        sizes.dedup();
         let me = &self.inner;
         let types: Vec<ServerTypeObj> = me.list_all("/server_types", "server_types", &[]).await?;
         // Every location appears in some server type's prices.
@@ -204,7 +210,7 @@ impl Provider for HetznerProvider {
             )));
         }
         for size in sizes {
-            let Some(t) = types.iter().find(|t| &t.name == size) else {
+            let Some(t) = types.iter().find(|t| t.name == **size) else {
                 return Err(ProviderError::new(
                     "invalid_server_type",
                     format!("Hetzner has no server type `{size}`"),
@@ -273,11 +279,15 @@ impl Provider for HetznerProvider {
 
     async fn create_network(&self, spec: &NetworkSpec) -> Result<ObservedNetwork, ProviderError> {
         let me = &self.inner;
-        let ssh_key_id = match &spec.ssh_public_key {
-            Some(pk) => Some(me.ensure_ssh_key(pk).await?),
-            None => None,
+        // Independent: both go out at once.
+        let key = async {
+            match &spec.ssh_public_key {
+                Some(pk) => me.ensure_ssh_key(pk).await.map(Some),
+                None => Ok(None),
+            }
         };
-        let id = me.ensure_firewall(&spec.ssh_cidrs).await?;
+        let (ssh_key_id, id) = tokio::join!(key, me.ensure_firewall(&spec.ssh_cidrs));
+        let (ssh_key_id, id) = (ssh_key_id?, id?);
         Ok(ObservedNetwork {
             id: id.to_string(),
             ssh_cidrs: spec.ssh_cidrs.clone(),
