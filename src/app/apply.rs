@@ -398,7 +398,12 @@ impl<'s> Deploy<'s> {
             let (Some(key), Some(s)) = (self.keys.get(&a.name), self.secrets.get(&a.name)) else {
                 continue;
             };
-            let user_data = fleet::real_user_data(config, a, s, key, minted.get(&a.name))?;
+            // User data only for the servers this run creates.
+            let user_data = if renew.contains(&a.name) {
+                fleet::real_user_data(config, a, s, key, minted.get(&a.name))?
+            } else {
+                Vec::new()
+            };
             let update = if to_update.contains(&a.name) {
                 let files = fleet::real_agent_files(config, a, s, key)?;
                 let bundle = remote::bundle(&files).map_err(|source| Error::Io {

@@ -550,11 +550,31 @@ fn encode_file(
             FileEntry {
                 path,
                 mode,
-                content: b64(&gzip(&bytes)?),
+                content: packed(&bytes)?,
                 encoding: Some("gz+b64"),
             }
         }
     })
+}
+
+/// `bytes` gzipped and base64-encoded, computed once per content: the files every agent
+/// carries alike (the helper, 8.5 KB) are compressed once per run, not once per agent and
+/// document (a no-op deploy of 300 agents spent most of its CPU re-compressing them).
+fn packed(bytes: &[u8]) -> std::io::Result<String> {
+    use sha2::Digest;
+    type Cache = std::collections::HashMap<[u8; 32], std::sync::Arc<str>>;
+    static CACHE: std::sync::LazyLock<std::sync::Mutex<Cache>> =
+        std::sync::LazyLock::new(Default::default);
+    let key: [u8; 32] = sha2::Sha256::digest(bytes).into();
+    let cache = || CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(hit) = cache().get(&key) {
+        return Ok(hit.to_string());
+    }
+    let text: std::sync::Arc<str> = base64::engine::general_purpose::STANDARD
+        .encode(gzip(bytes)?)
+        .into();
+    cache().insert(key, text.clone());
+    Ok(text.to_string())
 }
 
 fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
