@@ -255,7 +255,7 @@ impl<'s> Deploy<'s> {
         let throwaway = GatewayKey::generate();
         for a in &config.agents {
             let s = fleet::resolve_secrets(config, a, &session.keyring, &session.env)?;
-            fleet::real_user_data(config, a, &s, &throwaway, None)?;
+            fleet::check_real_user_data(config, a, &s, &throwaway)?;
             secrets.insert(a.name.clone(), s);
         }
         let lock = Arc::new(session.lock("deploy", opts.lock_timeout)?);

@@ -311,6 +311,23 @@ pub fn real_agent_files(
     Ok(render::agent_files(config, agent, &values)?)
 }
 
+/// Whether the user data [`real_user_data`] makes would fit the cloud's limit (cheaper).
+pub fn check_real_user_data(
+    config: &Config,
+    agent: &Agent,
+    secrets: &AgentSecrets,
+    key: &GatewayKey,
+) -> Result<()> {
+    let token = key.token();
+    let placeholder = minted_placeholder();
+    let values = Values::Real {
+        tailscale_auth_key: secrets.auth_key.as_ref().unwrap_or(&placeholder),
+        env: secrets.env.clone(),
+        gateway_token: &token,
+    };
+    Ok(render::check_user_data(config, agent, &values)?)
+}
+
 pub fn real_user_data(
     config: &Config,
     agent: &Agent,

@@ -282,6 +282,40 @@ tailscale_auth_key = "env:TS_AUTHKEY"
 "#;
 
 #[test]
+fn the_cheap_size_check_agrees_with_the_packing_it_stands_for() {
+    // Workspaces of letters with little repetition (about 4.7 bits each gzipped), from well
+    // under EC2's limit to well over it: the check before the lock says what packing says.
+    let mut seen = (0, 0);
+    for kb in 0..=16 {
+        let (d, c) = with_workspace(AWS, 0);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let noise: String = (0..kb * 1024)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (b'a' + ((x >> 33) % 26) as u8) as char
+            })
+            .collect();
+        std::fs::write(d.path().join("ws/NOTES.md"), noise).unwrap();
+        let c = load(&Project {
+            root: d.path().to_path_buf(),
+            stack: c.stack.clone(),
+        })
+        .unwrap();
+        let a = &c.agents[0];
+        let packed = user_data(&c, a, &Values::Masked).is_ok();
+        let checked = check_user_data(&c, a, &Values::Masked).is_ok();
+        assert_eq!(checked, packed, "{kb} KiB of workspace");
+        if packed { seen.0 += 1 } else { seen.1 += 1 }
+    }
+    assert!(
+        seen.0 > 0 && seen.1 > 0,
+        "both sides of the limit were tried: {seen:?}"
+    );
+}
+
+#[test]
 fn aws_gzips_large_documents_and_rejects_huge_ones() {
     let (_d, c) = with_workspace(AWS, 30_000);
     let ud = user_data(&c, &c.agents[0], &Values::Masked).unwrap();
