@@ -1,4 +1,5 @@
-//! Executes a plan: bounded concurrency, progress, and a state write after every change.
+//! Executes a plan: every agent at once (or `--parallelism` of them; the provider paces its own
+//! calls), progress, and every change saved to state, grouped with the changes made meanwhile.
 //!
 //! Crash safety: a create is recorded in state as an intent (with its idempotency token)
 //! *before* the API call, and every server carries the stack's tags from the moment it is

@@ -4,6 +4,9 @@
 //! `AWS_ENDPOINT_URL` is honoured by the SDK itself. Throttling (`RequestLimitExceeded`) and
 //! 5xx responses are retried by the SDK's standard retry mode with jittered exponential
 //! backoff, which is exactly the policy AWS documents for EC2; we only raise the attempt count.
+//! Every call takes a slot of the provider's [`Governor`] first, and every throttled attempt
+//! (seen by an SDK interceptor) halves the slots, at most once per round trip; waits share one
+//! poll loop (`waiter`).
 //!
 //! The module is split along its seams: `client` (SDK configuration), `resources` (tags,
 //! image, VPC, security group permissions, instance lookups) and `errors` (error codes,

@@ -6,6 +6,8 @@
 //! - every wait (server created, server deleted, firewall rules set) goes through ONE shared
 //!   poll loop that asks for all pending actions in one `GET /actions?id=..&id=..` call per
 //!   interval, however many agents are being created at once;
+//! - no more calls are in flight than `RateLimit-Remaining` allows (the provider's
+//!   [`Governor`], which also halves its window on a 429);
 //! - polling slows down when `RateLimit-Remaining` runs low, and a 429 is waited out until
 //!   `RateLimit-Reset` (capped, jittered) and retried, never failing the deploy;
 //! - 5xx answers (`server_error`, `unavailable`, `timeout`), `locked`/`conflict` and connection
