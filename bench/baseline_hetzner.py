@@ -45,7 +45,7 @@ def main():
     ap.add_argument("--threads", type=int, default=10)
     ap.add_argument("--poll-ms", type=int, default=200)
     ap.add_argument("--stack", default="sdk")
-    ap.add_argument("--user-data-bytes", type=int, default=12000)
+    ap.add_argument("--user-data-bytes", type=int, default=30000)  # agent-army sends ~31 KB
     args = ap.parse_args()
     t0 = time.monotonic()
     client = Client(token="bench-token", api_endpoint=args.endpoint,

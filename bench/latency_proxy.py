@@ -13,7 +13,8 @@ listen queues, and a dropped SYN costs a one-second retransmit that is not the c
 
 Every request is recorded:
   {"method", "path" (without the query), "op" (EC2 `Action`, or METHOD + path with numeric ids
-   as {id}), "mutating" (bool), "status", "start", "end" (time.monotonic() seconds, as seen by
+   as {id}), "mutating" (bool), "status", "bytes" (of the request body), "start", "end"
+   (time.monotonic() seconds, the system-wide clock of the driver too, as seen by
    the proxy: from the request's arrival to the last byte of its answer)}
 
 Control endpoints (never forwarded, never delayed):
@@ -144,7 +145,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         with LOCK:
             LOG.append({"method": self.command, "path": u.path, "op": op, "mutating": mutating,
-                        "status": status, "start": start, "end": time.monotonic()})
+                        "status": status, "bytes": len(body), "start": start, "end": time.monotonic()})
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _forward
 
