@@ -15,7 +15,9 @@ Every request is recorded:
   {"method", "path" (without the query), "op" (EC2 `Action`, or METHOD + path with numeric ids
    as {id}), "mutating" (bool), "status", "bytes" (of the request body), "start", "end"
    (time.monotonic() seconds, the system-wide clock of the driver too, as seen by
-   the proxy: from the request's arrival to the last byte of its answer)}
+   the proxy: from the request's arrival to the last byte of its answer), "up_start", "up_end"
+   (when it was handed to the upstream and its answer was back: the emulator's own time, with
+   any wait for a free upstream connection)}
 
 Control endpoints (never forwarded, never delayed):
   GET  /__bench/requests   -> JSON list of the records since the last reset
@@ -136,16 +138,19 @@ class Handler(BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         headers["Host"] = f"{self.upstream.host}:{self.upstream.port}"
         time.sleep(self.half)
+        up_start = time.monotonic()
         try:
             status, resp_headers, data = self.upstream.request(self.command, self.path, body, headers)
         except (OSError, http.client.HTTPException) as e:
             status, resp_headers, data = 502, [("Content-Type", "text/plain")], f"proxy: {e!r}".encode()
+        up_end = time.monotonic()
         time.sleep(self.half)
         self._reply(status, data, [(k, v) for k, v in resp_headers if k.lower() not in HOP_BY_HOP])
         self.wfile.flush()
         with LOCK:
             LOG.append({"method": self.command, "path": u.path, "op": op, "mutating": mutating,
-                        "status": status, "bytes": len(body), "start": start, "end": time.monotonic()})
+                        "status": status, "bytes": len(body), "start": start, "end": time.monotonic(),
+                        "up_start": up_start, "up_end": up_end})
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _forward
 
