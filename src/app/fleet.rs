@@ -87,20 +87,38 @@ pub fn desired(
     config: &Config,
     keys: Option<&BTreeMap<String, GatewayKey>>,
 ) -> Result<Vec<DesiredAgent>> {
-    config
-        .agents
-        .iter()
-        .map(|a| {
-            let inputs = inputs(config, a)?;
-            Ok(DesiredAgent {
-                name: a.name.clone(),
-                fingerprint: inputs.fingerprint(),
-                label: inputs.label(),
-                inputs,
-                key_id: keys.and_then(|k| k.get(&a.name)).map(GatewayKey::key_id),
-            })
+    let one = |a: &Agent| -> Result<DesiredAgent> {
+        let inputs = inputs(config, a)?;
+        Ok(DesiredAgent {
+            name: a.name.clone(),
+            fingerprint: inputs.fingerprint(),
+            label: inputs.label(),
+            inputs,
+            key_id: keys.and_then(|k| k.get(&a.name)).map(GatewayKey::key_id),
         })
-        .collect()
+    };
+    // Each agent's documents are rendered and hashed on their own: a large fleet is split over
+    // the machine's cores (in order; the first error in agent order wins).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if cores < 2 || config.agents.len() < 64 {
+        return config.agents.iter().map(one).collect();
+    }
+    let chunk = config.agents.len().div_ceil(cores);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = config
+            .agents
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(one).collect::<Result<Vec<_>>>()))
+            .collect();
+        let mut out = Vec::with_capacity(config.agents.len());
+        for part in parts {
+            match part.join() {
+                Ok(r) => out.extend(r?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(out)
+    })
 }
 
 /// An agent's server id (from state) and the one word for its cloud state: `not deployed`

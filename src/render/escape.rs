@@ -6,6 +6,14 @@
 pub fn yaml_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
+    // Most values need no escape at all.
+    if s.bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(s);
+        out.push('"');
+        return out;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -27,8 +35,9 @@ pub fn yaml_quote(s: &str) -> String {
 /// `indent` spaces when that represents `s` exactly, which keeps scripts readable; otherwise
 /// falls back to [`yaml_quote`].
 pub fn yaml_block(s: &str, indent: usize) -> String {
+    // Printable ASCII and newlines only (bytes: any other character has a byte outside).
     let block_safe = s.contains('\n')
-        && s.chars().all(|c| c == '\n' || (' '..='~').contains(&c))
+        && s.bytes().all(|b| b == b'\n' || (b' '..=b'~').contains(&b))
         && !s.starts_with(' ')
         && !s.starts_with('\n');
     if !block_safe {
@@ -43,7 +52,10 @@ pub fn yaml_block(s: &str, indent: usize) -> String {
     };
     let pad = " ".repeat(indent);
     let body = s.trim_end_matches('\n');
-    let mut out = format!("|{chomp}\n");
+    let mut out = String::with_capacity(s.len() + (indent + 1) * (s.len() / 32 + 1) + 4);
+    out.push('|');
+    out.push_str(chomp);
+    out.push('\n');
     for line in body.split('\n') {
         if line.is_empty() {
             out.push('\n');
