@@ -132,8 +132,14 @@ impl Poller {
                 }
                 w.pending.keys().cloned().collect()
             };
-            for chunk in ids.chunks(IDS_PER_CALL) {
-                let r = self.states(chunk).await;
+            // The chunks go out at once (the governor paces them), not one after the other.
+            let me = &self;
+            let answers = futures_util::future::join_all(
+                ids.chunks(IDS_PER_CALL)
+                    .map(|chunk| async move { (chunk, me.states(chunk).await) }),
+            )
+            .await;
+            for (chunk, r) in answers {
                 let mut w = lock(&self.waiters);
                 for id in chunk {
                     let Some(waiting) = w.pending.remove(id) else {
