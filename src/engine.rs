@@ -99,7 +99,6 @@ pub struct SharedState {
     lock: Arc<LockGuard>,
     /// This machine's folder for the stack, whose known_hosts forgets deleted servers.
     local_dir: PathBuf,
-    writes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Versioned {
@@ -121,7 +120,6 @@ impl SharedState {
             store,
             lock,
             local_dir,
-            writes: Arc::default(),
         }
     }
 
@@ -165,7 +163,6 @@ impl SharedState {
             })
         })?;
         self.guard().state.serial = written;
-        self.writes.fetch_add(1, Ordering::Relaxed);
         *durable = newest;
         Ok(())
     }
@@ -177,11 +174,6 @@ impl SharedState {
 
     pub fn snapshot(&self) -> State {
         self.guard().state.clone()
-    }
-
-    /// How many times state was written by this run (group commit at work).
-    pub fn writes(&self) -> u64 {
-        self.writes.load(Ordering::Relaxed)
     }
 }
 
