@@ -192,6 +192,14 @@ pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
             }),
         };
     }
+    if let Command::Destroy(a) = &cli.command
+        && a.delete_volumes
+    {
+        return Err(Error::Usage(
+            "--delete-volumes applies to Kubernetes stacks only (a VM's disk goes with the VM)"
+                .into(),
+        ));
+    }
     match cli.command {
         Command::Init(a) => init::run(&ctx, a),
         Command::Validate => validate::run(&ctx),

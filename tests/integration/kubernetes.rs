@@ -236,8 +236,13 @@ fn kubernetes_stack_validates_and_refuses_vm_commands() {
             ))
             .stderr_has("kubectl apply --server-side --field-manager=agent-army");
     }
-    // The cloud stacks are untouched by it.
+    // The cloud stacks are untouched by it, and refuse its flag.
     p.run().args(["-s", "dev", "plan"]).run().success();
+    p.run()
+        .args(["-s", "dev", "destroy", "--yes", "--delete-volumes"])
+        .run()
+        .code(64)
+        .stderr_has("--delete-volumes applies to Kubernetes stacks only");
 }
 
 const FAKE_TOKEN: &str = "fake-kube-token";
