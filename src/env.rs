@@ -57,6 +57,12 @@ pub mod vars {
     /// Where state lives, overriding the files' `[state]`: `local`, or
     /// `s3://BUCKET[/PREFIX][?region=R&path_style=true]`.
     pub const STATE: &str = "AGENT_ARMY_STATE";
+    /// Kubernetes stacks: the kubeconfig file (the first of a `:`-separated list is read),
+    /// else `~/.kube/config`.
+    pub const KUBECONFIG: &str = "KUBECONFIG";
+    /// Set in every pod: the in-cluster API server, used when there is no kubeconfig.
+    pub const KUBERNETES_SERVICE_HOST: &str = "KUBERNETES_SERVICE_HOST";
+    pub const KUBERNETES_SERVICE_PORT: &str = "KUBERNETES_SERVICE_PORT";
     /// The S3 endpoint of a remote state backend (the AWS SDK's standard variables; unset:
     /// AWS itself).
     pub const AWS_ENDPOINT_URL_S3: &str = "AWS_ENDPOINT_URL_S3";

@@ -65,6 +65,14 @@ pub enum Error {
     },
     #[error("interrupted; state was saved")]
     Interrupted,
+    #[error(transparent)]
+    Kubeconfig(#[from] crate::provider::kubernetes::kubeconfig::KubeconfigError),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] crate::provider::kubernetes::client::KubeError),
+    #[error(
+        "`{command}` does not drive Kubernetes stacks yet (stack `{stack}` has `provider = \"kubernetes\"`)"
+    )]
+    NotOnKubernetes { command: String, stack: String },
 }
 
 impl Error {
@@ -94,6 +102,8 @@ impl Error {
             | Error::TailscaleDown { .. }
             | Error::NoSshClient
             | Error::Unreachable { .. } => ExitStatus::Failure,
+            Error::NotOnKubernetes { .. } | Error::Kubeconfig(_) => ExitStatus::Config,
+            Error::Kube(_) => ExitStatus::Failure,
         }
     }
 
@@ -122,6 +132,11 @@ impl Error {
                 "install Tailscale (https://tailscale.com/download) or the OpenSSH client".into(),
             ),
             Error::Unreachable { help, .. } => Some(help.clone()),
+            Error::Kubeconfig(e) => e.help(),
+            Error::Kube(e) => e.help(),
+            Error::NotOnKubernetes { stack, .. } => Some(format!(
+                "write the manifests with `agent-army --stack {stack} render --out DIR --show-secrets`, then apply them with `kubectl apply --server-side --field-manager=agent-army -f DIR`"
+            )),
             Error::Locked { .. } => Some(
                 "wait for the other run to finish, or pass --lock-timeout; if its process is gone, run `agent-army force-unlock`".into(),
             ),

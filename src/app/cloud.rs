@@ -53,6 +53,9 @@ pub fn no_credentials(session: &Session) -> Option<String> {
                 "no AWS credentials (environment, profile, web identity or ~/.aws)".to_string()
             })
         }
+        ProviderSettings::Kubernetes(_) => {
+            Some("agent-army does not talk to Kubernetes API servers yet".to_string())
+        }
     }
 }
 
@@ -108,6 +111,10 @@ pub async fn connect(session: &Session) -> Result<Cloud> {
                 .map_err(|e| provider_error(config, e))?,
             ))
         }
+        ProviderSettings::Kubernetes(_) => Err(crate::error::Error::NotOnKubernetes {
+            command: "deploy".into(),
+            stack: config.stack.clone(),
+        }),
     }
 }
 

@@ -98,6 +98,9 @@ pub struct DestroyArgs {
     /// Wait this long for another run's lock (e.g. 30s, 5m)
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
+    /// Kubernetes stacks: also delete the agents' volumes (their data) and the namespace
+    #[arg(long)]
+    pub delete_volumes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -185,7 +188,7 @@ async fn plan_inner(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
 }
 
 /// Ask for confirmation, or require `--yes` when nobody can answer.
-fn approve(ctx: &Ctx, yes: bool, prompt: &str, expected: &str) -> Result<()> {
+pub(super) fn approve(ctx: &Ctx, yes: bool, prompt: &str, expected: &str) -> Result<()> {
     if yes {
         return Ok(());
     }

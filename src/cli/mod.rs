@@ -4,6 +4,7 @@ pub mod agent_access;
 pub mod apply;
 pub mod docs;
 pub mod init;
+pub mod kubernetes;
 pub mod pair;
 pub mod render;
 pub mod secrets;
@@ -179,6 +180,26 @@ pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
         cwd,
         global: cli.global,
     };
+    if let Some(command) = vm_only(&cli.command)
+        && let Some(stack) = kubernetes_stack(&ctx)
+    {
+        return match cli.command {
+            Command::Deploy(a) => kubernetes::deploy(&ctx, a).await,
+            Command::Destroy(a) => kubernetes::destroy(&ctx, a).await,
+            _ => Err(Error::NotOnKubernetes {
+                command: command.into(),
+                stack,
+            }),
+        };
+    }
+    if let Command::Destroy(a) = &cli.command
+        && a.delete_volumes
+    {
+        return Err(Error::Usage(
+            "--delete-volumes applies to Kubernetes stacks only (a VM's disk goes with the VM)"
+                .into(),
+        ));
+    }
     match cli.command {
         Command::Init(a) => init::run(&ctx, a),
         Command::Validate => validate::run(&ctx),
@@ -211,4 +232,29 @@ pub fn find_agent<'a>(config: &'a Config, name: &str) -> Result<&'a Agent> {
             stack: config.stack.clone(),
             known: config.agents.iter().map(|a| a.name.clone()).collect(),
         })
+}
+
+/// The commands that drive servers (the cloud's API, state of servers, ssh to a VM): a
+/// Kubernetes stack has its own `deploy` and `destroy`, and no other of these yet.
+fn vm_only(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Plan(_) => "plan",
+        Command::Deploy(_) => "deploy",
+        Command::Destroy(_) => "destroy",
+        Command::Outputs(_) => "outputs",
+        Command::Open(_) => "open",
+        Command::Logs(_) => "logs",
+        Command::Pair(_) => "pair",
+        Command::Ssh(_) => "ssh",
+        Command::Status(_) => "status",
+        _ => return None,
+    })
+}
+
+/// The stack's name when it is a Kubernetes stack, so that a VM-only command never reaches
+/// cloud code with it. A stack that does not load is left to the command, which reports it.
+fn kubernetes_stack(ctx: &Ctx) -> Option<String> {
+    let project = ctx.project().ok()?;
+    let config = crate::stack::load(&project).ok()?;
+    (config.provider.kind() == crate::stack::ProviderKind::Kubernetes).then_some(config.stack)
 }

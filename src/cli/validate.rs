@@ -26,9 +26,27 @@ pub fn run(ctx: &Ctx) -> Result<ExitStatus> {
             .get(&agent.name)
             .cloned()
             .unwrap_or_else(GatewayKey::generate);
-        let data = fleet::real_user_data(config, agent, &secrets, &key, None)?;
+        let data = match crate::render::kubernetes::settings(config) {
+            // A Kubernetes stack's agents are manifests, not user data.
+            Some(k) => {
+                let token = key.token();
+                let placeholder = fleet::minted_placeholder();
+                let values = crate::render::Values::Real {
+                    tailscale_auth_key: secrets.auth_key.as_ref().unwrap_or(&placeholder),
+                    env: secrets.env.clone(),
+                    gateway_token: &token,
+                };
+                crate::render::kubernetes::agent_document(config, k, agent, &values).into_bytes()
+            }
+            None => fleet::real_user_data(config, agent, &secrets, &key, None)?,
+        };
         sizes.push((agent.name.clone(), data.len()));
     }
+    let what = if crate::render::kubernetes::settings(config).is_some() {
+        "manifests"
+    } else {
+        "user data"
+    };
     if ctx.json() {
         let doc = serde_json::json!({
             "valid": true,
@@ -39,7 +57,7 @@ pub fn run(ctx: &Ctx) -> Result<ExitStatus> {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
         for (n, s) in &sizes {
-            println!("  ✓ {n}: user data {s} bytes");
+            println!("  ✓ {n}: {what} {s} bytes");
         }
         println!(
             "Stack `{}` is valid: {} agents, all secrets resolve.",

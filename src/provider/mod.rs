@@ -7,6 +7,7 @@ mod cloud;
 pub mod governor;
 #[cfg(feature = "cloud")]
 pub mod hetzner;
+pub mod kubernetes;
 pub mod memory;
 pub mod profile;
 

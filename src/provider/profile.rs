@@ -201,11 +201,45 @@ pub const HETZNER: Profile = Profile {
     login_user: "root",
 };
 
+/// A Kubernetes namespace (checked by validation itself, as `[kubernetes] namespace`).
+fn check_namespace(n: &str) -> Result<(), String> {
+    crate::naming::check_dns_label(n).map_err(|e| e.to_string())
+}
+
+/// Kubernetes: agents are pods, so most of a cloud's settings do not apply. The VM-only
+/// commands are refused for it before they reach these values (see `cli::vm_only`).
+pub const KUBERNETES: Profile = Profile {
+    kind: ProviderKind::Kubernetes,
+    name: "Kubernetes",
+    network_noun: "NetworkPolicy",
+    server_noun: "pod",
+    size_noun: "resources",
+    default_image: DefaultImage {
+        shown: "node (the pinned Node.js version)",
+        lookup: "",
+    },
+    disk_configurable: true,
+    break_glass_key: false,
+    // No user data: manifests are applied to the API server. The limit is the API server's
+    // default request body limit (3 MiB), which a stack's manifests stay far below.
+    user_data: UserDataLimit {
+        limit: 3 * 1024 * 1024,
+        unit: "bytes",
+        packing: Packing::GzipWhole,
+    },
+    no_prices: Some("a cluster has no list prices"),
+    scaffold: "[kubernetes]\nnamespace = \"agents\"",
+    image_arch: None,
+    check_place: check_namespace,
+    login_user: "root",
+};
+
 /// The profile of a cloud.
 pub fn profile(kind: ProviderKind) -> &'static Profile {
     match kind {
         ProviderKind::Aws => &AWS,
         ProviderKind::Hetzner => &HETZNER,
+        ProviderKind::Kubernetes => &KUBERNETES,
     }
 }
 
@@ -215,7 +249,11 @@ mod tests {
 
     #[test]
     fn each_profile_is_its_own_kind() {
-        for kind in [ProviderKind::Aws, ProviderKind::Hetzner] {
+        for kind in [
+            ProviderKind::Aws,
+            ProviderKind::Hetzner,
+            ProviderKind::Kubernetes,
+        ] {
             assert_eq!(profile(kind).kind, kind);
         }
     }

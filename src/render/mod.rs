@@ -5,6 +5,8 @@
 //! produced by serde, never by templating.
 
 pub mod escape;
+pub mod kubernetes;
+pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -74,6 +74,8 @@ pub struct RawAgent {
 pub enum ProviderKind {
     Aws,
     Hetzner,
+    /// Agents as pods of a Kubernetes cluster, each with a Tailscale sidecar.
+    Kubernetes,
 }
 
 impl std::fmt::Display for ProviderKind {
@@ -81,6 +83,7 @@ impl std::fmt::Display for ProviderKind {
         f.write_str(match self {
             ProviderKind::Aws => "aws",
             ProviderKind::Hetzner => "hetzner",
+            ProviderKind::Kubernetes => "kubernetes",
         })
     }
 }
@@ -107,6 +110,8 @@ pub struct RawStack {
     #[serde(default)]
     pub age_recipients: Vec<Spanned<String>>,
     pub aws: Option<Spanned<RawAws>>,
+    /// `[kubernetes]`: where and how agents run as pods.
+    pub kubernetes: Option<Spanned<RawKubernetes>>,
     pub tailscale: Option<RawTailscale>,
     #[serde(default)]
     pub secrets: BTreeMap<Spanned<String>, Spanned<String>>,
@@ -131,6 +136,27 @@ pub struct RawStack {
 pub struct RawAws {
     pub subnet_id: Option<Spanned<String>>,
     pub metadata_hop_limit: Option<Spanned<u32>>,
+}
+
+/// `[kubernetes]` of a stack with `provider = "kubernetes"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKubernetes {
+    /// The namespace every object of the stack goes into (created by agent-army).
+    pub namespace: Option<Spanned<String>>,
+    /// kubeconfig context (default: the kubeconfig's current context).
+    pub context: Option<Spanned<String>>,
+    /// Storage class of the volumes (default: the cluster's default class).
+    pub storage_class: Option<Spanned<String>>,
+    /// `userspace` (default: no capability) or `kernel` (NET_ADMIN and /dev/net/tun).
+    pub tailscale_mode: Option<Spanned<String>>,
+    /// Size of the sidecar's state volume in GiB (default 1).
+    pub tailscale_state_gb: Option<Spanned<u32>>,
+    /// Image of the OpenClaw container and its set-up (Node.js; openclaw is installed on the
+    /// data volume at the pinned version, as on the VMs).
+    pub node_image: Option<Spanned<String>>,
+    /// Image of the Tailscale sidecar.
+    pub tailscale_image: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -261,6 +287,7 @@ pub enum ProviderSettings {
     Hetzner {
         location: String,
     },
+    Kubernetes(KubernetesSettings),
 }
 
 impl ProviderSettings {
@@ -268,15 +295,52 @@ impl ProviderSettings {
         match self {
             ProviderSettings::Aws { .. } => ProviderKind::Aws,
             ProviderSettings::Hetzner { .. } => ProviderKind::Hetzner,
+            ProviderSettings::Kubernetes(_) => ProviderKind::Kubernetes,
         }
     }
-    /// Region or location.
+    /// Region, location or namespace.
     pub fn place(&self) -> &str {
         match self {
             ProviderSettings::Aws { region, .. } => region,
             ProviderSettings::Hetzner { location } => location,
+            ProviderSettings::Kubernetes(k) => &k.namespace,
         }
     }
+}
+
+/// How the Tailscale sidecar reaches the tailnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailscaleMode {
+    /// tailscaled's userspace (netstack) networking: no capability, no device.
+    Userspace,
+    /// A kernel TUN device: NET_ADMIN and /dev/net/tun from the node.
+    Kernel,
+}
+
+/// The default image of the OpenClaw container: Node.js at the version the VMs install.
+pub fn default_node_image() -> String {
+    format!(
+        "docker.io/library/node:{}-bookworm-slim",
+        super::openclaw::NODE_VERSION
+    )
+}
+
+/// The default image of the Tailscale sidecar.
+pub const DEFAULT_TAILSCALE_IMAGE: &str = "ghcr.io/tailscale/tailscale:v1.82.5";
+
+/// Default size of the sidecar's state volume (GiB): tailscaled's state is a few KiB.
+pub const DEFAULT_TAILSCALE_STATE_GB: u32 = 1;
+
+/// A Kubernetes stack's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesSettings {
+    pub namespace: String,
+    pub context: Option<String>,
+    pub storage_class: Option<String>,
+    pub tailscale_mode: TailscaleMode,
+    pub tailscale_state_gb: u32,
+    pub node_image: String,
+    pub tailscale_image: String,
 }
 
 /// Secret names with a meaning to agent-army itself. Every other secret name must be an

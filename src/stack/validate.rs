@@ -216,18 +216,26 @@ impl Validator<'_> {
     /// `provider` and its settings: where servers go, their default type, `[aws]`.
     fn provider(&mut self, s: &RawStack) -> Provider {
         let kind = *s.provider.get_ref();
+        if kind == ProviderKind::Kubernetes {
+            return self.kubernetes(s);
+        }
+        if let Some(k) = &s.kubernetes {
+            self.serr(
+                k,
+                "kubernetes",
+                "`[kubernetes]` settings are only valid when `provider = \"kubernetes\"`".into(),
+                None,
+            );
+        }
         let (place_key, type_key, wrong_place, wrong_type) = match kind {
             ProviderKind::Aws => ("region", "instance_type", &s.location, &s.server_type),
-            ProviderKind::Hetzner => ("location", "server_type", &s.region, &s.instance_type),
+            _ => ("location", "server_type", &s.region, &s.instance_type),
         };
         let (right_place, right_type) = match kind {
             ProviderKind::Aws => (&s.region, &s.instance_type),
-            ProviderKind::Hetzner => (&s.location, &s.server_type),
+            _ => (&s.location, &s.server_type),
         };
-        let provider_name = match kind {
-            ProviderKind::Aws => "AWS",
-            ProviderKind::Hetzner => "Hetzner",
-        };
+        let provider_name = crate::provider::profile(kind).name;
         if let Some(w) = wrong_place {
             let other = if place_key == "region" {
                 "location"
@@ -329,13 +337,189 @@ impl Validator<'_> {
                     metadata_hop_limit: hop,
                 }
             }
-            ProviderKind::Hetzner => ProviderSettings::Hetzner { location: place },
+            _ => ProviderSettings::Hetzner { location: place },
         };
         Provider {
             settings: provider,
             type_key,
             default_type,
         }
+    }
+
+    /// `provider = "kubernetes"` and its `[kubernetes]` table. The VM settings (place, server
+    /// type, image, ssh port) mean nothing for pods and are refused rather than ignored.
+    fn kubernetes(&mut self, s: &RawStack) -> Provider {
+        let vm_only: [(&Option<Spanned<String>>, &str, &str); 5] = [
+            (
+                &s.region,
+                "region",
+                "a cluster has no region setting here; pick the cluster with `[kubernetes] context`",
+            ),
+            (
+                &s.location,
+                "location",
+                "a cluster has no location setting here; pick the cluster with `[kubernetes] context`",
+            ),
+            (
+                &s.instance_type,
+                "instance_type",
+                "pods are sized by the cluster; remove it",
+            ),
+            (
+                &s.server_type,
+                "server_type",
+                "pods are sized by the cluster; remove it",
+            ),
+            (
+                &s.image,
+                "image",
+                "set `[kubernetes] node_image` for the OpenClaw container's image",
+            ),
+        ];
+        for (value, key, help) in vm_only {
+            if let Some(v) = value {
+                self.serr(
+                    v,
+                    key,
+                    format!("`{key}` is not a setting of Kubernetes stacks"),
+                    Some(help.into()),
+                );
+            }
+        }
+        if let Some(aws) = &s.aws {
+            self.serr(
+                aws,
+                "aws",
+                "`[aws]` settings are only valid when `provider = \"aws\"`".into(),
+                None,
+            );
+        }
+        if let Some(c) = s.allowed_ssh_cidrs.first() {
+            self.serr(
+                c,
+                "allowed_ssh_cidrs",
+                "pods have no ssh port to open: `allowed_ssh_cidrs` is not a setting of Kubernetes stacks".into(),
+                Some("remove it; agents are reached over Tailscale SSH".into()),
+            );
+        }
+        let mut settings = KubernetesSettings {
+            namespace: String::new(),
+            context: None,
+            storage_class: None,
+            tailscale_mode: TailscaleMode::Userspace,
+            tailscale_state_gb: DEFAULT_TAILSCALE_STATE_GB,
+            node_image: default_node_image(),
+            tailscale_image: DEFAULT_TAILSCALE_IMAGE.to_string(),
+        };
+        let Some(k) = &s.kubernetes else {
+            self.serr(
+                &s.provider,
+                "kubernetes",
+                "missing required table `[kubernetes]` for provider `kubernetes`".into(),
+                Some("add `[kubernetes]` with `namespace = \"...\"`".into()),
+            );
+            return kubernetes_provider(settings);
+        };
+        let raw = k.get_ref();
+        match &raw.namespace {
+            Some(n) => {
+                if let Err(e) = naming::check_dns_label(n.get_ref()) {
+                    self.serr(
+                        n,
+                        "kubernetes.namespace",
+                        format!("namespace `{}` {e}", n.get_ref()),
+                        Some(
+                            "Kubernetes namespaces are lowercase DNS labels, such as `agents-dev`"
+                                .into(),
+                        ),
+                    );
+                }
+                settings.namespace = n.get_ref().clone();
+            }
+            None => self.serr(
+                k,
+                "kubernetes.namespace",
+                "missing required key `namespace`".into(),
+                Some("add `namespace = \"...\"` to `[kubernetes]` (agent-army creates it)".into()),
+            ),
+        }
+        if let Some(c) = &raw.context {
+            if c.get_ref().trim().is_empty() {
+                self.serr(
+                    c,
+                    "kubernetes.context",
+                    "must not be empty".into(),
+                    Some("remove it to use the kubeconfig's current context".into()),
+                );
+            }
+            settings.context = Some(c.get_ref().clone());
+        }
+        if let Some(sc) = &raw.storage_class {
+            if let Err(e) = dns_subdomain(sc.get_ref()) {
+                self.serr(
+                    sc,
+                    "kubernetes.storage_class",
+                    format!("storage class `{}` {e}", sc.get_ref()),
+                    Some("`kubectl get storageclass` lists the cluster's classes; remove the key for the default one".into()),
+                );
+            }
+            settings.storage_class = Some(sc.get_ref().clone());
+        }
+        if let Some(m) = &raw.tailscale_mode {
+            settings.tailscale_mode = match m.get_ref().as_str() {
+                "userspace" => TailscaleMode::Userspace,
+                "kernel" => TailscaleMode::Kernel,
+                other => {
+                    let hint = suggest(other, &["userspace".into(), "kernel".into()])
+                        .map(|s| format!("did you mean `{s}`? "))
+                        .unwrap_or_default();
+                    self.serr(
+                        m,
+                        "kubernetes.tailscale_mode",
+                        format!("`{other}` is not a Tailscale mode"),
+                        Some(format!("{hint}use `userspace` (no capability, the default) or `kernel` (NET_ADMIN and /dev/net/tun)")),
+                    );
+                    TailscaleMode::Userspace
+                }
+            };
+        }
+        if let Some(g) = &raw.tailscale_state_gb {
+            if !(1..=1024).contains(g.get_ref()) {
+                self.serr(
+                    g,
+                    "kubernetes.tailscale_state_gb",
+                    format!("{} GiB is out of range; use 1 to 1024", g.get_ref()),
+                    None,
+                );
+            }
+            settings.tailscale_state_gb = *g.get_ref();
+        }
+        for (value, key, target) in [
+            (
+                &raw.node_image,
+                "kubernetes.node_image",
+                &mut settings.node_image,
+            ),
+            (
+                &raw.tailscale_image,
+                "kubernetes.tailscale_image",
+                &mut settings.tailscale_image,
+            ),
+        ] {
+            if let Some(i) = value {
+                let image = i.get_ref();
+                if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    self.serr(
+                        i,
+                        key,
+                        format!("`{image}` is not an image reference"),
+                        Some("write it as `registry/repository:tag` or `...@sha256:...`".into()),
+                    );
+                }
+                *target = image.clone();
+            }
+        }
+        kubernetes_provider(settings)
     }
 
     /// `tailnet`: the MagicDNS suffix, normalised.
@@ -1102,6 +1286,27 @@ impl Validator<'_> {
 /// A server size as the clouds spell them (`t3.medium`, `m7i-flex.large`, `cx22`): lowercase
 /// letters, digits, `.` and `-`. Whitespace around it would reach the cloud as part of the
 /// name.
+/// A Kubernetes stack's provider: pods have no server type, so agents get an empty one.
+fn kubernetes_provider(settings: KubernetesSettings) -> Provider {
+    Provider {
+        settings: ProviderSettings::Kubernetes(settings),
+        type_key: "instance_type",
+        default_type: Some(String::new()),
+    }
+}
+
+/// A DNS subdomain as Kubernetes names most objects (RFC 1123): at most 253 characters,
+/// dot-separated lowercase labels.
+fn dns_subdomain(s: &str) -> Result<(), String> {
+    if s.len() > 253 {
+        return Err(format!("is {} characters long; the limit is 253", s.len()));
+    }
+    for label in s.split('.') {
+        naming::check_dns_label(label).map_err(|e| format!("has a part `{label}` that {e}"))?;
+    }
+    Ok(())
+}
+
 fn size_name(t: &str) -> Result<(), String> {
     if t.trim() != t {
         return Err(format!("`{t}` has leading or trailing whitespace"));
@@ -1205,6 +1410,102 @@ mod tests {
                 .any(|e| e.contains("stacks/dev.toml") && e.contains("no secret `LOCAL_LLM_KEY`")),
             "{e:?}"
         );
+    }
+
+    const K8S: &str = "provider = \"kubernetes\"\ntailnet = \"tail1.ts.net\"\n\n[kubernetes]\nnamespace = \"agents\"\n\n[secrets]\ntailscale_auth_key = \"env:TS_AUTHKEY\"\n";
+
+    #[test]
+    fn kubernetes_stack_and_its_defaults() {
+        let c = load_from_strs(std::path::Path::new("/p"), "dev", PROJECT, K8S).unwrap();
+        let ProviderSettings::Kubernetes(k) = &c.provider else {
+            panic!("{:?}", c.provider)
+        };
+        assert_eq!(k.namespace, "agents");
+        assert_eq!(k.tailscale_mode, TailscaleMode::Userspace);
+        assert_eq!(k.context, None);
+        assert_eq!(k.storage_class, None);
+        assert_eq!(k.tailscale_state_gb, DEFAULT_TAILSCALE_STATE_GB);
+        assert_eq!(k.node_image, default_node_image());
+        assert_eq!(c.provider.place(), "agents");
+        assert_eq!(c.agents[0].hostname, "dev-agent-pm");
+        assert_eq!(c.agents[0].disk_gb, DEFAULT_DISK_GB);
+        let with = K8S.replace(
+            "namespace = \"agents\"",
+            "namespace = \"agents\"\ncontext = \"kind-dev\"\nstorage_class = \"fast.ssd\"\ntailscale_mode = \"kernel\"",
+        );
+        let c = load_from_strs(std::path::Path::new("/p"), "dev", PROJECT, &with).unwrap();
+        let ProviderSettings::Kubernetes(k) = &c.provider else {
+            panic!("{:?}", c.provider)
+        };
+        assert_eq!(k.context.as_deref(), Some("kind-dev"));
+        assert_eq!(k.storage_class.as_deref(), Some("fast.ssd"));
+        assert_eq!(k.tailscale_mode, TailscaleMode::Kernel);
+    }
+
+    #[test]
+    fn kubernetes_errors_name_file_line_and_field() {
+        let e = errs(
+            PROJECT,
+            &K8S.replace("namespace = \"agents\"", "namespace = \"Agents\""),
+        );
+        assert_eq!(
+            e,
+            vec!["stacks/dev.toml:5:13: `kubernetes.namespace`: namespace `Agents` contains 'A'; only lowercase letters a-z, digits 0-9 and '-' are allowed\n  help: Kubernetes namespaces are lowercase DNS labels, such as `agents-dev`".to_string()]
+        );
+        let e = errs(
+            PROJECT,
+            &K8S.replace("namespace = \"agents\"", "tailscale_mode = \"kernal\""),
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with(
+                "stacks/dev.toml:4:1: `kubernetes.namespace`: missing required key `namespace`"
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e[1],
+            "stacks/dev.toml:5:18: `kubernetes.tailscale_mode`: `kernal` is not a Tailscale mode\n  help: did you mean `kernel`? use `userspace` (no capability, the default) or `kernel` (NET_ADMIN and /dev/net/tun)"
+        );
+        let e = errs(
+            PROJECT,
+            &K8S.replace("[kubernetes]\nnamespace = \"agents\"\n", ""),
+        );
+        assert_eq!(
+            e,
+            vec!["stacks/dev.toml:1:12: `kubernetes`: missing required table `[kubernetes]` for provider `kubernetes`\n  help: add `[kubernetes]` with `namespace = \"...\"`".to_string()]
+        );
+        // VM settings are refused, not ignored.
+        let e = errs(
+            PROJECT,
+            &format!("server_type = \"cx22\"\nallowed_ssh_cidrs = [\"10.0.0.0/8\"]\n{K8S}"),
+        );
+        assert!(e[0].starts_with("stacks/dev.toml:1:15: `server_type`: `server_type` is not a setting of Kubernetes stacks"), "{e:?}");
+        assert!(
+            e[1].starts_with(
+                "stacks/dev.toml:2:22: `allowed_ssh_cidrs`: pods have no ssh port to open"
+            ),
+            "{e:?}"
+        );
+        // And `[kubernetes]` on a cloud stack.
+        let e = errs(
+            PROJECT,
+            &format!("{STACK}\n[kubernetes]\nnamespace = \"x\"\n"),
+        );
+        assert!(
+            e[0].contains(
+                "`[kubernetes]` settings are only valid when `provider = \"kubernetes\"`"
+            ),
+            "{e:?}"
+        );
+        let e = errs(
+            PROJECT,
+            &K8S.replace(
+                "namespace = \"agents\"",
+                "namespace = \"agents\"\nstorage_class = \"Fast\"",
+            ),
+        );
+        assert!(e[0].contains("`kubernetes.storage_class`: storage class `Fast` has a part `Fast` that contains 'F'"), "{e:?}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod hetzner_status;
 mod hygiene;
 mod identity;
 mod kills;
+mod kubernetes;
 mod locking;
 mod malformed;
 mod openclaw;

@@ -1,0 +1,236 @@
+//! Kubernetes: the requests a server-side apply sends, built as data (pure, unit-tested).
+//!
+//! Every object is applied with `PATCH <object path>?fieldManager=agent-army&force=true` and
+//! `Content-Type: application/apply-patch+yaml` (JSON is YAML): the API server merges the
+//! fields agent-army owns and keeps the others' (`force` takes over fields another manager set
+//! on agent-army's own objects, as `kubectl apply --server-side --force-conflicts` does).
+//! Removal is by label selector over each kind the stack creates; volume claims (the agents'
+//! data) and the namespace (which would take them along) only when asked.
+
+use serde_json::Value;
+
+#[cfg(feature = "cloud")]
+pub mod client;
+#[cfg(feature = "cloud")]
+pub mod kubeconfig;
+
+use crate::render::kubernetes::FIELD_MANAGER;
+
+/// The kinds agent-army creates: (apiVersion, kind, plural, namespaced).
+pub const KINDS: &[(&str, &str, &str, bool)] = &[
+    ("v1", "Namespace", "namespaces", false),
+    (
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        true,
+    ),
+    ("v1", "Secret", "secrets", true),
+    ("v1", "ConfigMap", "configmaps", true),
+    ("apps/v1", "StatefulSet", "statefulsets", true),
+    (
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        true,
+    ),
+];
+
+/// Why an object has no request.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ApiError {
+    #[error("object without {0}")]
+    Missing(&'static str),
+    #[error("agent-army does not apply objects of kind `{0}`")]
+    UnknownKind(String),
+}
+
+/// One HTTP request to the API server.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Request {
+    pub method: &'static str,
+    /// Path and query, e.g. `/api/v1/namespaces/x/secrets/y?fieldManager=agent-army&force=true`.
+    pub path: String,
+    pub content_type: Option<&'static str>,
+    pub body: Option<String>,
+}
+
+/// The content type of a server-side apply.
+pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
+
+/// The collection path of a kind: `/api/v1[/namespaces/NS]/PLURAL` for the core group,
+/// `/apis/GROUP/VERSION[/namespaces/NS]/PLURAL` otherwise.
+pub fn collection_path(api_version: &str, plural: &str, namespace: Option<&str>) -> String {
+    let root = if api_version.contains('/') {
+        format!("/apis/{api_version}")
+    } else {
+        format!("/api/{api_version}")
+    };
+    match namespace {
+        Some(ns) => format!("{root}/namespaces/{ns}/{plural}"),
+        None => format!("{root}/{plural}"),
+    }
+}
+
+/// The server-side apply of one object.
+pub fn apply(obj: &Value) -> Result<Request, ApiError> {
+    let text = |v: &Value, what: &'static str| {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or(ApiError::Missing(what))
+    };
+    let api_version = text(&obj["apiVersion"], "apiVersion")?;
+    let kind = text(&obj["kind"], "kind")?;
+    let name = text(&obj["metadata"]["name"], "metadata.name")?;
+    let &(_, _, plural, namespaced) = KINDS
+        .iter()
+        .find(|(v, k, _, _)| *v == api_version && *k == kind)
+        .ok_or_else(|| ApiError::UnknownKind(kind.clone()))?;
+    let ns = if namespaced {
+        Some(text(&obj["metadata"]["namespace"], "metadata.namespace")?)
+    } else {
+        None
+    };
+    Ok(Request {
+        method: "PATCH",
+        path: format!(
+            "{}/{name}?fieldManager={FIELD_MANAGER}&force=true",
+            collection_path(&api_version, plural, ns.as_deref())
+        ),
+        content_type: Some(APPLY_PATCH),
+        // serde_json cannot fail on a `Value`.
+        body: Some(serde_json::to_string(obj).unwrap_or_default()),
+    })
+}
+
+/// Percent-encoding of a label selector for a query string (`,` `=` `/` and the rest).
+fn encode_query(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The deletes of a stack's objects by label selector, in an order that stops the pods before
+/// their Secrets go: StatefulSets, ConfigMaps, Secrets, NetworkPolicies; then, with
+/// `delete_volumes`, the volume claims and the namespace.
+pub fn delete_by_label(namespace: &str, selector: &str, delete_volumes: bool) -> Vec<Request> {
+    let order: &[&str] = if delete_volumes {
+        &[
+            "StatefulSet",
+            "ConfigMap",
+            "Secret",
+            "NetworkPolicy",
+            "PersistentVolumeClaim",
+        ]
+    } else {
+        &["StatefulSet", "ConfigMap", "Secret", "NetworkPolicy"]
+    };
+    let mut out: Vec<Request> = order
+        .iter()
+        .filter_map(|k| KINDS.iter().find(|(_, kind, _, _)| kind == k))
+        .map(|(v, _, plural, _)| Request {
+            method: "DELETE",
+            path: format!(
+                "{}?labelSelector={}&propagationPolicy=Foreground",
+                collection_path(v, plural, Some(namespace)),
+                encode_query(selector)
+            ),
+            content_type: None,
+            body: None,
+        })
+        .collect();
+    if delete_volumes {
+        out.push(Request {
+            method: "DELETE",
+            path: format!("/api/v1/namespaces/{namespace}"),
+            content_type: None,
+            body: None,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn apply_paths_for_core_grouped_and_cluster_objects() {
+        let cases = [
+            (
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}}),
+                "/api/v1/namespaces/a",
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "a"}}),
+                "/api/v1/namespaces/a/secrets/s",
+            ),
+            (
+                json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "x", "namespace": "a"}}),
+                "/apis/apps/v1/namespaces/a/statefulsets/x",
+            ),
+            (
+                json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "p", "namespace": "a"}}),
+                "/apis/networking.k8s.io/v1/namespaces/a/networkpolicies/p",
+            ),
+        ];
+        for (obj, path) in cases {
+            let r = apply(&obj).unwrap();
+            assert_eq!(r.method, "PATCH");
+            assert_eq!(r.path, format!("{path}?fieldManager=agent-army&force=true"));
+            assert_eq!(r.content_type, Some(APPLY_PATCH));
+            assert_eq!(
+                serde_json::from_str::<Value>(r.body.as_deref().unwrap()).unwrap(),
+                obj
+            );
+        }
+        assert_eq!(
+            apply(
+                &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "a"}})
+            ),
+            Err(ApiError::UnknownKind("Pod".into()))
+        );
+        assert_eq!(
+            apply(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "p"}})),
+            Err(ApiError::Missing("metadata.namespace"))
+        );
+    }
+
+    #[test]
+    fn volumes_are_deleted_only_when_asked() {
+        let sel = "agent-army/project=demo,agent-army/stack=dev";
+        let keep = delete_by_label("agents", sel, false);
+        assert_eq!(keep.len(), 4);
+        assert!(keep.iter().all(|r| {
+            r.method == "DELETE"
+                && r.path.contains(
+                    "labelSelector=agent-army%2Fproject%3Ddemo%2Cagent-army%2Fstack%3Ddev",
+                )
+        }));
+        assert!(
+            !keep
+                .iter()
+                .any(|r| r.path.contains("persistentvolumeclaims")
+                    || r.path == "/api/v1/namespaces/agents")
+        );
+        assert!(
+            keep[0]
+                .path
+                .starts_with("/apis/apps/v1/namespaces/agents/statefulsets?")
+        );
+        let all = delete_by_label("agents", sel, true);
+        assert_eq!(all.len(), 6);
+        assert!(
+            all[4]
+                .path
+                .starts_with("/api/v1/namespaces/agents/persistentvolumeclaims?")
+        );
+        assert_eq!(all[5].path, "/api/v1/namespaces/agents");
+    }
+}
