@@ -143,5 +143,5 @@ pub fn journal_command(args: &LogsArgs, json: bool) -> String {
 
 pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<ExitStatus> {
     let remote = journal_command(&args, ctx.json());
-    exec_on(ctx, &args.agent, &args.user, Some(remote), args.print).await
+    exec_on(ctx, &args.agent, Some(&args.user), Some(remote), args.print).await
 }

@@ -307,7 +307,7 @@ fn rows_from(
         .collect()
 }
 
-fn print_rows(ctx: &Ctx, config: &Config, rows: &[Row], extra: serde_json::Value) {
+pub(super) fn print_rows(ctx: &Ctx, config: &Config, rows: &[Row], extra: serde_json::Value) {
     if ctx.json() {
         let mut doc = serde_json::to_value(output::Outputs {
             project: &config.project,

@@ -1,11 +1,23 @@
-//! `deploy` and `destroy` of a Kubernetes stack: what will be sent, a confirmation, then the
-//! requests, one line each.
+//! `plan`, `deploy`, `destroy`, `status` and `ssh` of a Kubernetes stack: what will change, a
+//! confirmation, then the requests, one line each.
 
 use super::Ctx;
-use super::apply::{DeployArgs, DestroyArgs, approve};
+use super::apply::{DeployArgs, DestroyArgs, OutputsArgs, PlanArgs, approve, print_rows};
 use crate::app::kubernetes as kube;
 use crate::error::Result;
 use crate::exit::ExitStatus;
+use crate::provider::kubernetes::diff::{Action, KubePlan};
+use crate::render::kubernetes::{LABEL_AGENT, settings};
+use crate::stack::Config;
+
+fn past(action: Action) -> &'static str {
+    match action {
+        Action::Create => "created",
+        Action::Update => "updated",
+        Action::Delete => "deleted",
+        Action::Keep | Action::Foreign => "kept",
+    }
+}
 
 fn report(ctx: &Ctx, verb: &str, done: &[kube::Done]) {
     if ctx.json() {
@@ -15,42 +27,215 @@ fn report(ctx: &Ctx, verb: &str, done: &[kube::Done]) {
         );
     } else if !ctx.global.quiet {
         for d in done {
-            println!("  {verb} {}", d.what);
+            println!("  {} {}", past(d.action), d.what);
         }
     }
 }
 
+/// The plan as text: one line per change, unchanged objects counted, then the notes a
+/// Kubernetes user needs (a foreign namespace, the volumes of removed agents).
+fn plan_text(config: &Config, namespace: &str, source: &str, plan: &KubePlan) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "Stack `{}` (Kubernetes): namespace `{namespace}` on {source}\n\n",
+        config.stack
+    );
+    if !plan.has_changes() {
+        out.push_str("No changes. The cluster matches the project.\n");
+    } else {
+        for c in plan
+            .changes
+            .iter()
+            .filter(|c| matches!(c.action, Action::Create | Action::Update | Action::Delete))
+        {
+            let whose = match (&c.agent, c.action) {
+                (Some(a), Action::Delete) => format!("  (agent {a}, no longer in the project)"),
+                (Some(a), _) => format!("  (agent {a})"),
+                (None, _) => String::new(),
+            };
+            let _ = writeln!(out, "  {} {}/{}{whose}", c.action.symbol(), c.kind, c.name);
+        }
+        let _ = writeln!(
+            out,
+            "\nPlan: {} to add, {} to change, {} to destroy; {} unchanged.",
+            plan.count(Action::Create),
+            plan.count(Action::Update),
+            plan.count(Action::Delete),
+            plan.count(Action::Keep)
+        );
+    }
+    if plan.count(Action::Foreign) > 0 {
+        let _ = writeln!(
+            out,
+            "note: namespace `{namespace}` exists without this stack's labels: it is used as it is (its labels and Pod Security level are not changed) and never deleted"
+        );
+    }
+    let removed = plan.removed_agents();
+    if !removed.is_empty() {
+        let _ = writeln!(
+            out,
+            "note: the volume claims of {} stay (their data); `kubectl -n {namespace} delete pvc -l {LABEL_AGENT}=<agent>` removes them",
+            removed.join(", ")
+        );
+    }
+    out
+}
+
+fn plan_json(config: &Config, namespace: &str, plan: &KubePlan) -> serde_json::Value {
+    serde_json::json!({
+        "project": config.project,
+        "stack": config.stack,
+        "provider": config.provider.kind(),
+        "namespace": namespace,
+        "plan": plan,
+        "changes": plan.has_changes(),
+        "agents": config.agents.iter().map(|a| serde_json::json!({
+            "agent": a.name,
+            "hostname": a.fqdn,
+            "gateway_url": crate::app::fleet::gateway_url(&a.fqdn, None),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn plan(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
+    let session = ctx.session()?;
+    let config = &session.config;
+    let namespace = settings(config)
+        .map(|k| k.namespace.clone())
+        .unwrap_or_default();
+    let planned = kube::plan(&session, std::time::Duration::ZERO).await?;
+    if ctx.json() {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan_json(config, &namespace, &planned.plan))
+                .unwrap_or_default()
+        );
+    } else {
+        print!(
+            "{}",
+            plan_text(config, &namespace, &planned.source, &planned.plan)
+        );
+    }
+    Ok(if args.detailed_exitcode && planned.plan.has_changes() {
+        ExitStatus::Changes
+    } else {
+        ExitStatus::Success
+    })
+}
+
 pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
-    // Everything renders (every secret resolves) before the cluster is asked anything.
-    let objects = kube::objects(&session, args.lock_timeout)?;
-    let requests = kube::apply_requests(&objects)?;
-    let (client, source) = kube::connect(&session)?;
-    eprintln!(
-        "Server-side apply (field manager `agent-army`) of {} objects to {source}:",
-        requests.len()
-    );
-    for (what, _) in &requests {
-        eprintln!("  {what}");
+    let config = &session.config;
+    let namespace = settings(config)
+        .map(|k| k.namespace.clone())
+        .unwrap_or_default();
+    let planned = kube::plan(&session, args.lock_timeout).await?;
+    if !ctx.json() && !ctx.global.quiet {
+        eprint!(
+            "{}",
+            plan_text(config, &namespace, &planned.source, &planned.plan)
+        );
     }
-    approve(ctx, args.yes, "Apply them? Type `yes`:", "yes")?;
-    let done = kube::send(&client, requests).await?;
+    if !planned.plan.has_changes() {
+        report(ctx, "applied", &[]);
+        return Ok(ExitStatus::Success);
+    }
+    approve(
+        ctx,
+        args.yes,
+        "Server-side apply these changes (field manager `agent-army`)? Type `yes`:",
+        "yes",
+    )?;
+    let done = kube::apply(&planned, &namespace).await?;
     report(ctx, "applied", &done);
+    if !ctx.json() && !ctx.global.quiet {
+        println!(
+            "\nApplied: {} created, {} updated, {} deleted.\n",
+            done.iter().filter(|d| d.action == Action::Create).count(),
+            done.iter().filter(|d| d.action == Action::Update).count(),
+            done.iter().filter(|d| d.action == Action::Delete).count(),
+        );
+        let rows = rows(&session, &planned.client, args.show_secrets).await?;
+        print_rows(ctx, config, &rows, serde_json::json!({}));
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// One row per agent: its MagicDNS name, its pod and the pod's state, the gateway's URL
+/// (with the token only when asked).
+async fn rows(
+    session: &crate::app::Session,
+    client: &crate::provider::kubernetes::client::KubeClient,
+    show_secrets: bool,
+) -> Result<Vec<crate::output::Row>> {
+    let config = &session.config;
+    let tokens: std::collections::BTreeMap<String, String> = if show_secrets {
+        let state = session.read_state()?;
+        crate::app::fleet::load_keys(
+            &state,
+            config,
+            &session.keyring,
+            &session.env,
+            config.agents.iter().map(|a| a.name.clone()),
+        )?
+        .into_iter()
+        .map(|(k, v)| (k, v.token()))
+        .collect()
+    } else {
+        Default::default()
+    };
+    let pods = kube::pods(session, client).await?;
+    Ok(config
+        .agents
+        .iter()
+        .map(|a| {
+            let pod = pods.get(&a.name);
+            crate::output::Row {
+                agent: a.name.clone(),
+                hostname: a.fqdn.clone(),
+                server_id: pod.map(|p| p.name.clone()),
+                state: pod.map_or("not deployed".into(), |p| p.word.clone()),
+                gateway_url: crate::app::fleet::gateway_url(
+                    &a.fqdn,
+                    tokens.get(&a.name).map(String::as_str),
+                ),
+            }
+        })
+        .collect())
+}
+
+/// `outputs`: the agents' names, pods and gateway URLs (the pods' states from the cluster).
+pub async fn outputs(ctx: &Ctx, args: OutputsArgs) -> Result<ExitStatus> {
+    let session = ctx.session()?;
+    let (client, _) = kube::connect(&session)?;
+    let rows = rows(&session, &client, args.show_secrets).await?;
+    print_rows(ctx, &session.config, &rows, serde_json::json!({}));
     Ok(ExitStatus::Success)
 }
 
 pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
     let stack = session.config.stack.clone();
-    let requests = kube::delete_requests(&session, args.delete_volumes);
-    let (client, source) = kube::connect(&session)?;
-    eprintln!("Delete the objects of stack `{stack}` by label from {source}:");
-    for (what, _) in &requests {
-        eprintln!("  {what}");
+    let d = kube::destroy_requests(&session, args.delete_volumes).await?;
+    if d.requests.is_empty() {
+        eprintln!(
+            "Nothing of stack `{stack}` on {}: nothing to delete.",
+            d.source
+        );
+        report(ctx, "deleted", &[]);
+        return Ok(ExitStatus::Success);
+    }
+    eprintln!("Delete the objects of stack `{stack}` from {}:", d.source);
+    for (what, _) in &d.requests {
+        eprintln!("  - {what}");
     }
     if !args.delete_volumes {
         eprintln!(
-            "The agents' volumes and the namespace stay (their data); `--delete-volumes` removes them too."
+            "The agents' volume claims and the namespace stay (their data); `--delete-volumes` removes them too."
+        );
+    } else if d.foreign_namespace {
+        eprintln!(
+            "The namespace stays: it exists without this stack's labels, so agent-army did not make it."
         );
     }
     approve(
@@ -59,7 +244,7 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
         &format!("Type the stack name (`{stack}`) to confirm:"),
         &stack,
     )?;
-    let done = kube::send(&client, requests).await?;
+    let done = kube::send(&d.client, d.requests).await?;
     report(ctx, "deleted", &done);
     Ok(ExitStatus::Success)
 }

@@ -184,7 +184,11 @@ pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
         && let Some(stack) = kubernetes_stack(&ctx)
     {
         return match cli.command {
+            Command::Plan(a) => kubernetes::plan(&ctx, a).await,
             Command::Deploy(a) => kubernetes::deploy(&ctx, a).await,
+            Command::Status(a) => status::run(&ctx, a).await,
+            Command::Ssh(a) => ssh::run(&ctx, a).await,
+            Command::Outputs(a) => kubernetes::outputs(&ctx, a).await,
             Command::Destroy(a) => kubernetes::destroy(&ctx, a).await,
             _ => Err(Error::NotOnKubernetes {
                 command: command.into(),

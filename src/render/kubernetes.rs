@@ -39,6 +39,8 @@ pub const RUN_AS: u32 = 10001;
 pub const TAILSCALE_STATE_DIR: &str = "/var/lib/tailscale";
 /// tailscaled's socket in the sidecar: `status` runs `tailscale --socket=...` there.
 pub const TAILSCALE_SOCKET: &str = "/tmp/tailscaled.sock";
+/// The sidecar container's name (`status` execs `tailscale` in it).
+pub const SIDECAR: &str = "tailscale";
 /// Where the agent's ConfigMap is mounted in the set-up container.
 const CONFIG_DIR: &str = "/etc/agent-army";
 /// Where the serve config is mounted in the sidecar.
@@ -167,6 +169,25 @@ pub fn stack_objects(config: &Config, k: &KubernetesSettings) -> Vec<Value> {
     ]
 }
 
+/// The login of Tailscale SSH in a userspace sidecar. tailscaled that is not root can log in
+/// only as its own user, and looks it up by name: the image has no entry for [`RUN_AS`], so
+/// the sidecar gets an `/etc/passwd` with one (home on the sidecar's scratch volume).
+pub const SIDECAR_USER: &str = "tailscale";
+
+fn sidecar_passwd() -> String {
+    format!(
+        "root:x:0:0:root:/root:/sbin/nologin\n{SIDECAR_USER}:x:{RUN_AS}:{RUN_AS}:Tailscale sidecar:/tmp:/bin/sh\n"
+    )
+}
+
+/// The user `agent-army ssh` logs in as on a Kubernetes stack's sidecar.
+pub fn ssh_user(k: &KubernetesSettings) -> &'static str {
+    match k.tailscale_mode {
+        TailscaleMode::Userspace => SIDECAR_USER,
+        TailscaleMode::Kernel => "root",
+    }
+}
+
 /// `tailscale serve` as the sidecar's config file: HTTPS on 443 of the node's MagicDNS name
 /// (containerboot fills in `${TS_CERT_DOMAIN}`) to the gateway on loopback.
 pub fn serve_config() -> String {
@@ -293,6 +314,10 @@ pub fn agent_objects(
         setup_script(config, agent, &files).into(),
     );
     data.insert("serve.json".into(), serve_config().into());
+    let ssh_passwd = k.tailscale_ssh && k.tailscale_mode == TailscaleMode::Userspace;
+    if ssh_passwd {
+        data.insert("passwd".into(), sidecar_passwd().into());
+    }
     let mut config_map = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -389,9 +414,7 @@ pub fn agent_objects(
         "livenessProbe": gateway_probe(30, 4, 0),
     });
 
-    // No `--ssh`: Tailscale SSH would land in the sidecar, next to the node's keys and
-    // without the agent's files or processes (see the README's Kubernetes section).
-    let ts_env = vec![
+    let mut ts_env = vec![
         json!({ "name": "TS_HOSTNAME", "value": agent.hostname }),
         json!({ "name": "TS_AUTHKEY", "value": format!("file:{AUTH_DIR}/{AUTH_KEY}") }),
         // The key is used only while the node has no state: a restart keeps its identity.
@@ -403,6 +426,13 @@ pub fn agent_objects(
         json!({ "name": "TS_SERVE_CONFIG", "value": format!("{SERVE_DIR}/serve.json") }),
         json!({ "name": "TS_USERSPACE", "value": (k.tailscale_mode == TailscaleMode::Userspace).to_string() }),
     ];
+    // Tailscale SSH as on the VMs (`tailscale up --ssh`), unless the stack turns it off. A
+    // session lands in the sidecar container, as its user: the pod's network (the gateway on
+    // loopback) and the node's own state, never the OpenClaw container's files or processes
+    // (see the README's Kubernetes section).
+    if k.tailscale_ssh {
+        ts_env.push(json!({ "name": "TS_EXTRA_ARGS", "value": "--ssh" }));
+    }
     let ts_security = match k.tailscale_mode {
         TailscaleMode::Userspace => restricted(true),
         // A TUN device and routes: root in the container with NET_ADMIN, still no
@@ -433,6 +463,9 @@ pub fn agent_objects(
         json!({ "name": "openclaw-tmp", "emptyDir": {} }),
         json!({ "name": "tailscale-tmp", "emptyDir": {} }),
     ];
+    if ssh_passwd {
+        ts_mounts.push(json!({ "name": "config", "mountPath": "/etc/passwd", "subPath": "passwd", "readOnly": true }));
+    }
     if k.tailscale_mode == TailscaleMode::Kernel {
         ts_mounts.push(json!({ "name": "tun", "mountPath": "/dev/net/tun" }));
         volumes.push(
@@ -458,7 +491,7 @@ pub fn agent_objects(
         })
     };
     let sidecar = json!({
-        "name": "tailscale",
+        "name": SIDECAR,
         "image": k.tailscale_image,
         "imagePullPolicy": "Always",
         "env": ts_env,
@@ -523,7 +556,24 @@ pub fn agent_objects(
             ],
         },
     });
-    vec![tailscale_secret, gateway_secret, config_map, statefulset]
+    // The StatefulSet's governing Service: headless, no ports, so it gives the pod a stable
+    // DNS name in the cluster and nothing else (the NetworkPolicy admits no ingress anyway).
+    let service = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(""),
+        "spec": {
+            "clusterIP": "None",
+            "selector": { LABEL_STACK: config.stack, LABEL_AGENT: agent.name },
+        },
+    });
+    vec![
+        tailscale_secret,
+        gateway_secret,
+        config_map,
+        service,
+        statefulset,
+    ]
 }
 
 /// The stack's document: namespace and NetworkPolicies.
@@ -664,7 +714,7 @@ ANTHROPIC_API_KEY = "env:ANTHROPIC_API_KEY"
     fn every_object_and_claim_carries_the_labels() {
         let (_d, c) = config(STACK);
         let objs = objects(&c, &Values::Masked);
-        assert_eq!(objs.len(), 7);
+        assert_eq!(objs.len(), 8);
         for o in &objs {
             let l = &o["metadata"]["labels"];
             assert_eq!(l[LABEL_PROJECT], "demo", "{o}");
@@ -736,9 +786,24 @@ ANTHROPIC_API_KEY = "env:ANTHROPIC_API_KEY"
         };
         let init = &sts["spec"]["template"]["spec"]["initContainers"][0];
         assert_eq!(mounts(main), ["data", "openclaw-tmp", "gateway-env"]);
+        // `config` only as the passwd file for Tailscale SSH (a subPath: the one key).
         assert_eq!(
             mounts(side),
-            ["tailscale", "tailscale-tmp", "serve", "tailscale-auth"]
+            [
+                "tailscale",
+                "tailscale-tmp",
+                "serve",
+                "tailscale-auth",
+                "config"
+            ]
+        );
+        let passwd = &side["volumeMounts"][4];
+        assert_eq!(passwd["subPath"], "passwd");
+        assert_eq!(passwd["mountPath"], "/etc/passwd");
+        let cm = find(&objs, "ConfigMap", "dev-agent-pm-config");
+        assert_eq!(
+            cm["data"]["passwd"],
+            "root:x:0:0:root:/root:/sbin/nologin\ntailscale:x:10001:10001:Tailscale sidecar:/tmp:/bin/sh\n"
         );
         assert_eq!(mounts(init), ["data", "openclaw-tmp", "config"]);
         for c in [main, side, init] {
@@ -838,6 +903,22 @@ ANTHROPIC_API_KEY = "env:ANTHROPIC_API_KEY"
         };
         assert_eq!(env("TS_HOSTNAME"), Some(json!("dev-agent-pm")));
         assert_eq!(env("TS_USERSPACE"), Some(json!("true")));
+        // Tailscale SSH as on the VMs, unless the stack turns it off.
+        assert_eq!(env("TS_EXTRA_ARGS"), Some(json!("--ssh")));
+        let (_d2, off) = config(&STACK.replace(
+            "storage_class = \"standard\"",
+            "storage_class = \"standard\"\ntailscale_ssh = false",
+        ));
+        let off_objs = objects(&off, &Values::Masked);
+        let off_sts = find(&off_objs, "StatefulSet", "dev-agent-pm");
+        let off_side = container(off_sts, "tailscale");
+        assert!(!off_side["env"].to_string().contains("TS_EXTRA_ARGS"));
+        assert!(!off_side["volumeMounts"].to_string().contains("/etc/passwd"));
+        assert!(
+            find(&off_objs, "ConfigMap", "dev-agent-pm-config")["data"]
+                .get("passwd")
+                .is_none()
+        );
         assert!(
             cm["data"]["serve.json"]
                 .as_str()

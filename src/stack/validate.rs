@@ -408,6 +408,7 @@ impl Validator<'_> {
             storage_class: None,
             tailscale_mode: TailscaleMode::Userspace,
             tailscale_state_gb: DEFAULT_TAILSCALE_STATE_GB,
+            tailscale_ssh: true,
             node_image: default_node_image(),
             tailscale_image: DEFAULT_TAILSCALE_IMAGE.to_string(),
         };
@@ -493,6 +494,9 @@ impl Validator<'_> {
                 );
             }
             settings.tailscale_state_gb = *g.get_ref();
+        }
+        if let Some(ssh) = &raw.tailscale_ssh {
+            settings.tailscale_ssh = *ssh.get_ref();
         }
         for (value, key, target) in [
             (

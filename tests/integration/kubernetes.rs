@@ -211,30 +211,20 @@ fn checkov_finds_nothing_on_the_main_container() {
 }
 
 #[test]
-fn kubernetes_stack_validates_and_refuses_vm_commands() {
+fn kubernetes_stack_validates_and_refuses_the_vm_only_commands() {
     let p = example(None);
     p.run()
         .args(["-s", "k8s", "validate"])
         .run()
         .success()
         .stdout_has("agent-pm: manifests");
-    for cmd in [
-        vec!["plan"],
-        vec!["status"],
-        vec!["ssh", "pm"],
-        vec!["outputs"],
-    ] {
+    for cmd in [vec!["logs", "pm"], vec!["pair", "pm"], vec!["open", "pm"]] {
         let mut args = vec!["-s", "k8s"];
         args.extend(cmd.iter().copied());
-        p.run()
-            .args(&args)
-            .run()
-            .code(3)
-            .stderr_has(&format!(
-                "`{}` does not drive Kubernetes stacks yet",
-                cmd[0]
-            ))
-            .stderr_has("kubectl apply --server-side --field-manager=agent-army");
+        p.run().args(&args).run().code(3).stderr_has(&format!(
+            "`{}` does not drive Kubernetes stacks yet",
+            cmd[0]
+        ));
     }
     // The cloud stacks are untouched by it, and refuse its flag.
     p.run().args(["-s", "dev", "plan"]).run().success();
@@ -243,6 +233,52 @@ fn kubernetes_stack_validates_and_refuses_vm_commands() {
         .run()
         .code(64)
         .stderr_has("--delete-volumes applies to Kubernetes stacks only");
+}
+
+#[test]
+fn ssh_goes_to_the_sidecar_over_tailscale_ssh_unless_the_stack_turns_it_off() {
+    let p = example(None);
+    // No state, no cluster: Tailscale SSH reaches the sidecar by its MagicDNS name.
+    let out = p
+        .run()
+        .env("PATH", "/usr/bin:/bin")
+        .args([
+            "-s",
+            "k8s",
+            "ssh",
+            "pm",
+            "--print",
+            "--",
+            "tailscale",
+            "status",
+        ])
+        .run();
+    out.success()
+        .stdout_has("tailscale@k8s-agent-pm.tail12345.ts.net");
+    p.run()
+        .env("PATH", "/usr/bin:/bin")
+        .args(["-s", "k8s", "ssh", "pm", "--user", "root", "--print"])
+        .run()
+        .success()
+        .stdout_has("root@k8s-agent-pm.tail12345.ts.net");
+    let k = example(Some("kernel"));
+    k.run()
+        .env("PATH", "/usr/bin:/bin")
+        .args(["-s", "k8s", "ssh", "pm", "--print"])
+        .run()
+        .success()
+        .stdout_has("root@k8s-agent-pm.tail12345.ts.net");
+    let text = p.read("stacks/k8s.toml").replace(
+        "namespace = \"acme-agents\"",
+        "namespace = \"acme-agents\"\ntailscale_ssh = false",
+    );
+    p.write("stacks/k8s.toml", &text);
+    p.run()
+        .args(["-s", "k8s", "ssh", "pm", "--print"])
+        .run()
+        .code(3)
+        .stderr_has("`tailscale_ssh = false`")
+        .stderr_has("kubectl -n acme-agents exec -it k8s-agent-pm-0 -c openclaw -- sh");
 }
 
 const FAKE_TOKEN: &str = "fake-kube-token";
@@ -270,24 +306,71 @@ fn requests(server: &Server) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
+fn sent_of(server: &Server, method: &str) -> Vec<serde_json::Value> {
+    requests(server)
+        .into_iter()
+        .filter(|r| r["method"] == method)
+        .collect()
+}
+
+fn objects(server: &Server) -> Vec<String> {
+    let left = http_json("GET", server.port, "/__fake/objects", None);
+    left.as_object().unwrap().keys().cloned().collect()
+}
+
+/// The stack's own objects (namespace, two policies) and five per agent (two Secrets, the
+/// ConfigMap, the headless Service, the StatefulSet).
+const STACK_OBJECTS: usize = 3;
+const AGENT_OBJECTS: usize = 5;
+
 #[test]
-fn deploy_server_side_applies_every_rendered_object_and_destroy_deletes_by_label() {
+fn plan_deploy_apply_only_what_changed_prune_removed_agents_and_destroy_by_label() {
     let p = example(None);
     let server = fake_cluster(&p);
     let kubeconfig = p.path().join("kubeconfig").display().to_string();
-    p.run()
-        .env("KUBECONFIG", &kubeconfig)
+    let run = || {
+        let mut r = p.run();
+        r = r.env("KUBECONFIG", &kubeconfig);
+        r
+    };
+    let total = STACK_OBJECTS + AGENT_OBJECTS * AGENTS.len();
+
+    // plan: everything to add, and only reads.
+    run()
+        .args(["-s", "k8s", "plan", "--detailed-exitcode"])
+        .run()
+        .code(2)
+        .stdout_has("+ Namespace/acme-agents")
+        .stdout_has("+ StatefulSet/k8s-agent-pm  (agent agent-pm)")
+        .stdout_has("+ Service/k8s-agent-pm")
+        .stdout_has(&format!("Plan: {total} to add, 0 to change, 0 to destroy"));
+    let reads = requests(&server);
+    assert!(reads.iter().all(|r| r["method"] == "GET"), "{reads:#?}");
+    // Five labelled lists and the namespace, each once.
+    assert_eq!(reads.len(), 6, "{reads:#?}");
+    let selector = "agent-army/project=acme-agents,agent-army/stack=k8s";
+    assert!(
+        reads
+            .iter()
+            .filter(|r| r["path"] != "/api/v1/namespaces/acme-agents")
+            .all(|r| r["query"]["labelSelector"] == selector),
+        "{reads:#?}"
+    );
+
+    // deploy: one server-side apply per object.
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    run()
         .args(["-s", "k8s", "deploy", "--yes"])
         .run()
         .success()
-        .stdout_has("applied Namespace/acme-agents")
-        .stdout_has("applied StatefulSet/k8s-agent-pm");
-    let sent = requests(&server);
-    // The stack's 3 objects, then 4 per agent: namespace first.
-    assert_eq!(sent.len(), 3 + 4 * AGENTS.len(), "{sent:#?}");
+        .stdout_has("created Namespace/acme-agents")
+        .stdout_has("created StatefulSet/k8s-agent-pm")
+        .stdout_has(&format!("Applied: {total} created, 0 updated, 0 deleted"))
+        .stdout_has("k8s-agent-pm-0");
+    let sent = sent_of(&server, "PATCH");
+    assert_eq!(sent.len(), total, "{sent:#?}");
     assert_eq!(sent[0]["path"], "/api/v1/namespaces/acme-agents");
     for r in &sent {
-        assert_eq!(r["method"], "PATCH", "{r}");
         assert_eq!(r["query"]["fieldManager"], "agent-army", "{r}");
         assert_eq!(r["query"]["force"], "true", "{r}");
         assert_eq!(r["content_type"], "application/apply-patch+yaml", "{r}");
@@ -295,6 +378,8 @@ fn deploy_server_side_applies_every_rendered_object_and_destroy_deletes_by_label
         let labels = &r["body"]["metadata"]["labels"];
         assert_eq!(labels["agent-army/project"], "acme-agents", "{r}");
         assert_eq!(labels["agent-army/stack"], "k8s", "{r}");
+        let hash = &r["body"]["metadata"]["annotations"]["agent-army/applied-sha256"];
+        assert_eq!(hash.as_str().map(str::len), Some(64), "{r}");
     }
     let paths: Vec<&str> = sent.iter().map(|r| r["path"].as_str().unwrap()).collect();
     for expected in [
@@ -303,12 +388,20 @@ fn deploy_server_side_applies_every_rendered_object_and_destroy_deletes_by_label
         "/api/v1/namespaces/acme-agents/secrets/k8s-agent-pm-tailscale",
         "/api/v1/namespaces/acme-agents/secrets/k8s-agent-pm-gateway",
         "/api/v1/namespaces/acme-agents/configmaps/k8s-agent-pm-config",
+        "/api/v1/namespaces/acme-agents/services/k8s-agent-pm",
         "/apis/apps/v1/namespaces/acme-agents/statefulsets/k8s-agent-pm",
     ] {
         assert!(
             paths.contains(&expected),
             "{expected} not applied: {paths:#?}"
         );
+    }
+    // Each agent's Secrets and ConfigMap go before the StatefulSet that mounts them.
+    for a in AGENTS {
+        let at = |suffix: &str| paths.iter().position(|p| p.ends_with(suffix)).unwrap();
+        let sts = at(&format!("/statefulsets/k8s-{a}"));
+        assert!(at(&format!("/secrets/k8s-{a}-gateway")) < sts);
+        assert!(at(&format!("/configmaps/k8s-{a}-config")) < sts);
     }
     // The applied bodies are the rendered manifests with real values.
     let body = |path: &str| {
@@ -343,63 +436,165 @@ fn deploy_server_side_applies_every_rendered_object_and_destroy_deletes_by_label
         .filter(|d| !d.trim().is_empty())
         .map(|d| serde_saphyr::from_str(d).unwrap())
         .collect();
-    let sts = body("/apis/apps/v1/namespaces/acme-agents/statefulsets/k8s-agent-pm");
+    let mut sts = body("/apis/apps/v1/namespaces/acme-agents/statefulsets/k8s-agent-pm");
+    sts["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations");
     assert_eq!(docs.iter().find(|d| d["kind"] == "StatefulSet"), Some(&sts));
-
-    // A second deploy sends the same applies (the server merges; nothing is recreated).
-    http_json("POST", server.port, "/__fake/reset", Some("{}"));
-    p.run()
-        .env("KUBECONFIG", &kubeconfig)
-        .args(["-s", "k8s", "deploy", "--yes"])
-        .run()
-        .success();
-    let again = requests(&server);
-    assert_eq!(
-        again.iter().map(|r| &r["path"]).collect::<Vec<_>>(),
-        sent.iter().map(|r| &r["path"]).collect::<Vec<_>>()
+    // The token is in no output.
+    assert!(
+        !p.path()
+            .join(".agent-army")
+            .to_string_lossy()
+            .contains(&token)
     );
 
-    // destroy: by label, volumes and namespace kept unless asked.
+    // Unchanged: a plan says so and a deploy sends nothing but reads.
     http_json("POST", server.port, "/__fake/reset", Some("{}"));
-    p.run()
-        .env("KUBECONFIG", &kubeconfig)
+    run()
+        .args(["-s", "k8s", "plan", "--detailed-exitcode"])
+        .run()
+        .code(0)
+        .stdout_has("No changes");
+    run()
+        .args(["-s", "k8s", "deploy", "--yes"])
+        .run()
+        .success()
+        .stderr_has("No changes");
+    let again = requests(&server);
+    assert!(again.iter().all(|r| r["method"] == "GET"), "{again:#?}");
+
+    // One agent's workspace changes: its ConfigMap, and its StatefulSet (the pod template
+    // carries the config's hash, so the pod restarts with it); nothing else.
+    p.write("agents/pm/AGENTS.md", "# PM\n\nWrite shorter specs.\n");
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    run()
+        .args(["-s", "k8s", "deploy", "--yes"])
+        .run()
+        .success()
+        .stdout_has("Applied: 0 created, 2 updated, 0 deleted");
+    let patched: Vec<String> = sent_of(&server, "PATCH")
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        patched,
+        vec![
+            "/api/v1/namespaces/acme-agents/configmaps/k8s-agent-pm-config",
+            "/apis/apps/v1/namespaces/acme-agents/statefulsets/k8s-agent-pm",
+        ]
+    );
+
+    // An agent removed from the project: its objects go, its volume claims stay.
+    let project = p.read("agent-army.toml");
+    let cut = project.find("[[agents]]\nname = \"agent-tester\"").unwrap();
+    p.write("agent-army.toml", &project[..cut]);
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    run()
+        .args(["-s", "k8s", "deploy", "--yes"])
+        .run()
+        .success()
+        .stderr_has(
+            "- StatefulSet/k8s-agent-tester  (agent agent-tester, no longer in the project)",
+        )
+        .stderr_has("the volume claims of agent-tester stay")
+        .stdout_has("Applied: 0 created, 0 updated, 5 deleted");
+    let deleted: Vec<String> = sent_of(&server, "DELETE")
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        deleted[0], "/apis/apps/v1/namespaces/acme-agents/statefulsets/k8s-agent-tester",
+        "the pod stops before its Secrets go: {deleted:#?}"
+    );
+    assert_eq!(deleted.len(), 5, "{deleted:#?}");
+    let left = objects(&server);
+    assert!(!left.iter().any(|o| o.ends_with("/k8s-agent-tester")));
+    assert!(
+        left.contains(
+            &"/api/v1/namespaces/acme-agents/persistentvolumeclaims/data-k8s-agent-tester-0"
+                .to_string()
+        )
+    );
+
+    // destroy: object by object, volumes and namespace kept unless asked.
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    run()
         .args(["-s", "k8s", "destroy", "--yes"])
         .run()
         .success()
         .stderr_has("`--delete-volumes` removes them too");
-    let deletes = requests(&server);
-    let selector = "agent-army/project=acme-agents,agent-army/stack=k8s";
-    assert_eq!(deletes.len(), 4, "{deletes:#?}");
-    for r in &deletes {
-        assert_eq!(r["method"], "DELETE");
-        assert_eq!(r["query"]["labelSelector"], selector, "{r}");
-        assert!(
-            !r["path"]
-                .as_str()
-                .unwrap()
-                .contains("persistentvolumeclaims")
-        );
-    }
-    let left = http_json("GET", server.port, "/__fake/objects", None);
-    let left: Vec<&String> = left.as_object().unwrap().keys().collect();
-    assert_eq!(
-        left,
-        vec!["/api/v1/namespaces/acme-agents"],
-        "only the namespace stays"
+    let deletes = sent_of(&server, "DELETE");
+    assert_eq!(deletes.len(), 2 + AGENT_OBJECTS * 2, "{deletes:#?}");
+    assert!(deletes.iter().all(|r| {
+        !r["path"]
+            .as_str()
+            .unwrap()
+            .contains("persistentvolumeclaims")
+    }));
+    let left = objects(&server);
+    assert!(
+        left.contains(&"/api/v1/namespaces/acme-agents".to_string()),
+        "{left:#?}"
     );
+    assert!(
+        left.iter().all(
+            |o| o == "/api/v1/namespaces/acme-agents" || o.contains("/persistentvolumeclaims/")
+        ),
+        "only the namespace and the volume claims stay: {left:#?}"
+    );
+    // The claims of all three agents (pm and eng: data and tailscale; tester's too).
+    assert_eq!(left.len(), 1 + 2 * AGENTS.len(), "{left:#?}");
     http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    run()
+        .args(["-s", "k8s", "destroy", "--yes", "--delete-volumes"])
+        .run()
+        .success();
+    let deletes = sent_of(&server, "DELETE");
+    assert_eq!(
+        deletes.last().unwrap()["path"],
+        "/api/v1/namespaces/acme-agents"
+    );
+    assert_eq!(objects(&server), Vec::<String>::new());
+}
+
+#[test]
+fn a_namespace_the_stack_did_not_make_is_used_and_never_deleted() {
+    let p = example(None);
+    let server = fake_cluster(&p);
+    let kubeconfig = p.path().join("kubeconfig").display().to_string();
+    // Someone else's namespace, made before the stack without its labels.
+    http_json(
+        "POST",
+        server.port,
+        "/__fake/object",
+        Some(
+            r#"{"path":"/api/v1/namespaces/acme-agents","object":{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"acme-agents","labels":{"team":"platform"}}}}"#,
+        ),
+    );
+    p.run()
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["-s", "k8s", "deploy", "--yes"])
+        .run()
+        .success()
+        .stderr_has("namespace `acme-agents` exists without this stack's labels");
+    assert!(
+        !sent_of(&server, "PATCH")
+            .iter()
+            .any(|r| r["path"] == "/api/v1/namespaces/acme-agents"
+                && r["query"]["fieldManager"] == "agent-army"),
+        "the namespace is not applied over"
+    );
     p.run()
         .env("KUBECONFIG", &kubeconfig)
         .args(["-s", "k8s", "destroy", "--yes", "--delete-volumes"])
         .run()
-        .success();
-    let deletes = requests(&server);
-    assert!(deletes.iter().any(|r| r["path"]
-        == "/api/v1/namespaces/acme-agents/persistentvolumeclaims"
-        && r["query"]["labelSelector"] == selector));
+        .success()
+        .stderr_has("The namespace stays");
     assert_eq!(
-        deletes.last().unwrap()["path"],
-        "/api/v1/namespaces/acme-agents"
+        objects(&server),
+        vec!["/api/v1/namespaces/acme-agents".to_string()]
     );
 }
 
