@@ -150,11 +150,18 @@ pub fn sidecar_tailnet(s: &Status, hostname: &str, fqdn: &str) -> AgentTailnet {
 
 /// What a sidecar that is not connected says about the agent.
 pub fn sidecar_finding(pod: &str, namespace: &str, v: &SidecarView) -> Option<Finding> {
+    let logs = format!("`kubectl -n {namespace} logs {pod} -c tailscale`");
+    if let Some(e) = &v.error {
+        return Some(Finding {
+            unhealthy: true,
+            message: format!("cannot read the Tailscale sidecar's status: {e}"),
+            help: format!("see {logs}"),
+        });
+    }
     let state = v.backend_state.as_deref()?;
     if state == "Running" {
         return None;
     }
-    let logs = format!("`kubectl -n {namespace} logs {pod} -c tailscale`");
     Some(Finding {
         unhealthy: true,
         message: format!("the Tailscale sidecar is `{state}`, not connected to the tailnet"),

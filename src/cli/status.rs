@@ -512,9 +512,21 @@ async fn run_kubernetes(
                 Ok(out) if out.exit_code == Some(0) => {
                     tailnet::parse_status(&String::from_utf8_lossy(&out.stdout))
                 }
-                Ok(out) => Err(out
-                    .message
-                    .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string())),
+                // What the command said last, then how it ended.
+                Ok(out) => Err([
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
+                    out.message.unwrap_or_default(),
+                ]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(": ")),
             };
             (a.name.clone(), (gateway, status, check))
         }

@@ -616,3 +616,160 @@ fn deploy_names_a_kubeconfig_it_cannot_use() {
         .stderr_has("user `aws` authenticates with an exec credential plugin")
         .stderr_has("help: use a context whose user has a token");
 }
+
+/// What an agent's sidecar answers to `tailscale status --json`: the real-shaped fixture of a
+/// tailnet turned around, the agent's device as `Self` and this laptop its one active peer,
+/// reached directly or through the `fra` relay; `backend` is tailscaled's state.
+fn sidecar_status(agent: &str, direct: bool, backend: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("tests/fixtures/tailscale/status-healthy.json"))
+        .unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut laptop = doc["Self"].clone();
+    let me = doc["Peer"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|p| p["DNSName"] == format!("prod-{agent}.tail12345.ts.net."))
+        .unwrap()
+        .clone();
+    let mut me = me;
+    me["DNSName"] = format!("k8s-{agent}.tail12345.ts.net.").into();
+    me["HostName"] = format!("k8s-{agent}").into();
+    me["CurAddr"] = "".into();
+    laptop["Active"] = true.into();
+    laptop["CurAddr"] = if direct { "192.0.2.10:41641" } else { "" }.into();
+    laptop["Relay"] = "fra".into();
+    doc["TailscaleIPs"] = me["TailscaleIPs"].clone();
+    doc["BackendState"] = backend.into();
+    doc["Self"] = me;
+    doc["Peer"] = serde_json::json!({ laptop["PublicKey"].as_str().unwrap(): laptop });
+    doc.to_string()
+}
+
+fn set_exec(server: &Server, pod: &str, verb: &str, stdout: &str, code: i32) {
+    let doc = serde_json::json!({ "pod": pod, "verb": verb, "stdout": stdout, "code": code });
+    http_json("POST", server.port, "/__fake/exec", Some(&doc.to_string()));
+}
+
+#[test]
+fn status_reads_pods_and_each_sidecars_tailscale_by_exec() {
+    let p = example(None);
+    let server = fake_cluster(&p);
+    let kubeconfig = p.path().join("kubeconfig").display().to_string();
+    let run = || {
+        p.run()
+            .env("KUBECONFIG", &kubeconfig)
+            .env("PATH", "/usr/bin:/bin")
+    };
+    run().args(["-s", "k8s", "deploy", "--yes"]).run().success();
+    let gw = crate::ssh_status::Gateway::start();
+    gw.learn_tokens(run(), "k8s");
+    let fixture = |name: &str| {
+        std::fs::read_to_string(repo().join("tests/fixtures/tailscale").join(name)).unwrap()
+    };
+    // pm: direct, UDP works; eng: relayed, UDP blocked; tester: direct, hard NAT.
+    for (agent, direct, netcheck) in [
+        ("agent-pm", true, "netcheck-easy.json"),
+        ("agent-eng", false, "netcheck-no-udp.json"),
+        ("agent-tester", true, "netcheck-hard-nat.json"),
+    ] {
+        let pod = format!("k8s-{agent}-0");
+        set_exec(
+            &server,
+            &pod,
+            "status",
+            &sidecar_status(agent, direct, "Running"),
+            0,
+        );
+        set_exec(&server, &pod, "netcheck", &fixture(netcheck), 0);
+    }
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    let out = run()
+        .env("AGENT_ARMY_GATEWAY_PROBE_URL", gw.url())
+        .args(["-s", "k8s", "status", "--netcheck", "--output", "json"])
+        .run();
+    out.success();
+    let doc = out.json();
+    assert_eq!(doc["healthy"], true, "{doc:#}");
+    let agent = |name: &str| {
+        doc["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["agent"] == name)
+            .unwrap()
+            .clone()
+    };
+    let pm = agent("agent-pm");
+    assert_eq!(pm["cloud"], "running");
+    assert_eq!(pm["server_id"], "k8s-agent-pm-0");
+    assert_eq!(pm["tailnet"]["presence"], "online");
+    assert_eq!(pm["tailnet"]["device"]["link"]["kind"], "direct");
+    assert_eq!(pm["sidecar"]["backend_state"], "Running");
+    assert_eq!(pm["sidecar"]["direct_peers"], 1);
+    assert!(
+        pm["sidecar"]["ips"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("100.")
+    );
+    assert_eq!(pm["gateway"]["status"], 200);
+    assert_eq!(pm["gateway"]["authenticated"], true);
+    assert_eq!(pm["netcheck"]["udp"], true);
+    assert_eq!(pm["netcheck"]["relay_risk"], false);
+    let eng = agent("agent-eng");
+    assert_eq!(eng["tailnet"]["device"]["link"]["kind"], "relay");
+    assert_eq!(eng["sidecar"]["relayed_peers"], 1);
+    assert_eq!(eng["netcheck"]["udp"], false);
+    assert_eq!(eng["netcheck"]["relay_risk"], true);
+    let tester = agent("agent-tester");
+    assert_eq!(tester["netcheck"]["hard_nat"], true);
+    // Each read went by exec into the sidecar container, through tailscaled's socket.
+    let execs: Vec<serde_json::Value> = requests(&server)
+        .into_iter()
+        .filter(|r| r["path"].as_str().unwrap().ends_with("/exec"))
+        .collect();
+    assert_eq!(execs.len(), 2 * AGENTS.len(), "{execs:#?}");
+    for e in &execs {
+        assert_eq!(e["query"]["container"], "tailscale", "{e}");
+        assert_eq!(e["authorization"], format!("Bearer {FAKE_TOKEN}"));
+    }
+
+    // The table has the VMs' columns.
+    let out = run()
+        .env("AGENT_ARMY_GATEWAY_PROBE_URL", gw.url())
+        .args(["-s", "k8s", "status", "--netcheck"])
+        .run();
+    out.success()
+        .stdout_has("AGENT")
+        .stdout_has("ADDRESSES")
+        .stdout_has("relay fra")
+        .stdout_has("RELAY RISK")
+        .stdout_has("All 3 agents are healthy.");
+
+    // A sidecar that lost its login, and a pod whose agent crashes: unhealthy, with the fix.
+    set_exec(
+        &server,
+        "k8s-agent-pm-0",
+        "status",
+        &sidecar_status("agent-pm", true, "NeedsLogin"),
+        0,
+    );
+    http_json(
+        "POST",
+        server.port,
+        "/__fake/pod",
+        Some(
+            r#"{"pod":"k8s-agent-eng-0","phase":"Running","ready":false,"waiting":"CrashLoopBackOff","container":"openclaw"}"#,
+        ),
+    );
+    let out = run()
+        .env("AGENT_ARMY_GATEWAY_PROBE_URL", gw.url())
+        .args(["-s", "k8s", "status"])
+        .run();
+    out.code(1)
+        .stdout_has("the Tailscale sidecar is `NeedsLogin`")
+        .stdout_has("pod k8s-agent-eng-0 is CrashLoopBackOff (openclaw)")
+        .stdout_has("kubectl -n acme-agents logs k8s-agent-eng-0 --all-containers")
+        .stdout_has("2 of 3 agents unhealthy.");
+}
