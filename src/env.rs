@@ -57,9 +57,11 @@ pub mod vars {
     /// Where state lives, overriding the files' `[state]`: `local`, or
     /// `s3://BUCKET[/PREFIX][?region=R&path_style=true]`.
     pub const STATE: &str = "AGENT_ARMY_STATE";
-    /// Kubernetes stacks: the kubeconfig file (the first of a `:`-separated list is read),
+    /// Kubernetes stacks: the kubeconfig files (a `:`-separated list, merged as kubectl does),
     /// else `~/.kube/config`.
     pub const KUBECONFIG: &str = "KUBECONFIG";
+    /// Set for an exec credential plugin (never read): the `ExecCredential` request.
+    pub const KUBERNETES_EXEC_INFO: &str = "KUBERNETES_EXEC_INFO";
     /// Set in every pod: the in-cluster API server, used when there is no kubeconfig.
     pub const KUBERNETES_SERVICE_HOST: &str = "KUBERNETES_SERVICE_HOST";
     pub const KUBERNETES_SERVICE_PORT: &str = "KUBERNETES_SERVICE_PORT";

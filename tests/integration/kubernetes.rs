@@ -599,22 +599,79 @@ fn a_namespace_the_stack_did_not_make_is_used_and_never_deleted() {
 }
 
 #[test]
-fn deploy_names_a_kubeconfig_it_cannot_use() {
+fn an_exec_credential_plugin_is_run_as_kubectl_runs_it_and_a_missing_one_is_named() {
     let p = example(None);
+    let server = fake_cluster(&p);
+    // A plugin next to the kubeconfig (a relative command is relative to its folder), which
+    // records what it was told and answers the fake's token.
     p.write(
-        "kubeconfig",
-        "apiVersion: v1\ncurrent-context: eks\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\ncontexts:\n- name: eks\n  context:\n    cluster: c\n    user: aws\nusers:\n- name: aws\n  user:\n    exec:\n      command: aws\n",
+        "auth/get-token",
+        &format!(
+            "#!/bin/sh\nprintf '%s' \"$KUBERNETES_EXEC_INFO\" > \"$(dirname \"$0\")/exec-info.json\"\nprintf '%s %s' \"$1\" \"$CLUSTER_NAME\" > \"$(dirname \"$0\")/args\"\nprintf '%s' '{{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{FAKE_TOKEN}\"}}}}'\n"
+        ),
     );
-    p.run()
-        .env(
-            "KUBECONFIG",
-            p.path().join("kubeconfig").display().to_string(),
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        p.path().join("auth/get-token"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let config = |command: &str| {
+        format!(
+            "apiVersion: v1\ncurrent-context: eks\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{}\ncontexts:\n- name: eks\n  context:\n    cluster: c\n    user: aws\nusers:\n- name: aws\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {command}\n      args: [\"token\"]\n      env:\n      - name: CLUSTER_NAME\n        value: agents\n      provideClusterInfo: true\n      installHint: install the AWS CLI (https://aws.amazon.com/cli/)\n",
+            server.port
         )
+    };
+    p.write("auth/kubeconfig", &config("./get-token"));
+    let kubeconfig = p.path().join("auth/kubeconfig").display().to_string();
+    p.run()
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["-s", "k8s", "plan"])
+        .run()
+        .success()
+        .stdout_has("Plan: 18 to add");
+    let reads = requests(&server);
+    assert!(!reads.is_empty());
+    for r in &reads {
+        assert_eq!(r["authorization"], format!("Bearer {FAKE_TOKEN}"), "{r}");
+    }
+    let info: serde_json::Value = serde_json::from_str(&p.read("auth/exec-info.json")).unwrap();
+    assert_eq!(info["kind"], "ExecCredential");
+    assert_eq!(info["apiVersion"], "client.authentication.k8s.io/v1");
+    assert_eq!(info["spec"]["interactive"], false);
+    assert_eq!(
+        info["spec"]["cluster"]["server"],
+        format!("http://127.0.0.1:{}", server.port)
+    );
+    assert_eq!(p.read("auth/args"), "token agents");
+
+    // A plugin that is not installed: named, with its own install hint.
+    p.write("auth/kubeconfig", &config("aws-iam-authenticator-not-here"));
+    p.run()
+        .env("KUBECONFIG", &kubeconfig)
         .args(["-s", "k8s", "deploy", "--yes"])
         .run()
         .code(3)
-        .stderr_has("user `aws` authenticates with an exec credential plugin")
-        .stderr_has("help: use a context whose user has a token");
+        .stderr_has("the exec credential plugin `aws-iam-authenticator-not-here` failed: `aws-iam-authenticator-not-here` is not installed")
+        .stderr_has("help: install the AWS CLI (https://aws.amazon.com/cli/)");
+
+    // KUBECONFIG lists files: merged, the first definition winning; a missing one is skipped.
+    p.write(
+        "auth/second",
+        "apiVersion: v1\ncurrent-context: nowhere\nclusters:\n- name: c\n  cluster:\n    server: https://shadowed.invalid\n",
+    );
+    p.write("auth/kubeconfig", &config("./get-token"));
+    let list = format!(
+        "{kubeconfig}:{}:{}",
+        p.path().join("auth/missing").display(),
+        p.path().join("auth/second").display()
+    );
+    p.run()
+        .env("KUBECONFIG", &list)
+        .args(["-s", "k8s", "plan"])
+        .run()
+        .success()
+        .stdout_has("(context `eks`)");
 }
 
 /// What an agent's sidecar answers to `tailscale status --json`: the real-shaped fixture of a

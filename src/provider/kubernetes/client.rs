@@ -74,6 +74,13 @@ impl KubeClient {
         match &target.auth {
             Auth::None => {}
             Auth::Token(t) => token = Some(t.clone()),
+            // `kubeconfig::resolve` runs the plugin before a client is made.
+            Auth::Exec(plugin) => {
+                return Err(KubeError::Exec {
+                    path: target.server.clone(),
+                    message: format!("the credential plugin `{}` was not run", plugin.command),
+                });
+            }
             Auth::ClientCert { cert, key } => {
                 let mut pem = cert.clone();
                 pem.push(b'\n');
