@@ -300,9 +300,6 @@ pub fn from_files(
         .first()
         .map(|(p, _)| p.clone())
         .ok_or(KubeconfigError::None)?;
-    let lookup = |name: &str, pick: fn(&File, &str) -> bool| {
-        parsed.iter().find(|(_, f)| pick(f, name)).map(|(p, _)| *p)
-    };
     let current = parsed
         .iter()
         .find_map(|(_, f)| f.current_context.clone().filter(|c| !c.is_empty()));
@@ -341,7 +338,6 @@ pub fn from_files(
         path: ctx.path.to_path_buf(),
         what,
     };
-    let _ = lookup;
     let cluster = parsed
         .iter()
         .find_map(|(p, f)| {
