@@ -189,6 +189,7 @@ pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
             Command::Status(a) => status::run(&ctx, a).await,
             Command::Ssh(a) => ssh::run(&ctx, a).await,
             Command::Outputs(a) => kubernetes::outputs(&ctx, a).await,
+            Command::Logs(a) => kubernetes::logs(&ctx, a).await,
             Command::Destroy(a) => kubernetes::destroy(&ctx, a).await,
             _ => Err(Error::NotOnKubernetes {
                 command: command.into(),

@@ -218,7 +218,7 @@ fn kubernetes_stack_validates_and_refuses_the_vm_only_commands() {
         .run()
         .success()
         .stdout_has("agent-pm: manifests");
-    for cmd in [vec!["logs", "pm"], vec!["pair", "pm"], vec!["open", "pm"]] {
+    for cmd in [vec!["pair", "pm"], vec!["open", "pm"]] {
         let mut args = vec!["-s", "k8s"];
         args.extend(cmd.iter().copied());
         p.run().args(&args).run().code(3).stderr_has(&format!(
@@ -829,4 +829,49 @@ fn status_reads_pods_and_each_sidecars_tailscale_by_exec() {
         .stdout_has("pod k8s-agent-eng-0 is CrashLoopBackOff (openclaw)")
         .stdout_has("kubectl -n acme-agents logs k8s-agent-eng-0 --all-containers")
         .stdout_has("2 of 3 agents unhealthy.");
+}
+
+#[test]
+fn logs_come_from_the_openclaw_container_through_the_api_server() {
+    let p = example(None);
+    let server = fake_cluster(&p);
+    let kubeconfig = p.path().join("kubeconfig").display().to_string();
+    let run = || p.run().env("KUBECONFIG", &kubeconfig);
+    run().args(["-s", "k8s", "deploy", "--yes"]).run().success();
+    let lines: Vec<String> = (1..=5).map(|i| format!("gateway line {i}")).collect();
+    let doc =
+        serde_json::json!({ "pod": "k8s-agent-pm-0", "container": "openclaw", "lines": lines });
+    http_json("POST", server.port, "/__fake/log", Some(&doc.to_string()));
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    let out = run()
+        .args(["-s", "k8s", "logs", "pm", "-n", "2", "--since", "1h ago"])
+        .run();
+    out.success();
+    assert_eq!(out.stdout, "gateway line 4\ngateway line 5\n");
+    let asked = requests(&server);
+    assert_eq!(asked.len(), 1, "{asked:#?}");
+    assert_eq!(
+        asked[0]["path"],
+        "/api/v1/namespaces/acme-agents/pods/k8s-agent-pm-0/log"
+    );
+    assert_eq!(asked[0]["query"]["container"], "openclaw");
+    assert_eq!(asked[0]["query"]["tailLines"], "2");
+    assert_eq!(asked[0]["query"]["sinceSeconds"], "3600");
+    let out = run()
+        .args(["-s", "k8s", "--output", "json", "logs", "pm", "-n", "1"])
+        .run();
+    out.success();
+    let line: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(line["message"], "gateway line 5");
+    assert_eq!(line["time"], "2026-11-30T04:00:00.000000000Z");
+    run()
+        .args(["-s", "k8s", "logs", "eng", "--follow", "--print"])
+        .run()
+        .success()
+        .stdout_has("kubectl -n acme-agents logs k8s-agent-eng-0 -c openclaw --tail=100 --follow");
+    run()
+        .args(["-s", "k8s", "logs", "pm", "--since", "yesterday"])
+        .run()
+        .code(64)
+        .stderr_has("on a Kubernetes stack it is a duration");
 }

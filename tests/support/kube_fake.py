@@ -16,6 +16,8 @@ API (the subset agent-army uses, shaped as the real server answers):
          ?labelSelector=k=v,k2=v2: a List of the matching objects (items without kind)
   DELETE one object: removes it (a StatefulSet takes its pod along, never its claims; a
          namespace takes everything in it); a collection with ?labelSelector=: the matching ones
+  GET    /api/v1/namespaces/{ns}/pods/{pod}/log?container=&tailLines=&timestamps=: the lines
+         set for the container (text/plain)
   GET    /api/v1/namespaces/{ns}/pods/{pod}/exec?container=&command=... with a WebSocket
          upgrade (subprotocol v4.channel.k8s.io): answers the output set for the pod and the
          command's verb (`status`, `netcheck`) on channel 1, then the Status on channel 3
@@ -28,6 +30,7 @@ Control (not part of the API):
   POST /__fake/exec      {"pod", "verb", "stdout", "code"}: what an exec of that verb prints
   POST /__fake/pod       {"pod", "phase", "ready", "waiting"}: a pod's status
   POST /__fake/object    {"path", "object"}: an object someone else made
+  POST /__fake/log       {"pod", "container", "lines"}: a container's log
 """
 import base64
 import hashlib
@@ -42,6 +45,7 @@ LOCK = threading.Lock()
 REQUESTS = []
 OBJECTS = {}
 EXEC = {}
+LOGS = {}
 TOKEN = ""
 PLURALS = {"namespaces", "secrets", "configmaps", "services", "statefulsets",
            "networkpolicies", "persistentvolumeclaims", "pods"}
@@ -131,6 +135,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.apply(url.path, query, body)
         if self.command == "DELETE":
             return self.delete(url.path, query)
+        if self.command == "GET" and url.path.endswith("/log"):
+            return self.log(url.path, query)
         if self.command == "GET" and url.path.endswith("/exec"):
             return self.exec(url.path, url.query)
         if self.command == "GET":
@@ -176,6 +182,26 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(*status(404, "NotFound", f"{path} not found"))
         self.send(200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
                         "items": items})
+
+    def log(self, path, query):
+        pod_path = path.rsplit("/", 1)[0]
+        pod = pod_path.rsplit("/", 1)[-1]
+        with LOCK:
+            exists = pod_path in OBJECTS
+            lines = list(LOGS.get((pod, query.get("container", "")), []))
+        if not exists:
+            return self.send(*status(404, "NotFound", f'pods "{pod}" not found'))
+        tail = int(query.get("tailLines", "0") or 0)
+        if tail:
+            lines = lines[-tail:]
+        if query.get("timestamps") == "true":
+            lines = [f"2026-11-30T04:00:{i:02d}.000000000Z {l}" for i, l in enumerate(lines)]
+        body = "".join(l + "\n" for l in lines).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def exec(self, path, raw_query):
         query = urllib.parse.parse_qs(raw_query)
@@ -252,9 +278,12 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/__fake/reset":
                 REQUESTS.clear()
                 return self.send(200, {})
-        if path in ("/__fake/exec", "/__fake/pod", "/__fake/object"):
+        if path in ("/__fake/exec", "/__fake/pod", "/__fake/object", "/__fake/log"):
             doc = json.loads(raw or b"{}")
             with LOCK:
+                if path == "/__fake/log":
+                    LOGS[(doc["pod"], doc["container"])] = doc["lines"]
+                    return self.send(200, {})
                 if path == "/__fake/object":
                     OBJECTS[doc["path"]] = doc["object"]
                     return self.send(200, {})

@@ -191,6 +191,44 @@ impl KubeClient {
         }
     }
 
+    /// GET `path` and hand each chunk of the body to `sink` as it arrives (a followed log
+    /// streams until the server ends it).
+    pub async fn stream(&self, path: &str, mut sink: impl FnMut(&[u8])) -> Result<(), KubeError> {
+        let http = |source| KubeError::Http {
+            method: "GET",
+            path: path.to_string(),
+            source,
+        };
+        let mut req = self
+            .http
+            .get(format!("{}{path}", self.server))
+            // A followed log has no end: only the connection has a timeout.
+            .timeout(Duration::from_secs(60 * 60 * 24 * 365));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let mut resp = req.send().await.map_err(http)?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let text = resp.text().await.map_err(http)?;
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Err(KubeError::Api {
+                method: "GET",
+                path: path.to_string(),
+                status,
+                reason: body["reason"].as_str().unwrap_or_default().to_string(),
+                message: body["message"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| text.chars().take(300).collect()),
+            });
+        }
+        while let Some(chunk) = resp.chunk().await.map_err(http)? {
+            sink(&chunk);
+        }
+        Ok(())
+    }
+
     /// Run a command in a container (`path` from [`super::exec_path`]) over a WebSocket, as
     /// `kubectl exec` does, and collect what it prints until the API server closes the stream.
     pub async fn exec(&self, path: &str) -> Result<ExecOutput, KubeError> {

@@ -176,6 +176,34 @@ pub fn delete(kind: &str, namespace: &str, name: &str) -> Result<Request, ApiErr
     ))
 }
 
+/// The path of a container's log: the last `tail` lines, then (with `follow`) what comes,
+/// only lines newer than `since_seconds` when given, each line prefixed with its RFC 3339 time
+/// with `timestamps`.
+pub fn log_path(
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    tail: u32,
+    follow: bool,
+    since_seconds: Option<u64>,
+    timestamps: bool,
+) -> String {
+    let mut path = format!(
+        "/api/v1/namespaces/{namespace}/pods/{pod}/log?container={}&tailLines={tail}",
+        encode_query(container)
+    );
+    if follow {
+        path.push_str("&follow=true");
+    }
+    if let Some(s) = since_seconds {
+        path.push_str(&format!("&sinceSeconds={s}"));
+    }
+    if timestamps {
+        path.push_str("&timestamps=true");
+    }
+    path
+}
+
 /// The path of an exec in one container (stdout and stderr, no stdin, no TTY), as `kubectl
 /// exec` asks it: one `command` parameter per argument.
 pub fn exec_path(namespace: &str, pod: &str, container: &str, command: &[&str]) -> String {
@@ -263,6 +291,22 @@ mod tests {
             "/api/v1/namespaces/agents/persistentvolumeclaims/data-dev-pm-0"
         );
         assert!(list("Ingress", "agents", sel).is_err());
+        assert_eq!(
+            log_path(
+                "agents",
+                "dev-pm-0",
+                "openclaw",
+                100,
+                true,
+                Some(3600),
+                true
+            ),
+            "/api/v1/namespaces/agents/pods/dev-pm-0/log?container=openclaw&tailLines=100&follow=true&sinceSeconds=3600&timestamps=true"
+        );
+        assert_eq!(
+            log_path("agents", "dev-pm-0", "openclaw", 5, false, None, false),
+            "/api/v1/namespaces/agents/pods/dev-pm-0/log?container=openclaw&tailLines=5"
+        );
         assert_eq!(
             exec_path(
                 "agents",
