@@ -180,6 +180,23 @@ fn sidecar_passwd() -> String {
     )
 }
 
+/// The container the agent runs in (`pair` and `logs` go to it).
+pub const MAIN: &str = "openclaw";
+
+/// The command line that runs the openclaw CLI in the OpenClaw container with the gateway's
+/// environment, as the VMs' `openclaw-agent` does (for an exec).
+pub fn openclaw_cli(args: &[&str]) -> Vec<String> {
+    let words: Vec<String> = args.iter().map(|a| sh_quote(a)).collect();
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!(
+            "set -a; . {GATEWAY_ENV_DIR}/{GATEWAY_ENV_KEY}; set +a; cd \"$HOME\"; exec openclaw {}",
+            words.join(" ")
+        ),
+    ]
+}
+
 /// The user `agent-army ssh` logs in as on a Kubernetes stack's sidecar.
 pub fn ssh_user(k: &KubernetesSettings) -> &'static str {
     match k.tailscale_mode {
@@ -393,7 +410,7 @@ pub fn agent_objects(
         m.push(json!({ "name": "gateway-env", "mountPath": GATEWAY_ENV_DIR, "readOnly": true }));
     }
     let openclaw = json!({
-        "name": "openclaw",
+        "name": MAIN,
         "image": k.node_image,
         "imagePullPolicy": "Always",
         "command": [

@@ -211,21 +211,19 @@ fn checkov_finds_nothing_on_the_main_container() {
 }
 
 #[test]
-fn kubernetes_stack_validates_and_refuses_the_vm_only_commands() {
+fn kubernetes_stack_validates_opens_and_leaves_cloud_stacks_alone() {
     let p = example(None);
     p.run()
         .args(["-s", "k8s", "validate"])
         .run()
         .success()
         .stdout_has("agent-pm: manifests");
-    for cmd in [vec!["pair", "pm"], vec!["open", "pm"]] {
-        let mut args = vec!["-s", "k8s"];
-        args.extend(cmd.iter().copied());
-        p.run().args(&args).run().code(3).stderr_has(&format!(
-            "`{}` does not drive Kubernetes stacks yet",
-            cmd[0]
-        ));
-    }
+    // `open` needs no cluster: the name and the token (from state) are the VMs'.
+    p.run()
+        .args(["-s", "k8s", "open", "pm"])
+        .run()
+        .success()
+        .stdout_has("https://k8s-agent-pm.tail12345.ts.net/");
     // The cloud stacks are untouched by it, and refuse its flag.
     p.run().args(["-s", "dev", "plan"]).run().success();
     p.run()
@@ -874,4 +872,60 @@ fn logs_come_from_the_openclaw_container_through_the_api_server() {
         .run()
         .code(64)
         .stderr_has("on a Kubernetes stack it is a duration");
+}
+
+#[test]
+fn pair_runs_the_openclaw_cli_in_the_agents_container_by_exec() {
+    let p = example(None);
+    let server = fake_cluster(&p);
+    let kubeconfig = p.path().join("kubeconfig").display().to_string();
+    let run = || p.run().env("KUBECONFIG", &kubeconfig);
+    run().args(["-s", "k8s", "deploy", "--yes"]).run().success();
+    let list = r#"{"pending":[{"requestId":"r-1","deviceId":"d-1","clientId":"openclaw-control-ui","platform":"Linux x86_64","remoteIp":"100.101.0.2","role":"operator","scopes":["operator.read"]}],"paired":[]}"#;
+    set_exec(&server, "k8s-agent-pm-0", "devices list", list, 0);
+    set_exec(
+        &server,
+        "k8s-agent-pm-0",
+        "devices approve",
+        r#"{"requestId":"r-1","device":{"deviceId":"d-1"}}"#,
+        0,
+    );
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    run()
+        .args(["-s", "k8s", "pair", "pm"])
+        .run()
+        .success()
+        .stdout_has("r-1  openclaw-control-ui on Linux x86_64 from 100.101.0.2");
+    run()
+        .args(["-s", "k8s", "pair", "pm", "--yes"])
+        .run()
+        .success()
+        .stdout_has("Approved request r-1 on agent-pm (device d-1)");
+    let execs: Vec<serde_json::Value> = requests(&server)
+        .into_iter()
+        .filter(|r| r["path"].as_str().unwrap().ends_with("/exec"))
+        .collect();
+    assert_eq!(execs.len(), 3, "{execs:#?}");
+    for e in &execs {
+        assert_eq!(
+            e["path"],
+            "/api/v1/namespaces/acme-agents/pods/k8s-agent-pm-0/exec"
+        );
+        assert_eq!(e["query"]["container"], "openclaw", "{e}");
+    }
+    // The command is the gateway's environment, then the openclaw CLI (query values are
+    // the last `command` here: the shell line).
+    let line = execs[2]["query"]["command"].as_str().unwrap();
+    assert_eq!(
+        line,
+        "set -a; . /etc/openclaw-agent/agent.env; set +a; cd \"$HOME\"; exec openclaw devices approve r-1 --json"
+    );
+    // A pod that does not answer: the error names what to look at.
+    set_exec(&server, "k8s-agent-eng-0", "devices list", "", 1);
+    run()
+        .args(["-s", "k8s", "pair", "eng"])
+        .run()
+        .code(1)
+        .stderr_has("`openclaw devices list --json` exited with 1")
+        .stderr_has("kubectl -n acme-agents exec k8s-agent-eng-0 -c openclaw");
 }

@@ -20,7 +20,8 @@ API (the subset agent-army uses, shaped as the real server answers):
          set for the container (text/plain)
   GET    /api/v1/namespaces/{ns}/pods/{pod}/exec?container=&command=... with a WebSocket
          upgrade (subprotocol v4.channel.k8s.io): answers the output set for the pod and the
-         command's verb (`status`, `netcheck`) on channel 1, then the Status on channel 3
+         command's verb (`status`, `netcheck`, `devices list`, `devices approve`) on
+         channel 1, stderr on 2, then the Status on channel 3
 Auth: `Authorization: Bearer TOKEN`, else 401 with a Status.
 
 Control (not part of the API):
@@ -207,7 +208,9 @@ class Handler(BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(raw_query)
         pod = path.split("/")[-2]
         command = query.get("command", [])
-        verb = next((c for c in command if c in ("status", "netcheck")), "")
+        line = " ".join(command)
+        verb = next((v for v in ("devices list", "devices approve", "status", "netcheck")
+                     if v in line), "")
         if self.headers.get("Upgrade", "").lower() != "websocket":
             return self.send(*status(400, "BadRequest", "exec needs a WebSocket upgrade"))
         with LOCK:
