@@ -150,13 +150,14 @@ const APPLY_CONCURRENCY: usize = 16;
 /// objects at once (each agent's in order: Secrets and ConfigMap before the StatefulSet that
 /// mounts them), then the deletes of what the project no longer has. The first failure stops
 /// the run; what came before stays applied, and the next `deploy` plans from there.
-pub async fn apply(planned: &Planned, namespace: &str) -> Result<Vec<Done>> {
+pub async fn apply(session: &Session, planned: &Planned, namespace: &str) -> Result<Vec<Done>> {
     use futures_util::StreamExt;
     let client = &planned.client;
     let mut done = Vec::new();
     let request = |c: &Change| -> Result<Request> {
         match (c.action, c.desired) {
-            (Action::Create | Action::Update, Some(i)) => kube::apply(&planned.objects[i]),
+            (Action::Create, Some(i)) => kube::apply(&planned.objects[i], false),
+            (Action::Update, Some(i)) => kube::apply(&planned.objects[i], true),
             _ => kube::delete(&c.kind, namespace, &c.name),
         }
         .map_err(|e| Error::Input(format!("cannot {:?} {}/{}: {e}", c.action, c.kind, c.name)))
@@ -215,10 +216,19 @@ pub async fn apply(planned: &Planned, namespace: &str) -> Result<Vec<Done>> {
         done.extend(r?);
     }
     drop(agents);
-    // Deletes last, in the listed order (the StatefulSet before what its pod mounts).
+    // Deletes last, in the listed order: the StatefulSets, gone before what their pods mount.
+    let mut stopping = Vec::new();
     for c in changes.iter().filter(|c| c.action == Action::Delete) {
-        done.push(send(c).await?);
+        if c.kind != "StatefulSet" && !stopping.is_empty() {
+            wait_gone(session, client, &std::mem::take(&mut stopping)).await?;
+        }
+        let d = send(c).await?;
+        if c.kind == "StatefulSet" {
+            stopping.push(d.path.clone());
+        }
+        done.push(d);
     }
+    wait_gone(session, client, &stopping).await?;
     Ok(done)
 }
 
@@ -290,11 +300,53 @@ pub async fn destroy_requests(session: &Session, delete_volumes: bool) -> Result
     })
 }
 
-/// Send `requests` one after the other; the first failure stops the run.
-pub async fn send(client: &KubeClient, requests: Vec<(String, Request)>) -> Result<Vec<Done>> {
+/// How long a deleted StatefulSet may take to go (its pod's grace period is 30 s).
+const GONE_WITHIN: Duration = Duration::from_secs(180);
+
+/// Wait until the objects at `paths` are gone (GET answers 404). A foreground delete only marks
+/// a StatefulSet; it goes once its pod has stopped, and only then may the Secrets the pod
+/// mounts go.
+async fn wait_gone(session: &Session, client: &KubeClient, paths: &[String]) -> Result<()> {
+    let poll = session.env.poll_interval();
+    let start = tokio::time::Instant::now();
+    for path in paths {
+        let get = Request {
+            method: "GET",
+            path: path.split('?').next().unwrap_or(path).to_string(),
+            content_type: None,
+            body: None,
+        };
+        while client.get_opt(&get).await?.is_some() {
+            if start.elapsed() > GONE_WITHIN {
+                return Err(Error::Input(format!(
+                    "{} is still there {}s after its delete: its pod does not stop (see `kubectl describe` on it); nothing after it was deleted",
+                    get.path,
+                    GONE_WITHIN.as_secs()
+                )));
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+    Ok(())
+}
+
+/// Send `requests` one after the other, waiting for each deleted StatefulSet to be gone before
+/// what follows it; the first failure stops the run.
+pub async fn send(
+    session: &Session,
+    client: &KubeClient,
+    requests: Vec<(String, Request)>,
+) -> Result<Vec<Done>> {
     let mut done = Vec::new();
+    let mut stopping = Vec::new();
     for (what, r) in requests {
+        if !what.starts_with("StatefulSet/") && !stopping.is_empty() {
+            wait_gone(session, client, &std::mem::take(&mut stopping)).await?;
+        }
         client.send(&r).await?;
+        if what.starts_with("StatefulSet/") {
+            stopping.push(r.path.clone());
+        }
         done.push(Done {
             method: r.method,
             path: r.path,
@@ -302,6 +354,7 @@ pub async fn send(client: &KubeClient, requests: Vec<(String, Request)>) -> Resu
             action: Action::Delete,
         });
     }
+    wait_gone(session, client, &stopping).await?;
     Ok(done)
 }
 

@@ -146,7 +146,7 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
         "Server-side apply these changes (field manager `agent-army`)? Type `yes`:",
         "yes",
     )?;
-    let done = kube::apply(&planned, &namespace).await?;
+    let done = kube::apply(&session, &planned, &namespace).await?;
     report(ctx, "applied", &done);
     if !ctx.json() && !ctx.global.quiet {
         println!(
@@ -244,7 +244,7 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
         &format!("Type the stack name (`{stack}`) to confirm:"),
         &stack,
     )?;
-    let done = kube::send(&d.client, d.requests).await?;
+    let done = kube::send(&session, &d.client, d.requests).await?;
     report(ctx, "deleted", &done);
     Ok(ExitStatus::Success)
 }

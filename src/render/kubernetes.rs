@@ -124,7 +124,7 @@ pub fn stack_objects(config: &Config, k: &KubernetesSettings) -> Vec<Value> {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
             "metadata": {
-                "name": format!("{}-restricted", config.stack),
+                "name": format!("{}-{}-restricted", config.project, config.stack),
                 "namespace": k.namespace,
                 "labels": labels,
             },
@@ -155,7 +155,7 @@ pub fn stack_objects(config: &Config, k: &KubernetesSettings) -> Vec<Value> {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
             "metadata": {
-                "name": format!("{}-tailscale-udp", config.stack),
+                "name": format!("{}-{}-tailscale-udp", config.project, config.stack),
                 "namespace": k.namespace,
                 "labels": labels,
             },

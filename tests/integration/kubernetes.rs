@@ -311,6 +311,16 @@ fn sent_of(server: &Server, method: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+#[track_caller]
+fn assert_no_secret_deleted_under_a_running_pod(server: &Server) {
+    let v = http_json("GET", server.port, "/__fake/violations", None);
+    assert_eq!(
+        v,
+        serde_json::json!([]),
+        "Secrets deleted under a stopping pod"
+    );
+}
+
 fn objects(server: &Server) -> Vec<String> {
     let left = http_json("GET", server.port, "/__fake/objects", None);
     left.as_object().unwrap().keys().cloned().collect()
@@ -370,7 +380,8 @@ fn plan_deploy_apply_only_what_changed_prune_removed_agents_and_destroy_by_label
     assert_eq!(sent[0]["path"], "/api/v1/namespaces/acme-agents");
     for r in &sent {
         assert_eq!(r["query"]["fieldManager"], "agent-army", "{r}");
-        assert_eq!(r["query"]["force"], "true", "{r}");
+        // A create does not force: an object someone else made conflicts instead.
+        assert!(r["query"].get("force").is_none(), "{r}");
         assert_eq!(r["content_type"], "application/apply-patch+yaml", "{r}");
         assert_eq!(r["authorization"], format!("Bearer {FAKE_TOKEN}"));
         let labels = &r["body"]["metadata"]["labels"];
@@ -381,8 +392,8 @@ fn plan_deploy_apply_only_what_changed_prune_removed_agents_and_destroy_by_label
     }
     let paths: Vec<&str> = sent.iter().map(|r| r["path"].as_str().unwrap()).collect();
     for expected in [
-        "/apis/networking.k8s.io/v1/namespaces/acme-agents/networkpolicies/k8s-restricted",
-        "/apis/networking.k8s.io/v1/namespaces/acme-agents/networkpolicies/k8s-tailscale-udp",
+        "/apis/networking.k8s.io/v1/namespaces/acme-agents/networkpolicies/acme-agents-k8s-restricted",
+        "/apis/networking.k8s.io/v1/namespaces/acme-agents/networkpolicies/acme-agents-k8s-tailscale-udp",
         "/api/v1/namespaces/acme-agents/secrets/k8s-agent-pm-tailscale",
         "/api/v1/namespaces/acme-agents/secrets/k8s-agent-pm-gateway",
         "/api/v1/namespaces/acme-agents/configmaps/k8s-agent-pm-config",
@@ -472,6 +483,12 @@ fn plan_deploy_apply_only_what_changed_prune_removed_agents_and_destroy_by_label
         .run()
         .success()
         .stdout_has("Applied: 0 created, 2 updated, 0 deleted");
+    // An update forces: it takes back what another manager changed on agent-army's objects.
+    assert!(
+        sent_of(&server, "PATCH")
+            .iter()
+            .all(|r| r["query"]["force"] == "true")
+    );
     let patched: Vec<String> = sent_of(&server, "PATCH")
         .iter()
         .map(|r| r["path"].as_str().unwrap().to_string())
@@ -507,6 +524,13 @@ fn plan_deploy_apply_only_what_changed_prune_removed_agents_and_destroy_by_label
         "the pod stops before its Secrets go: {deleted:#?}"
     );
     assert_eq!(deleted.len(), 5, "{deleted:#?}");
+    // The StatefulSet was read until it was gone (its pod stopped) before its Secrets went.
+    assert_no_secret_deleted_under_a_running_pod(&server);
+    assert!(
+        requests(&server).iter().any(|r| r["method"] == "GET"
+            && r["path"] == "/apis/apps/v1/namespaces/acme-agents/statefulsets/k8s-agent-tester"),
+        "the StatefulSet's going was not waited for"
+    );
     let left = objects(&server);
     assert!(!left.iter().any(|o| o.ends_with("/k8s-agent-tester")));
     assert!(
@@ -525,6 +549,7 @@ fn plan_deploy_apply_only_what_changed_prune_removed_agents_and_destroy_by_label
         .stderr_has("`--delete-volumes` removes them too");
     let deletes = sent_of(&server, "DELETE");
     assert_eq!(deletes.len(), 2 + AGENT_OBJECTS * 2, "{deletes:#?}");
+    assert_no_secret_deleted_under_a_running_pod(&server);
     assert!(deletes.iter().all(|r| {
         !r["path"]
             .as_str()
@@ -928,4 +953,30 @@ fn pair_runs_the_openclaw_cli_in_the_agents_container_by_exec() {
         .code(1)
         .stderr_has("`openclaw devices list --json` exited with 1")
         .stderr_has("kubectl -n acme-agents exec k8s-agent-eng-0 -c openclaw");
+}
+
+#[test]
+fn an_object_someone_else_made_under_an_agents_name_is_not_taken_over() {
+    let p = example(None);
+    let server = fake_cluster(&p);
+    let kubeconfig = p.path().join("kubeconfig").display().to_string();
+    let theirs = r#"{"path":"/api/v1/namespaces/acme-agents/secrets/k8s-agent-pm-gateway","object":{"apiVersion":"v1","kind":"Secret","metadata":{"name":"k8s-agent-pm-gateway","namespace":"acme-agents"},"stringData":{"theirs":"yes"}}}"#;
+    http_json("POST", server.port, "/__fake/object", Some(theirs));
+    p.run()
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["-s", "k8s", "deploy", "--yes"])
+        .run()
+        .code(1)
+        .stderr_has("409 Conflict");
+    // Created without `force`, updated with it.
+    let creates = sent_of(&server, "PATCH");
+    assert!(
+        creates.iter().all(|r| r["query"].get("force").is_none()),
+        "{creates:#?}"
+    );
+    let left = http_json("GET", server.port, "/__fake/objects", None);
+    assert_eq!(
+        left["/api/v1/namespaces/acme-agents/secrets/k8s-agent-pm-gateway"]["stringData"]["theirs"],
+        "yes"
+    );
 }

@@ -14,8 +14,10 @@ API (the subset agent-army uses, shaped as the real server answers):
          claim per claim template, `{claim}-{name}-0`, with the template's labels.
   GET    an object (404 with a Status when absent), or a collection with
          ?labelSelector=k=v,k2=v2: a List of the matching objects (items without kind)
-  DELETE one object: removes it (a StatefulSet takes its pod along, never its claims; a
-         namespace takes everything in it); a collection with ?labelSelector=: the matching ones
+  DELETE one object: removes it (a namespace takes everything in it); a StatefulSet with
+         ?propagationPolicy=Foreground is only marked, and goes with its pod (never its claims)
+         after two more GETs of it, as a real one goes once its pod has stopped; a collection
+         with ?labelSelector=: the matching ones
   GET    /api/v1/namespaces/{ns}/pods/{pod}/log?container=&tailLines=&timestamps=: the lines
          set for the container (text/plain)
   GET    /api/v1/namespaces/{ns}/pods/{pod}/exec?container=&command=... with a WebSocket
@@ -27,6 +29,7 @@ Auth: `Authorization: Bearer TOKEN`, else 401 with a Status.
 Control (not part of the API):
   GET  /__fake/requests  -> [{"method","path","query","content_type","authorization","body"}]
   GET  /__fake/objects   -> {path: object}
+  GET  /__fake/violations -> a Secret deleted while its agent's StatefulSet was still stopping
   POST /__fake/reset     clears the recorded requests
   POST /__fake/exec      {"pod", "verb", "stdout", "code"}: what an exec of that verb prints
   POST /__fake/pod       {"pod", "phase", "ready", "waiting"}: a pod's status
@@ -47,6 +50,8 @@ REQUESTS = []
 OBJECTS = {}
 EXEC = {}
 LOGS = {}
+STOPPING = {}
+VIOLATIONS = []
 TOKEN = ""
 PLURALS = {"namespaces", "secrets", "configmaps", "services", "statefulsets",
            "networkpolicies", "persistentvolumeclaims", "pods"}
@@ -158,6 +163,11 @@ class Handler(BaseHTTPRequestHandler):
         meta = obj.setdefault("metadata", {})
         with LOCK:
             previous = OBJECTS.get(path)
+            owners = {f.get("manager") for f in (previous or {}).get("metadata", {}).get("managedFields") or []}
+            if previous is not None and query.get("force") != "true" and owners != {manager}:
+                # As the real server: fields another manager owns conflict unless forced.
+                return self.send(*status(409, "Conflict",
+                                         f"Apply failed with conflicts: conflicts with \"{', '.join(sorted(owners)) or 'before-first-apply'}\""))
             generation = (previous or {}).get("metadata", {}).get("generation", 0)
             meta["uid"] = (previous or {}).get("metadata", {}).get("uid", f"uid-{len(OBJECTS) + 1}")
             meta["generation"] = generation + 1
@@ -174,6 +184,13 @@ class Handler(BaseHTTPRequestHandler):
     def get(self, path, query):
         selector = query.get("labelSelector")
         with LOCK:
+            if path in STOPPING:
+                STOPPING[path] -= 1
+                if STOPPING[path] < 0:
+                    del STOPPING[path]
+                    ns = path.split("/")[5]
+                    OBJECTS.pop(path, None)
+                    OBJECTS.pop(f"/api/v1/namespaces/{ns}/pods/{path.rsplit('/', 1)[-1]}-0", None)
             if path in OBJECTS and selector is None:
                 return self.send(200, OBJECTS[path])
             items = [{k: v for k, v in o.items() if k not in ("kind", "apiVersion")}
@@ -261,9 +278,20 @@ class Handler(BaseHTTPRequestHandler):
                 inside = "/namespaces/" + path.rsplit("/", 1)[-1] + "/"
                 is_namespace = path.startswith("/api/v1/namespaces/") and path.count("/") == 4
                 gone = [p for p in OBJECTS if p == path or (is_namespace and inside in p)]
-                if "/statefulsets/" in path:
-                    ns = path.split("/")[5]
-                    gone.append(f"/api/v1/namespaces/{ns}/pods/{path.rsplit('/', 1)[-1]}-0")
+                if "/statefulsets/" in path and query.get("propagationPolicy") == "Foreground":
+                    # As the real server: marked, and gone only once its pod has stopped (here:
+                    # after two more reads of it).
+                    obj = OBJECTS[path]
+                    obj["metadata"]["deletionTimestamp"] = "2026-11-30T04:00:00Z"
+                    obj["metadata"]["finalizers"] = ["foregroundDeletion"]
+                    STOPPING[path] = 2
+                    return self.send(200, obj)
+                if "/secrets/" in path:
+                    ns = path.split("/")[4]
+                    agent = (OBJECTS[path]["metadata"].get("labels") or {}).get("agent-army/agent")
+                    for p in STOPPING:
+                        if p.split("/")[5] == ns and (OBJECTS.get(p, {}).get("metadata", {}).get("labels") or {}).get("agent-army/agent") == agent:
+                            VIOLATIONS.append(f"{path} deleted while {p} was still stopping")
             else:
                 gone = [p for p, o in OBJECTS.items()
                         if p.rsplit("/", 1)[0] == path and matches(o, selector)]
@@ -276,6 +304,8 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             if path == "/__fake/requests":
                 return self.send(200, REQUESTS)
+            if path == "/__fake/violations":
+                return self.send(200, VIOLATIONS)
             if path == "/__fake/objects":
                 return self.send(200, OBJECTS)
             if path == "/__fake/reset":

@@ -41,7 +41,7 @@ impl KubeError {
                 "the user may not do this: it needs create, patch and delete on the stack's kinds in the namespace (and on namespaces)".into(),
             ),
             KubeError::Exec { .. } => Some(
-                "the user needs `create` on `pods/exec` in the namespace; is the pod running?"
+                "the user needs `get` and `create` on `pods/exec` in the namespace; is the pod running?"
                     .into(),
             ),
             KubeError::Http { .. } => {
@@ -56,6 +56,8 @@ pub struct KubeClient {
     http: reqwest::Client,
     server: String,
     token: Option<String>,
+    /// Of every request, and of an exec's command.
+    timeout: Duration,
 }
 
 impl KubeClient {
@@ -63,9 +65,11 @@ impl KubeClient {
         let mut b = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("agent-army/", env!("CARGO_PKG_VERSION")));
+        // The kubeconfig's CA alone, as kubectl trusts it: not the system's roots besides.
         if let Some(pem) = &target.ca_pem {
-            b = b
-                .add_root_certificate(reqwest::Certificate::from_pem(pem).map_err(KubeError::Tls)?);
+            b = b.tls_certs_only(
+                reqwest::Certificate::from_pem_bundle(pem).map_err(KubeError::Tls)?,
+            );
         }
         if target.insecure {
             b = b.danger_accept_invalid_certs(true);
@@ -92,6 +96,7 @@ impl KubeClient {
             http: b.build().map_err(KubeError::Tls)?,
             server: target.server.clone(),
             token,
+            timeout,
         })
     }
 
@@ -121,10 +126,28 @@ impl KubeClient {
         let resp = req.send().await.map_err(http)?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(http)?;
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if (200..300).contains(&status) || (status == 404 && r.method == "DELETE") {
-            return Ok(body);
+        let parsed = serde_json::from_str::<Value>(&text);
+        if status == 404 && r.method == "DELETE" {
+            return Ok(Value::Null);
         }
+        if (200..300).contains(&status) {
+            // An answer that is not the API's JSON (an auth proxy's login page, say) must not
+            // read as "nothing there".
+            return match parsed {
+                Ok(body) if r.method != "GET" || body.is_object() => Ok(body),
+                _ => Err(KubeError::Api {
+                    method: r.method,
+                    path: r.path.clone(),
+                    status,
+                    reason: "NotTheAPI".into(),
+                    message: format!(
+                        "the answer is not the Kubernetes API's JSON: {}",
+                        text.chars().take(120).collect::<String>()
+                    ),
+                }),
+            };
+        }
+        let body = parsed.unwrap_or(Value::Null);
         Err(KubeError::Api {
             method: r.method,
             path: r.path.clone(),
@@ -261,6 +284,12 @@ impl KubeClient {
         if status != 101 {
             let text = resp.text().await.unwrap_or_default();
             let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if status == 403 {
+                return Err(fail(format!(
+                    "403 Forbidden: {}",
+                    body["message"].as_str().unwrap_or("exec is not allowed")
+                )));
+            }
             return Err(KubeError::Api {
                 method: "GET",
                 path: path.to_string(),
@@ -295,7 +324,16 @@ impl KubeClient {
         let mut ws =
             tokio_tungstenite::WebSocketStream::from_raw_socket(upgraded, Role::Client, None).await;
         let mut out = ExecOutput::default();
-        while let Some(msg) = ws.next().await {
+        // The HTTP client's timeout ends with the upgrade: the command has its own.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+                Err(_) => {
+                    return Err(fail(format!("no end within {}s", self.timeout.as_secs())));
+                }
+                Ok(None) => break,
+                Ok(Some(m)) => m,
+            };
             match msg {
                 Ok(Message::Binary(data)) => exec_message(&mut out, &data),
                 Ok(Message::Close(_)) => break,

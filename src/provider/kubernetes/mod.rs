@@ -1,9 +1,11 @@
 //! Kubernetes: the requests a server-side apply sends, built as data (pure, unit-tested).
 //!
-//! Every object is applied with `PATCH <object path>?fieldManager=agent-army&force=true` and
+//! Every object is applied with `PATCH <object path>?fieldManager=agent-army` and
 //! `Content-Type: application/apply-patch+yaml` (JSON is YAML): the API server merges the
-//! fields agent-army owns and keeps the others' (`force` takes over fields another manager set
-//! on agent-army's own objects, as `kubectl apply --server-side --force-conflicts` does).
+//! fields agent-army owns and keeps the others'. An update adds `force=true`, taking back fields
+//! another manager changed on agent-army's own objects (as `kubectl apply --server-side
+//! --force-conflicts` does); a create does not, so an object of the same name that someone else
+//! made answers 409 Conflict instead of being taken over.
 //! `plan` lists the stack's objects by label selector ([`diff`]); removal deletes what the
 //! listing found, one object at a time; volume claims (the agents' data) and the namespace
 //! (which would take them along) only when asked.
@@ -75,8 +77,8 @@ pub fn collection_path(api_version: &str, plural: &str, namespace: Option<&str>)
     }
 }
 
-/// The server-side apply of one object.
-pub fn apply(obj: &Value) -> Result<Request, ApiError> {
+/// The server-side apply of one object; `force` for an object agent-army already owns.
+pub fn apply(obj: &Value, force: bool) -> Result<Request, ApiError> {
     let text = |v: &Value, what: &'static str| {
         v.as_str()
             .map(str::to_string)
@@ -97,8 +99,9 @@ pub fn apply(obj: &Value) -> Result<Request, ApiError> {
     Ok(Request {
         method: "PATCH",
         path: format!(
-            "{}/{name}?fieldManager={FIELD_MANAGER}&force=true",
-            collection_path(&api_version, plural, ns.as_deref())
+            "{}/{name}?fieldManager={FIELD_MANAGER}{}",
+            collection_path(&api_version, plural, ns.as_deref()),
+            if force { "&force=true" } else { "" }
         ),
         content_type: Some(APPLY_PATCH),
         // serde_json cannot fail on a `Value`.
@@ -244,7 +247,8 @@ mod tests {
             ),
         ];
         for (obj, path) in cases {
-            let r = apply(&obj).unwrap();
+            assert!(!apply(&obj, false).unwrap().path.contains("force"));
+            let r = apply(&obj, true).unwrap();
             assert_eq!(r.method, "PATCH");
             assert_eq!(r.path, format!("{path}?fieldManager=agent-army&force=true"));
             assert_eq!(r.content_type, Some(APPLY_PATCH));
@@ -255,12 +259,16 @@ mod tests {
         }
         assert_eq!(
             apply(
-                &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "a"}})
+                &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "a"}}),
+                true
             ),
             Err(ApiError::UnknownKind("Pod".into()))
         );
         assert_eq!(
-            apply(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "p"}})),
+            apply(
+                &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "p"}}),
+                true
+            ),
             Err(ApiError::Missing("metadata.namespace"))
         );
     }
