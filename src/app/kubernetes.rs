@@ -48,7 +48,9 @@ pub fn objects(session: &Session, lock_wait: Duration) -> Result<Vec<Value>> {
             env: s.env.clone(),
             gateway_token: &token,
         };
-        out.extend(render::kubernetes::agent_objects(config, k, a, &values));
+        let objs = render::kubernetes::agent_objects(config, k, a, &values);
+        render::kubernetes::check_limits(a, &objs).map_err(Error::Input)?;
+        out.extend(objs);
     }
     Ok(out)
 }

@@ -593,6 +593,40 @@ pub fn agent_objects(
     ]
 }
 
+/// The most a ConfigMap holds (its `data` and `binaryData` together), as the API server
+/// enforces it.
+pub const CONFIG_MAP_LIMIT: usize = 1024 * 1024;
+
+/// The bytes of an agent's ConfigMap (openclaw.json, the workspace, the set-up script, the
+/// serve config), which the API server refuses above [`CONFIG_MAP_LIMIT`].
+pub fn config_map_bytes(objects: &[Value]) -> usize {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap")
+        .flat_map(|o| {
+            ["data", "binaryData"].into_iter().flat_map(move |field| {
+                o[field]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+            })
+        })
+        .sum()
+}
+
+/// An agent's objects fit the API server's limits: the error says what to make smaller.
+pub fn check_limits(agent: &Agent, objects: &[Value]) -> Result<(), String> {
+    let n = config_map_bytes(objects);
+    if n > CONFIG_MAP_LIMIT {
+        return Err(format!(
+            "agent `{}`: its ConfigMap (openclaw.json, the workspace files, the set-up script) is {n} bytes, and Kubernetes holds at most {CONFIG_MAP_LIMIT} in one; make the workspace smaller (the agent can fetch large files itself)",
+            agent.name
+        ));
+    }
+    Ok(())
+}
+
 /// The stack's document: namespace and NetworkPolicies.
 pub fn stack_document(config: &Config, k: &KubernetesSettings) -> String {
     yaml::documents(&stack_objects(config, k))
@@ -725,6 +759,51 @@ ANTHROPIC_API_KEY = "env:ANTHROPIC_API_KEY"
             "volumes": sts["spec"]["template"]["spec"]["volumes"],
         });
         insta::assert_snapshot!("k8s_kernel_sidecar", yaml::to_yaml(&part));
+    }
+
+    #[test]
+    fn a_config_map_over_a_mebibyte_is_refused_before_the_api_server_sees_it() {
+        let (d, c) = config(STACK);
+        let k = settings(&c).unwrap();
+        let objs = agent_objects(&c, k, &c.agents[0], &Values::Masked);
+        let small = config_map_bytes(&objs);
+        assert!(small > 1000 && small < CONFIG_MAP_LIMIT, "{small}");
+        assert_eq!(check_limits(&c.agents[0], &objs), Ok(()));
+        std::fs::write(
+            d.path().join("agents/pm/big.md"),
+            "x".repeat(CONFIG_MAP_LIMIT),
+        )
+        .unwrap();
+        let p = Project {
+            root: d.path().to_path_buf(),
+            stack: "dev".into(),
+        };
+        let c = load(&p).unwrap_or_else(|e| panic!("{e}"));
+        let objs = agent_objects(&c, settings(&c).unwrap(), &c.agents[0], &Values::Masked);
+        let e = check_limits(&c.agents[0], &objs).unwrap_err();
+        assert!(
+            e.starts_with("agent `agent-pm`: its ConfigMap") && e.contains("at most 1048576"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_openclaw_container_is_the_same_in_both_modes() {
+        let (_d, c) = config(STACK);
+        let (_d2, kernel) = config(&STACK.replace(
+            "storage_class = \"standard\"",
+            "storage_class = \"standard\"\ntailscale_mode = \"kernel\"",
+        ));
+        let main = |c: &Config| {
+            let objs = objects(c, &Values::Masked);
+            let sts = find(&objs, "StatefulSet", "dev-agent-pm").clone();
+            (
+                container(&sts, "openclaw").clone(),
+                sts["spec"]["template"]["spec"]["initContainers"].clone(),
+            )
+        };
+        // So a kernel-mode finding on the pod can only be the sidecar's.
+        assert_eq!(main(&c), main(&kernel));
     }
 
     #[test]

@@ -188,7 +188,7 @@ struct User {
     #[serde(rename = "auth-provider")]
     auth_provider: Option<serde_json::Value>,
     #[serde(flatten)]
-    _other: BTreeMap<String, serde_json::Value>,
+    other: BTreeMap<String, serde_json::Value>,
 }
 
 /// The kubeconfig files to read: every file of `KUBECONFIG`'s list that exists (as kubectl,
@@ -401,6 +401,17 @@ pub fn from_files(
         user: user_name.clone(),
         how,
     };
+    // Refused rather than ignored: acting as the underlying (usually broader) identity, or
+    // anonymously, is not what the kubeconfig asked for.
+    if ["as", "as-groups", "as-uid", "as-user-extra"]
+        .iter()
+        .any(|k| u.other.contains_key(*k))
+    {
+        return Err(unsupported("impersonation (`as`)"));
+    }
+    if u.other.contains_key("username") || u.other.contains_key("password") {
+        return Err(unsupported("a username and password"));
+    }
     let auth = if let Some(t) = &u.token {
         Auth::Token(t.clone())
     } else if let Some(f) = &u.token_file {
@@ -597,6 +608,12 @@ users:
         assert_eq!(
             e.to_string(),
             "/k/config: user `u2` authenticates with an auth provider, which agent-army does not run yet"
+        );
+        let as_admin = CONFIG.replace("    token: abc\n", "    token: abc\n    as: admin\n");
+        let e = from_text(Path::new("/k/config"), &as_admin, None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/k/config: user `u1` authenticates with impersonation (`as`), which agent-army does not run yet"
         );
         let e = from_text(Path::new("/k/config"), CONFIG, Some("prod")).unwrap_err();
         assert_eq!(
