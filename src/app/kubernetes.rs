@@ -123,7 +123,11 @@ pub async fn observe(session: &Session, client: &KubeClient) -> Result<(Vec<Live
 }
 
 /// Render, connect and compare.
-pub async fn plan(session: &Session, lock_wait: Duration) -> Result<Planned> {
+pub async fn plan(
+    session: &Session,
+    lock_wait: Duration,
+    replace: &std::collections::BTreeSet<String>,
+) -> Result<Planned> {
     // Everything renders (every secret resolves) before the cluster is asked anything.
     let mut objects = objects(session, lock_wait)?;
     objects.iter_mut().for_each(diff::stamp);
@@ -136,6 +140,7 @@ pub async fn plan(session: &Session, lock_wait: Duration) -> Result<Planned> {
         namespace.as_ref(),
         &config.project,
         &config.stack,
+        replace,
     );
     Ok(Planned {
         objects,
@@ -160,6 +165,7 @@ pub async fn apply(session: &Session, planned: &Planned, namespace: &str) -> Res
         match (c.action, c.desired) {
             (Action::Create, Some(i)) => kube::apply(&planned.objects[i], false),
             (Action::Update, Some(i)) => kube::apply(&planned.objects[i], true),
+            (Action::Restart, _) => kube::delete("Pod", namespace, &c.name),
             _ => kube::delete(&c.kind, namespace, &c.name),
         }
         .map_err(|e| Error::Input(format!("cannot {:?} {}/{}: {e}", c.action, c.kind, c.name)))
@@ -183,7 +189,7 @@ pub async fn apply(session: &Session, planned: &Planned, namespace: &str) -> Res
         .plan
         .changes
         .iter()
-        .filter(|c| matches!(c.action, Action::Create | Action::Update | Action::Delete))
+        .filter(|c| !matches!(c.action, Action::Keep | Action::Foreign))
         .collect();
     // The stack's own objects, in order.
     for c in changes

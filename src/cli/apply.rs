@@ -119,7 +119,7 @@ pub struct OutputsArgs {
     pub show_secrets: bool,
 }
 
-fn check_replace(config: &Config, names: &[String]) -> Result<BTreeSet<String>> {
+pub(super) fn check_replace(config: &Config, names: &[String]) -> Result<BTreeSet<String>> {
     names
         .iter()
         .map(|n| super::find_agent(config, n).map(|a| a.name.clone()))

@@ -16,6 +16,7 @@ fn past(action: Action) -> &'static str {
         Action::Update => "updated",
         Action::Delete => "deleted",
         Action::Keep | Action::Foreign => "kept",
+        Action::Restart => "restarted",
     }
 }
 
@@ -46,18 +47,25 @@ fn plan_text(config: &Config, namespace: &str, source: &str, plan: &KubePlan) ->
         for c in plan
             .changes
             .iter()
-            .filter(|c| matches!(c.action, Action::Create | Action::Update | Action::Delete))
+            .filter(|c| !matches!(c.action, Action::Keep | Action::Foreign))
         {
             let whose = match (&c.agent, c.action) {
                 (Some(a), Action::Delete) => format!("  (agent {a}, no longer in the project)"),
+                (Some(a), Action::Restart) => {
+                    format!("  (agent {a}, replaced: restarted, its volumes kept)")
+                }
                 (Some(a), _) => format!("  (agent {a})"),
                 (None, _) => String::new(),
             };
             let _ = writeln!(out, "  {} {}/{}{whose}", c.action.symbol(), c.kind, c.name);
         }
+        let restarts = match plan.count(Action::Restart) {
+            0 => String::new(),
+            n => format!(", {n} to restart"),
+        };
         let _ = writeln!(
             out,
-            "\nPlan: {} to add, {} to change, {} to destroy; {} unchanged.",
+            "\nPlan: {} to add, {} to change, {} to destroy{restarts}; {} unchanged.",
             plan.count(Action::Create),
             plan.count(Action::Update),
             plan.count(Action::Delete),
@@ -103,7 +111,8 @@ pub async fn plan(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
     let namespace = settings(config)
         .map(|k| k.namespace.clone())
         .unwrap_or_default();
-    let planned = kube::plan(&session, std::time::Duration::ZERO).await?;
+    let replace = super::apply::check_replace(config, &args.replace)?;
+    let planned = kube::plan(&session, std::time::Duration::ZERO, &replace).await?;
     if ctx.json() {
         println!(
             "{}",
@@ -129,7 +138,8 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
     let namespace = settings(config)
         .map(|k| k.namespace.clone())
         .unwrap_or_default();
-    let planned = kube::plan(&session, args.lock_timeout).await?;
+    let replace = super::apply::check_replace(config, &args.replace)?;
+    let planned = kube::plan(&session, args.lock_timeout, &replace).await?;
     if !ctx.json() && !ctx.global.quiet {
         eprint!(
             "{}",
@@ -155,7 +165,7 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
             done.iter().filter(|d| d.action == Action::Update).count(),
             done.iter().filter(|d| d.action == Action::Delete).count(),
         );
-        let rows = rows(&session, &planned.client, args.show_secrets).await?;
+        let rows = rows(&session, &planned.client, args.show_secrets, true).await?;
         print_rows(ctx, config, &rows, serde_json::json!({}));
     }
     Ok(ExitStatus::Success)
@@ -167,6 +177,7 @@ async fn rows(
     session: &crate::app::Session,
     client: &crate::provider::kubernetes::client::KubeClient,
     show_secrets: bool,
+    just_applied: bool,
 ) -> Result<Vec<crate::output::Row>> {
     let config = &session.config;
     let tokens: std::collections::BTreeMap<String, String> = if show_secrets {
@@ -194,7 +205,18 @@ async fn rows(
                 agent: a.name.clone(),
                 hostname: a.fqdn.clone(),
                 server_id: pod.map(|p| p.name.clone()),
-                state: pod.map_or("not deployed".into(), |p| p.word.clone()),
+                // Right after an apply the StatefulSet controller has not made the pod yet.
+                state: pod.map_or_else(
+                    || {
+                        if just_applied {
+                            "starting"
+                        } else {
+                            "not deployed"
+                        }
+                        .into()
+                    },
+                    |p| p.word.clone(),
+                ),
                 gateway_url: crate::app::fleet::gateway_url(
                     &a.fqdn,
                     tokens.get(&a.name).map(String::as_str),
@@ -208,7 +230,7 @@ async fn rows(
 pub async fn outputs(ctx: &Ctx, args: OutputsArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
     let (client, _) = kube::connect(&session)?;
-    let rows = rows(&session, &client, args.show_secrets).await?;
+    let rows = rows(&session, &client, args.show_secrets, false).await?;
     print_rows(ctx, &session.config, &rows, serde_json::json!({}));
     Ok(ExitStatus::Success)
 }
@@ -327,5 +349,15 @@ pub async fn logs(ctx: &Ctx, args: super::agent_access::LogsArgs) -> Result<Exit
             let _ = out.flush();
         })
         .await?;
+    // A last line without its newline.
+    if json && !pending.is_empty() {
+        let line = String::from_utf8_lossy(&pending).into_owned();
+        let (time, message) = line.split_once(' ').unwrap_or(("", line.as_str()));
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "time": time, "message": message })
+        );
+    }
     Ok(ExitStatus::Success)
 }

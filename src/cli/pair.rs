@@ -205,9 +205,14 @@ impl Runner {
                 tracing::info!(%path, "pair");
                 let out = client.exec(&path).await?;
                 if out.exit_code != Some(0) {
+                    // The API server's own word when the command never ran (no container, …).
+                    let mut stderr = out.stderr.clone();
+                    if let Some(m) = out.message.as_ref().filter(|_| out.exit_code.is_none()) {
+                        stderr.extend_from_slice(format!("\n{m}").as_bytes());
+                    }
                     return Err(failed(
                         out.exit_code,
-                        &out.stderr,
+                        &stderr,
                         format!(
                             "look with `kubectl -n {namespace} exec {pod} -c openclaw -- openclaw devices list` and `agent-army logs {agent}`; the pod may still be starting"
                         ),

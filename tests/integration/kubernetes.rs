@@ -367,9 +367,8 @@ fn plan_deploy_apply_only_what_changed_prune_removed_agents_and_destroy_by_label
 
     // deploy: one server-side apply per object.
     http_json("POST", server.port, "/__fake/reset", Some("{}"));
-    run()
-        .args(["-s", "k8s", "deploy", "--yes"])
-        .run()
+    let deployed = run().args(["-s", "k8s", "deploy", "--yes"]).run();
+    deployed
         .success()
         .stdout_has("created Namespace/acme-agents")
         .stdout_has("created StatefulSet/k8s-agent-pm")
@@ -451,13 +450,25 @@ fn plan_deploy_apply_only_what_changed_prune_removed_agents_and_destroy_by_label
         .unwrap()
         .remove("annotations");
     assert_eq!(docs.iter().find(|d| d["kind"] == "StatefulSet"), Some(&sts));
-    // The token is in no output.
-    assert!(
-        !p.path()
-            .join(".agent-army")
-            .to_string_lossy()
-            .contains(&token)
-    );
+    // The token is in no output and in no file of the project's state (a key's hash is).
+    assert!(!deployed.stdout.contains(&token), "{}", deployed.stdout);
+    assert!(!deployed.stderr.contains(&token), "{}", deployed.stderr);
+    let mut files = vec![p.path().join(".agent-army")];
+    let mut seen = 0;
+    while let Some(f) = files.pop() {
+        if f.is_dir() {
+            files.extend(std::fs::read_dir(&f).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            seen += 1;
+            let bytes = std::fs::read(&f).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(&token),
+                "{} holds the token",
+                f.display()
+            );
+        }
+    }
+    assert!(seen > 0, "no state was written");
 
     // Unchanged: a plan says so and a deploy sends nothing but reads.
     http_json("POST", server.port, "/__fake/reset", Some("{}"));
@@ -499,6 +510,25 @@ fn plan_deploy_apply_only_what_changed_prune_removed_agents_and_destroy_by_label
             "/api/v1/namespaces/acme-agents/configmaps/k8s-agent-pm-config",
             "/apis/apps/v1/namespaces/acme-agents/statefulsets/k8s-agent-pm",
         ]
+    );
+
+    // `--replace`: the agent's objects applied again (forced), then its pod restarted.
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    run()
+        .args(["-s", "k8s", "deploy", "--yes", "--replace", "pm"])
+        .run()
+        .success()
+        .stderr_has("~ Pod/k8s-agent-pm-0  (agent agent-pm, replaced: restarted, its volumes kept)")
+        .stderr_has("Plan: 0 to add, 5 to change, 0 to destroy, 1 to restart")
+        .stdout_has("restarted Pod/k8s-agent-pm-0");
+    assert_eq!(sent_of(&server, "PATCH").len(), AGENT_OBJECTS);
+    let deleted: Vec<String> = sent_of(&server, "DELETE")
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        deleted,
+        vec!["/api/v1/namespaces/acme-agents/pods/k8s-agent-pm-0"]
     );
 
     // An agent removed from the project: its objects go, its volume claims stay.

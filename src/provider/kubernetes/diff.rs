@@ -98,13 +98,15 @@ pub enum Action {
     Keep,
     /// A namespace that exists without the stack's labels: used as it is.
     Foreign,
+    /// A replaced agent's pod, deleted so that its StatefulSet starts it afresh.
+    Restart,
 }
 
 impl Action {
     pub fn symbol(self) -> &'static str {
         match self {
             Action::Create => "+",
-            Action::Update => "~",
+            Action::Update | Action::Restart => "~",
             Action::Delete => "-",
             Action::Keep | Action::Foreign => " ",
         }
@@ -139,7 +141,7 @@ impl KubePlan {
     pub fn has_changes(&self) -> bool {
         self.changes
             .iter()
-            .any(|c| matches!(c.action, Action::Create | Action::Update | Action::Delete))
+            .any(|c| !matches!(c.action, Action::Keep | Action::Foreign))
     }
 
     /// The agents removed from the project whose objects the plan deletes (their volume
@@ -165,6 +167,7 @@ pub fn diff(
     namespace: Option<&Live>,
     project: &str,
     stack: &str,
+    replace: &std::collections::BTreeSet<String>,
 ) -> KubePlan {
     let ours =
         |l: &Live| l.stack.as_deref() == Some(stack) && l.project.as_deref() == Some(project);
@@ -188,10 +191,24 @@ pub fn diff(
         let action = match found {
             None => Action::Create,
             Some(l) if kind == "Namespace" && !ours(l) => Action::Foreign,
+            // `--replace`: applied again (taking back what was changed by hand), unchanged
+            // or not.
+            Some(_) if agent.as_ref().is_some_and(|a| replace.contains(a)) => Action::Update,
             Some(l) if l.applied.is_some() && l.applied.as_deref() == hash => Action::Keep,
             Some(_) => Action::Update,
         };
         wanted.insert((kind.clone(), name.clone()));
+        // A replaced agent's pod restarts, once its objects are applied (its volumes stay).
+        let restart = (kind == "StatefulSet" && found.is_some())
+            .then(|| agent.clone().filter(|a| replace.contains(a)))
+            .flatten()
+            .map(|a| Change {
+                action: Action::Restart,
+                kind: "Pod".into(),
+                name: format!("{name}-0"),
+                agent: Some(a),
+                desired: None,
+            });
         changes.push(Change {
             action,
             kind,
@@ -199,6 +216,7 @@ pub fn diff(
             agent,
             desired: matches!(action, Action::Create | Action::Update).then_some(i),
         });
+        changes.extend(restart);
     }
     for kind in LISTED {
         let mut gone: Vec<&Live> = live
@@ -235,6 +253,10 @@ mod tests {
         });
         stamp(&mut o);
         o
+    }
+
+    fn none() -> std::collections::BTreeSet<String> {
+        Default::default()
     }
 
     fn live_of(o: &Value) -> Live {
@@ -287,7 +309,7 @@ mod tests {
                 ..live_of(&obj("Secret", "prod-pm-gateway", Some("pm"), ""))
             },
         ];
-        let plan = diff(&desired, &live, Some(&live_of(&ns)), "demo", "dev");
+        let plan = diff(&desired, &live, Some(&live_of(&ns)), "demo", "dev", &none());
         let got: Vec<(Action, &str)> = plan
             .changes
             .iter()
@@ -333,10 +355,11 @@ mod tests {
             Some(&foreign),
             "demo",
             "dev",
+            &none(),
         );
         assert_eq!(plan.changes[0].action, Action::Foreign);
         assert!(!plan.has_changes());
-        let plan = diff(std::slice::from_ref(&ns), &[], None, "demo", "dev");
+        let plan = diff(std::slice::from_ref(&ns), &[], None, "demo", "dev", &none());
         assert_eq!(plan.changes[0].action, Action::Create);
     }
 
@@ -345,7 +368,46 @@ mod tests {
         let want = obj("Service", "dev-pm", Some("pm"), "");
         let mut l = live_of(&want);
         l.applied = None;
-        let plan = diff(std::slice::from_ref(&want), &[l], None, "demo", "dev");
+        let plan = diff(
+            std::slice::from_ref(&want),
+            &[l],
+            None,
+            "demo",
+            "dev",
+            &none(),
+        );
         assert_eq!(plan.changes[0].action, Action::Update);
+    }
+
+    #[test]
+    fn a_replaced_agent_is_applied_again_unchanged_or_not() {
+        let want = obj("Service", "dev-pm", Some("pm"), "");
+        let other = obj("Service", "dev-qa", Some("qa"), "");
+        let live = [live_of(&want), live_of(&other)];
+        let desired = [want, other];
+        let replace = std::collections::BTreeSet::from(["pm".to_string()]);
+        let plan = diff(&desired, &live, None, "demo", "dev", &replace);
+        let got: Vec<Action> = plan.changes.iter().map(|c| c.action).collect();
+        assert_eq!(got, vec![Action::Update, Action::Keep]);
+        // Its StatefulSet's pod restarts after it is applied.
+        let sts = obj("StatefulSet", "dev-pm", Some("pm"), "");
+        let plan = diff(
+            std::slice::from_ref(&sts),
+            &[live_of(&sts)],
+            None,
+            "demo",
+            "dev",
+            &replace,
+        );
+        let got: Vec<(Action, &str)> = plan
+            .changes
+            .iter()
+            .map(|c| (c.action, c.name.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(Action::Update, "dev-pm"), (Action::Restart, "dev-pm-0")]
+        );
+        assert!(plan.has_changes());
     }
 }
