@@ -249,6 +249,8 @@ pub struct Destroyed {
     pub requests: Vec<(String, Request)>,
     /// The namespace exists without the stack's labels: kept even with `--delete-volumes`.
     pub foreign_namespace: bool,
+    /// What others keep in the stack's namespace (kept then, with `--delete-volumes`).
+    pub shared_namespace: Vec<String>,
 }
 
 pub async fn destroy_requests(session: &Session, delete_volumes: bool) -> Result<Destroyed> {
@@ -271,6 +273,7 @@ pub async fn destroy_requests(session: &Session, delete_volumes: bool) -> Result
         targets.extend(of_kind);
     }
     let foreign_namespace = namespace.as_ref().is_some_and(|n| !ours(n));
+    let mut shared_namespace = Vec::new();
     if delete_volumes {
         let r = kube::list(
             "PersistentVolumeClaim",
@@ -288,8 +291,28 @@ pub async fn destroy_requests(session: &Session, delete_volumes: bool) -> Result
             .collect();
         claims.sort_by(|a, b| a.name.cmp(&b.name));
         targets.extend(claims);
+        // The namespace goes with the stack's own objects only: not when another stack (or
+        // anyone) keeps something in it.
         if let Some(n) = namespace.filter(|n| ours(n)) {
-            targets.push(n);
+            let mut others = Vec::new();
+            for kind in ["Pod", "StatefulSet", "Service", "PersistentVolumeClaim"] {
+                let r = kube::list(kind, &k.namespace, "").map_err(|e| Error::Input(e.to_string()))?;
+                let all = client.send(&r).await?;
+                others.extend(
+                    all["items"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|o| Live::from_api(kind, o))
+                        .filter(|l| !ours(l))
+                        .map(|l| format!("{}/{}", l.kind, l.name)),
+                );
+            }
+            if others.is_empty() {
+                targets.push(n);
+            } else {
+                shared_namespace = others;
+            }
         }
     }
     let requests = targets
@@ -305,6 +328,7 @@ pub async fn destroy_requests(session: &Session, delete_volumes: bool) -> Result
         client,
         requests,
         foreign_namespace,
+        shared_namespace,
     })
 }
 

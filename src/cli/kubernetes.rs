@@ -259,6 +259,11 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
         eprintln!(
             "The namespace stays: it exists without this stack's labels, so agent-army did not make it."
         );
+    } else if !d.shared_namespace.is_empty() {
+        eprintln!(
+            "The namespace stays: others keep objects in it ({}).",
+            d.shared_namespace.join(", ")
+        );
     }
     approve(
         ctx,

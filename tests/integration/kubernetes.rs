@@ -1010,3 +1010,34 @@ fn an_object_someone_else_made_under_an_agents_name_is_not_taken_over() {
         "yes"
     );
 }
+
+#[test]
+fn destroy_keeps_a_namespace_another_stack_still_uses() {
+    let p = example(None);
+    let server = fake_cluster(&p);
+    let kubeconfig = p.path().join("kubeconfig").display().to_string();
+    let run = || p.run().env("KUBECONFIG", &kubeconfig);
+    run().args(["-s", "k8s", "deploy", "--yes"]).run().success();
+    // Another stack's pod in the namespace this stack made.
+    http_json(
+        "POST",
+        server.port,
+        "/__fake/object",
+        Some(r#"{"path":"/api/v1/namespaces/acme-agents/pods/prod-agent-pm-0","object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"prod-agent-pm-0","namespace":"acme-agents","labels":{"agent-army/project":"acme-agents","agent-army/stack":"prod"}}}}"#),
+    );
+    run()
+        .args(["-s", "k8s", "destroy", "--yes", "--delete-volumes"])
+        .run()
+        .success()
+        .stderr_has("The namespace stays: others keep objects in it (Pod/prod-agent-pm-0)");
+    let left = objects(&server);
+    assert_eq!(
+        left,
+        vec![
+            "/api/v1/namespaces/acme-agents".to_string(),
+            "/api/v1/namespaces/acme-agents/pods/prod-agent-pm-0".to_string()
+        ],
+        "the stack's claims went, the namespace and the other stack's pod stayed"
+    );
+    assert_no_secret_deleted_under_a_running_pod(&server);
+}
