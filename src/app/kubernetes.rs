@@ -163,7 +163,7 @@ pub async fn apply(session: &Session, planned: &Planned, namespace: &str) -> Res
     let mut done = Vec::new();
     let request = |c: &Change| -> Result<Request> {
         match (c.action, c.desired) {
-            (Action::Create, Some(i)) => kube::apply(&planned.objects[i], false),
+            (Action::Create | Action::Recreate, Some(i)) => kube::apply(&planned.objects[i], false),
             (Action::Update, Some(i)) => kube::apply(&planned.objects[i], true),
             (Action::Restart, _) => kube::delete("Pod", namespace, &c.name),
             _ => kube::delete(&c.kind, namespace, &c.name),
@@ -174,8 +174,26 @@ pub async fn apply(session: &Session, planned: &Planned, namespace: &str) -> Res
         let r = request(c);
         let what = format!("{}/{}", c.kind, c.name);
         let action = c.action;
+        let orphan = (action == Action::Recreate)
+            .then(|| kube::delete(&c.kind, namespace, &c.name))
+            .transpose()
+            .map_err(|e| Error::Input(e.to_string()));
         async move {
             let r = r?;
+            // Its fixed fields changed: the StatefulSet goes without its pod (orphaned), then
+            // comes back with the new ones and adopts the pod by its labels.
+            if let Some(del) = orphan? {
+                let path = del
+                    .path
+                    .replace("propagationPolicy=Foreground", "propagationPolicy=Orphan");
+                client
+                    .send(&Request {
+                        path: path.clone(),
+                        ..del
+                    })
+                    .await?;
+                wait_gone(session, client, &[path]).await?;
+            }
             client.send(&r).await?;
             Ok::<_, Error>(Done {
                 method: r.method,
@@ -296,7 +314,8 @@ pub async fn destroy_requests(session: &Session, delete_volumes: bool) -> Result
         if let Some(n) = namespace.filter(|n| ours(n)) {
             let mut others = Vec::new();
             for kind in ["Pod", "StatefulSet", "Service", "PersistentVolumeClaim"] {
-                let r = kube::list(kind, &k.namespace, "").map_err(|e| Error::Input(e.to_string()))?;
+                let r =
+                    kube::list(kind, &k.namespace, "").map_err(|e| Error::Input(e.to_string()))?;
                 let all = client.send(&r).await?;
                 others.extend(
                     all["items"]

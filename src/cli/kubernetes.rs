@@ -17,6 +17,7 @@ fn past(action: Action) -> &'static str {
         Action::Delete => "deleted",
         Action::Keep | Action::Foreign => "kept",
         Action::Restart => "restarted",
+        Action::Recreate => "recreated",
     }
 }
 
@@ -89,6 +90,17 @@ fn plan_text(config: &Config, namespace: &str, source: &str, plan: &KubePlan) ->
     out
 }
 
+/// Changes the API server would refuse stop the plan before anything is sent.
+fn refuse_blocked(plan: &KubePlan) -> Result<()> {
+    if plan.blocked.is_empty() {
+        return Ok(());
+    }
+    Err(crate::error::Error::Input(format!(
+        "the plan has changes Kubernetes refuses:\n  {}",
+        plan.blocked.join("\n  ")
+    )))
+}
+
 fn plan_json(config: &Config, namespace: &str, plan: &KubePlan) -> serde_json::Value {
     serde_json::json!({
         "project": config.project,
@@ -113,6 +125,7 @@ pub async fn plan(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
         .unwrap_or_default();
     let replace = super::apply::check_replace(config, &args.replace)?;
     let planned = kube::plan(&session, std::time::Duration::ZERO, &replace).await?;
+    refuse_blocked(&planned.plan)?;
     if ctx.json() {
         println!(
             "{}",
@@ -140,6 +153,7 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
         .unwrap_or_default();
     let replace = super::apply::check_replace(config, &args.replace)?;
     let planned = kube::plan(&session, args.lock_timeout, &replace).await?;
+    refuse_blocked(&planned.plan)?;
     if !ctx.json() && !ctx.global.quiet {
         eprint!(
             "{}",

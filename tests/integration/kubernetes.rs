@@ -531,6 +531,62 @@ fn plan_deploy_apply_only_what_changed_prune_removed_agents_and_destroy_by_label
         vec!["/api/v1/namespaces/acme-agents/pods/k8s-agent-pm-0"]
     );
 
+    // A volume's size changes: Kubernetes never changes a StatefulSet's claim templates, so
+    // the plan refuses, and `--replace` makes the StatefulSet again around its pod.
+    let project = p.read("agent-army.toml");
+    p.write(
+        "agent-army.toml",
+        &project.replace("disk_gb = 60", "disk_gb = 80"),
+    );
+    run()
+        .args(["-s", "k8s", "plan"])
+        .run()
+        .code(3)
+        .stderr_has("StatefulSet/k8s-agent-eng: its volumes changed")
+        .stderr_has("deploy --replace agent-eng");
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    run()
+        .args(["-s", "k8s", "deploy", "--yes", "--replace", "eng"])
+        .run()
+        .success()
+        .stderr_has("-/+ StatefulSet/k8s-agent-eng")
+        .stdout_has("recreated StatefulSet/k8s-agent-eng");
+    let writes: Vec<(String, String)> = requests(&server)
+        .iter()
+        .filter(|r| r["method"] != "GET")
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap().to_string(),
+                r["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let at = |m: &str, path: &str| {
+        writes
+            .iter()
+            .position(|(wm, wp)| wm == m && wp == path)
+            .unwrap()
+    };
+    let sts = "/apis/apps/v1/namespaces/acme-agents/statefulsets/k8s-agent-eng";
+    assert!(at("DELETE", sts) < at("PATCH", sts), "{writes:#?}");
+    let orphaned = requests(&server)
+        .into_iter()
+        .find(|r| r["method"] == "DELETE" && r["path"] == sts)
+        .unwrap();
+    assert_eq!(
+        orphaned["query"]["propagationPolicy"], "Orphan",
+        "the pod stays"
+    );
+    let claim = &sent_of(&server, "PATCH")
+        .into_iter()
+        .find(|r| r["path"] == sts)
+        .unwrap()["body"]["spec"]["volumeClaimTemplates"][0];
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "80Gi");
+    run()
+        .args(["-s", "k8s", "plan", "--detailed-exitcode"])
+        .run()
+        .code(0);
+
     // An agent removed from the project: its objects go, its volume claims stay.
     let project = p.read("agent-army.toml");
     let cut = project.find("[[agents]]\nname = \"agent-tester\"").unwrap();
@@ -1023,7 +1079,9 @@ fn destroy_keeps_a_namespace_another_stack_still_uses() {
         "POST",
         server.port,
         "/__fake/object",
-        Some(r#"{"path":"/api/v1/namespaces/acme-agents/pods/prod-agent-pm-0","object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"prod-agent-pm-0","namespace":"acme-agents","labels":{"agent-army/project":"acme-agents","agent-army/stack":"prod"}}}}"#),
+        Some(
+            r#"{"path":"/api/v1/namespaces/acme-agents/pods/prod-agent-pm-0","object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"prod-agent-pm-0","namespace":"acme-agents","labels":{"agent-army/project":"acme-agents","agent-army/stack":"prod"}}}}"#,
+        ),
     );
     run()
         .args(["-s", "k8s", "destroy", "--yes", "--delete-volumes"])

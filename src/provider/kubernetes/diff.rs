@@ -30,8 +30,35 @@ pub const LISTED: &[&str] = &[
     "NetworkPolicy",
 ];
 
-/// Put the object's content hash into its annotations.
+/// On a StatefulSet: the SHA-256 of the fields the API server never lets change
+/// (`selector`, `serviceName`, `volumeClaimTemplates`: the sizes and storage class of its
+/// volumes).
+pub const FIXED: &str = "agent-army/fixed-sha256";
+
+fn fixed_hash(obj: &Value) -> Option<String> {
+    (obj["kind"] == "StatefulSet").then(|| {
+        let spec = &obj["spec"];
+        let fixed = serde_json::json!([
+            spec["selector"],
+            spec["serviceName"],
+            spec["volumeClaimTemplates"]
+        ]);
+        hex::encode(Sha256::digest(fixed.to_string()))
+    })
+}
+
+/// Put the object's content hash into its annotations (and a StatefulSet's [`FIXED`] hash).
 pub fn stamp(obj: &mut Value) {
+    if let Some(fixed) = fixed_hash(obj)
+        && let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(FIXED.into(), fixed.into());
+        }
+    }
     // The hash is of the object as rendered: without the stamp (and without the annotations
     // map the stamp alone made).
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -67,6 +94,8 @@ pub struct Live {
     pub kind: String,
     pub name: String,
     pub applied: Option<String>,
+    /// A StatefulSet's [`FIXED`] hash.
+    pub fixed: Option<String>,
     pub stack: Option<String>,
     pub project: Option<String>,
     pub agent: Option<String>,
@@ -81,6 +110,7 @@ impl Live {
             kind: kind.to_string(),
             name: text(&meta["name"]).unwrap_or_default(),
             applied: text(&meta["annotations"][APPLIED]),
+            fixed: text(&meta["annotations"][FIXED]),
             stack: text(&meta["labels"][LABEL_STACK]),
             project: text(&meta["labels"][LABEL_PROJECT]),
             agent: text(&meta["labels"][LABEL_AGENT]),
@@ -100,6 +130,9 @@ pub enum Action {
     Foreign,
     /// A replaced agent's pod, deleted so that its StatefulSet starts it afresh.
     Restart,
+    /// A StatefulSet whose fixed fields changed, with `--replace`: deleted without its pod
+    /// (orphaned, then adopted) and made again.
+    Recreate,
 }
 
 impl Action {
@@ -107,6 +140,7 @@ impl Action {
         match self {
             Action::Create => "+",
             Action::Update | Action::Restart => "~",
+            Action::Recreate => "-/+",
             Action::Delete => "-",
             Action::Keep | Action::Foreign => " ",
         }
@@ -131,6 +165,9 @@ pub struct Change {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct KubePlan {
     pub changes: Vec<Change>,
+    /// Changes the API server would refuse, each with what to do instead: nothing is applied
+    /// while there is one.
+    pub blocked: Vec<String>,
 }
 
 impl KubePlan {
@@ -172,6 +209,7 @@ pub fn diff(
     let ours =
         |l: &Live| l.stack.as_deref() == Some(stack) && l.project.as_deref() == Some(project);
     let mut changes = Vec::new();
+    let mut blocked = Vec::new();
     let mut wanted = std::collections::BTreeSet::new();
     for (i, obj) in desired.iter().enumerate() {
         let kind = obj["kind"].as_str().unwrap_or_default().to_string();
@@ -188,12 +226,23 @@ pub fn diff(
         } else {
             live.iter().find(|l| l.kind == kind && l.name == name)
         };
+        let replaced = agent.as_ref().is_some_and(|a| replace.contains(a));
+        let fixed_changed = found
+            .and_then(|l| l.fixed.as_deref())
+            .is_some_and(|f| Some(f) != obj["metadata"]["annotations"][FIXED].as_str());
+        if fixed_changed && !replaced {
+            blocked.push(format!(
+                "{kind}/{name}: its volumes changed (`disk_gb`, `storage_class` or `tailscale_state_gb`), which Kubernetes never changes on a StatefulSet; `deploy --replace {}` makes the StatefulSet again around the same pod and claims (existing claims keep their size and class: grow one with `kubectl patch pvc`, if its class allows expansion), or set the old values back",
+                agent.as_deref().unwrap_or_default()
+            ));
+        }
         let action = match found {
             None => Action::Create,
+            Some(_) if fixed_changed && replaced => Action::Recreate,
             Some(l) if kind == "Namespace" && !ours(l) => Action::Foreign,
             // `--replace`: applied again (taking back what was changed by hand), unchanged
             // or not.
-            Some(_) if agent.as_ref().is_some_and(|a| replace.contains(a)) => Action::Update,
+            Some(_) if replaced => Action::Update,
             Some(l) if l.applied.is_some() && l.applied.as_deref() == hash => Action::Keep,
             Some(_) => Action::Update,
         };
@@ -214,7 +263,8 @@ pub fn diff(
             kind,
             name,
             agent,
-            desired: matches!(action, Action::Create | Action::Update).then_some(i),
+            desired: matches!(action, Action::Create | Action::Update | Action::Recreate)
+                .then_some(i),
         });
         changes.extend(restart);
     }
@@ -233,7 +283,7 @@ pub fn diff(
             desired: None,
         }));
     }
-    KubePlan { changes }
+    KubePlan { changes, blocked }
 }
 
 #[cfg(test)]
