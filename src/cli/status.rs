@@ -390,12 +390,17 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
         }
     }
 
+    Ok(report(ctx, config, &local, agents))
+}
+
+/// Print the report (a table, or JSON) and say whether every agent is healthy.
+fn report(ctx: &Ctx, config: &Config, local: &Local, agents: Vec<AgentReport>) -> ExitStatus {
     let unhealthy = agents.iter().filter(|a| !a.healthy).count();
     let doc = Doc {
         project: &config.project,
         stack: &config.stack,
         provider: config.provider.kind(),
-        tailnet: local_view(&local),
+        tailnet: local_view(local),
         agents,
         healthy: unhealthy == 0,
         unhealthy,
@@ -405,11 +410,11 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
     } else {
         anstream::print!("{}", super::style::status_table(&text(config, &doc)));
     }
-    Ok(if unhealthy == 0 {
+    if unhealthy == 0 {
         ExitStatus::Success
     } else {
         ExitStatus::Failure
-    })
+    }
 }
 
 /// The agents' tokens, when this machine can decrypt the gateway keys: the probe then proves
@@ -612,26 +617,7 @@ async fn run_kubernetes(
             problems,
         });
     }
-    let unhealthy = agents.iter().filter(|a| !a.healthy).count();
-    let doc = Doc {
-        project: &config.project,
-        stack: &config.stack,
-        provider: config.provider.kind(),
-        tailnet: local_view(&local),
-        agents,
-        healthy: unhealthy == 0,
-        unhealthy,
-    };
-    if ctx.json() {
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-    } else {
-        anstream::print!("{}", super::style::status_table(&text(config, &doc)));
-    }
-    Ok(if unhealthy == 0 {
-        ExitStatus::Success
-    } else {
-        ExitStatus::Failure
-    })
+    Ok(report(ctx, config, &local, agents))
 }
 
 /// How `status` reaches the agents over ssh: the same client, overrides and known_hosts as

@@ -52,6 +52,21 @@ impl KubeError {
     }
 }
 
+/// The API server's error answer: its `Status` reason and message, else the start of the text.
+fn api_error(method: &'static str, path: &str, status: u16, text: &str) -> KubeError {
+    let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    KubeError::Api {
+        method,
+        path: path.to_string(),
+        status,
+        reason: body["reason"].as_str().unwrap_or_default().to_string(),
+        message: body["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| text.chars().take(300).collect()),
+    }
+}
+
 pub struct KubeClient {
     http: reqwest::Client,
     server: String,
@@ -147,17 +162,7 @@ impl KubeClient {
                 }),
             };
         }
-        let body = parsed.unwrap_or(Value::Null);
-        Err(KubeError::Api {
-            method: r.method,
-            path: r.path.clone(),
-            status,
-            reason: body["reason"].as_str().unwrap_or_default().to_string(),
-            message: body["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| text.chars().take(300).collect()),
-        })
+        Err(api_error(r.method, &r.path, status, &text))
     }
 }
 
@@ -234,17 +239,7 @@ impl KubeClient {
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             let text = resp.text().await.map_err(http)?;
-            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            return Err(KubeError::Api {
-                method: "GET",
-                path: path.to_string(),
-                status,
-                reason: body["reason"].as_str().unwrap_or_default().to_string(),
-                message: body["message"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| text.chars().take(300).collect()),
-            });
+            return Err(api_error("GET", path, status, &text));
         }
         while let Some(chunk) = resp.chunk().await.map_err(http)? {
             sink(&chunk);
@@ -290,16 +285,7 @@ impl KubeClient {
                     body["message"].as_str().unwrap_or("exec is not allowed")
                 )));
             }
-            return Err(KubeError::Api {
-                method: "GET",
-                path: path.to_string(),
-                status,
-                reason: body["reason"].as_str().unwrap_or_default().to_string(),
-                message: body["message"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| text.chars().take(300).collect()),
-            });
+            return Err(api_error("GET", path, status, &text));
         }
         let header = |name: &str| {
             resp.headers()

@@ -324,32 +324,45 @@ impl Moto {
             .unwrap_or_default()
     }
 
-    /// Create an S3 bucket (path style, straight to moto, not recorded).
+    /// Create an S3 bucket (path style, straight to moto, not recorded). A connection moto
+    /// resets (seen on a loaded machine right after its start) is tried again: creating a
+    /// bucket twice is harmless.
     pub fn create_bucket(&self, bucket: &str) {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.moto.port)).expect("connect");
-        write!(
-            s,
+        let request = format!(
             "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
+        );
+        let resp = self.raw(&request);
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
+
+    /// One raw HTTP exchange with moto, tried up to five times on a reset connection.
+    fn raw(&self, request: &str) -> String {
+        use std::io::{Read, Write};
+        let mut last = None;
+        for _ in 0..5 {
+            let exchange = || -> std::io::Result<String> {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", self.moto.port))?;
+                s.write_all(request.as_bytes())?;
+                let mut resp = String::new();
+                s.read_to_string(&mut resp)?;
+                Ok(resp)
+            };
+            match exchange() {
+                Ok(resp) if !resp.is_empty() => return resp,
+                Ok(_) => last = Some("an empty answer".to_string()),
+                Err(e) => last = Some(e.to_string()),
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        panic!("moto did not answer {request:?}: {last:?}");
     }
 
     /// An object's body straight from moto (`None`: absent).
     pub fn get_object(&self, bucket: &str, key: &str) -> Option<String> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.moto.port)).expect("connect");
-        write!(
-            s,
+        let resp = self.raw(&format!(
             // moto refuses anonymous reads of private objects; it does not check signatures.
             "GET /{bucket}/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
+        ));
         if !resp.starts_with("HTTP/1.1 200") {
             return None;
         }
