@@ -90,6 +90,23 @@ fn plan_text(config: &Config, namespace: &str, source: &str, plan: &KubePlan) ->
     out
 }
 
+/// The stack's namespace and its plan (`--replace` names checked), refused when it holds a
+/// change the API server would refuse.
+async fn planned(
+    session: &crate::app::Session,
+    replace: &[String],
+    lock_wait: std::time::Duration,
+) -> Result<(String, kube::Planned)> {
+    let config = &session.config;
+    let namespace = settings(config)
+        .map(|k| k.namespace.clone())
+        .unwrap_or_default();
+    let replace = super::apply::check_replace(config, replace)?;
+    let planned = kube::plan(session, lock_wait, &replace).await?;
+    refuse_blocked(&planned.plan)?;
+    Ok((namespace, planned))
+}
+
 /// Changes the API server would refuse stop the plan before anything is sent.
 fn refuse_blocked(plan: &KubePlan) -> Result<()> {
     if plan.blocked.is_empty() {
@@ -120,12 +137,7 @@ fn plan_json(config: &Config, namespace: &str, plan: &KubePlan) -> serde_json::V
 pub async fn plan(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
     let config = &session.config;
-    let namespace = settings(config)
-        .map(|k| k.namespace.clone())
-        .unwrap_or_default();
-    let replace = super::apply::check_replace(config, &args.replace)?;
-    let planned = kube::plan(&session, std::time::Duration::ZERO, &replace).await?;
-    refuse_blocked(&planned.plan)?;
+    let (namespace, planned) = planned(&session, &args.replace, std::time::Duration::ZERO).await?;
     if ctx.json() {
         println!(
             "{}",
@@ -148,12 +160,7 @@ pub async fn plan(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
 pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
     let config = &session.config;
-    let namespace = settings(config)
-        .map(|k| k.namespace.clone())
-        .unwrap_or_default();
-    let replace = super::apply::check_replace(config, &args.replace)?;
-    let planned = kube::plan(&session, args.lock_timeout, &replace).await?;
-    refuse_blocked(&planned.plan)?;
+    let (namespace, planned) = planned(&session, &args.replace, args.lock_timeout).await?;
     if !ctx.json() && !ctx.global.quiet {
         eprint!(
             "{}",

@@ -345,19 +345,7 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
     for a in &config.agents {
         let (server_id, cloud) = crate::app::fleet::server_word(&state, observed.as_ref(), &a.name);
         let view = status.map(|s| tailnet::classify(s, &a.hostname, &a.fqdn));
-        let finding = match (&view, status) {
-            (Some(v), Some(s)) => tailnet::diagnose(
-                v,
-                &a.hostname,
-                &tailnet::Context {
-                    cloud: Some(&cloud),
-                    stack_tailnet: &config.tailnet,
-                    local_tailnet: s.suffix(),
-                    agent: &a.name,
-                },
-            ),
-            _ => None,
-        };
+        let finding = diagnose(config, a, view.as_ref(), status, &cloud);
         let gateway = gateways.get(&a.name).cloned();
         let (healthy, problems) = judge(a, &cloud, view.as_ref(), finding, gateway.as_ref());
         agents.push(AgentReport {
@@ -391,6 +379,27 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
     }
 
     Ok(report(ctx, config, &local, agents))
+}
+
+/// What this machine's tailnet says about an agent, given what its server or pod is.
+fn diagnose(
+    config: &Config,
+    a: &crate::stack::Agent,
+    view: Option<&tailnet::AgentTailnet>,
+    status: Option<&tailnet::Status>,
+    cloud: &str,
+) -> Option<tailnet::Finding> {
+    let (v, s) = (view?, status?);
+    tailnet::diagnose(
+        v,
+        &a.hostname,
+        &tailnet::Context {
+            cloud: Some(cloud),
+            stack_tailnet: &config.tailnet,
+            local_tailnet: s.suffix(),
+            agent: &a.name,
+        },
+    )
 }
 
 /// Print the report (a table, or JSON) and say whether every agent is healthy.
@@ -576,31 +585,14 @@ async fn run_kubernetes(
         {
             problems.push(f);
         }
-        let finding = match (&view, local_status) {
-            (Some(v), Some(s)) => tailnet::diagnose(
-                v,
-                &a.hostname,
-                &tailnet::Context {
-                    cloud: Some(&word),
-                    stack_tailnet: &config.tailnet,
-                    local_tailnet: s.suffix(),
-                    agent: &a.name,
-                },
-            ),
-            _ => None,
-        };
+        let finding = diagnose(config, a, view.as_ref(), local_status, &word);
         // The pod's or the sidecar's problem, when there is one, is the root cause that
         // `judge` puts first; it then adds only what that does not explain.
         let lead = match problems.iter().position(|p| p.unhealthy) {
             Some(i) => Some(problems.remove(i)),
             None => finding,
         };
-        let cloud_word = if lead.as_ref().is_some_and(|l| l.unhealthy) {
-            "running"
-        } else {
-            word.as_str()
-        };
-        let (healthy, mut judged) = judge(a, cloud_word, view.as_ref(), lead, gateway.as_ref());
+        let (healthy, mut judged) = judge(a, &word, view.as_ref(), lead, gateway.as_ref());
         judged.extend(problems);
         let problems = judged;
         agents.push(AgentReport {
