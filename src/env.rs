@@ -60,6 +60,8 @@ pub mod vars {
     /// Kubernetes stacks: the kubeconfig file (the first of a `:`-separated list is read),
     /// else `~/.kube/config`.
     pub const KUBECONFIG: &str = "KUBECONFIG";
+    /// Docker stacks: the engine's socket (`unix:///path`) when the stack names none.
+    pub const DOCKER_HOST: &str = "DOCKER_HOST";
     /// Set in every pod: the in-cluster API server, used when there is no kubeconfig.
     pub const KUBERNETES_SERVICE_HOST: &str = "KUBERNETES_SERVICE_HOST";
     pub const KUBERNETES_SERVICE_PORT: &str = "KUBERNETES_SERVICE_PORT";

@@ -9,6 +9,7 @@ pub mod cloud;
 pub mod devices;
 pub mod fleet;
 pub mod health;
+pub mod docker;
 pub mod kubernetes;
 pub mod migrate;
 pub mod remote;

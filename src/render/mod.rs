@@ -5,6 +5,7 @@
 //! produced by serde, never by templating.
 
 pub mod escape;
+pub mod docker;
 pub mod kubernetes;
 pub mod yaml;
 

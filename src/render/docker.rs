@@ -1,0 +1,398 @@
+//! The containers of a Docker stack, as data: per agent, the OpenClaw container and, when the
+//! stack has a Tailscale auth key, the Tailscale sidecar that owns the network namespace.
+//!
+//! The shape is the Kubernetes pod's, from the same functions ([`super::kubernetes`]): the
+//! same set-up script, `openclaw.json`, workspace, environment file and gateway token, the
+//! same sidecar environment and serve config. What differs is only how Docker carries it:
+//! - the configuration is copied into the created container before it starts (one tar per
+//!   directory), where Kubernetes mounts a ConfigMap and Secrets;
+//! - the set-up runs in the OpenClaw container's command before the gateway (no init
+//!   containers);
+//! - the auth key is copied onto the sidecar's state volume, which only the sidecar mounts;
+//! - without an auth key there is no sidecar: the gateway listens on the container's own
+//!   interfaces (`--bind lan`), published on 127.0.0.1 only.
+//!
+//! Nothing here talks to Docker: `provider::docker` turns these into Engine API requests.
+
+use std::collections::BTreeMap;
+
+use hkdf::Hkdf;
+use serde::Serialize;
+use sha2::Sha256;
+
+use super::kubernetes::{
+    AUTH_KEY, CONFIG_DIR, GATEWAY_ENV_DIR, GATEWAY_ENV_KEY, LABEL_AGENT, LABEL_PROJECT,
+    LABEL_STACK, RUN_AS, SERVE_DIR, TAILSCALE_STATE_DIR, config_files, gateway_command,
+    openclaw_env, serve_config, setup_script, tailscale_env,
+};
+use super::{AGENT_HOME, GATEWAY_PORT, Values, env_file};
+use crate::stack::model::DockerSettings;
+use crate::stack::{Agent, Config};
+
+/// Which container of an agent a label marks.
+pub const LABEL_ROLE: &str = "agent-army/role";
+pub const ROLE_OPENCLAW: &str = "openclaw";
+pub const ROLE_SIDECAR: &str = "tailscale";
+pub const ROLE_DATA: &str = "data";
+pub const ROLE_STATE: &str = "tailscale-state";
+/// The hash of everything a container is created from (keyed by the gateway token, so it
+/// reveals nothing about the secrets in it): a redeploy compares it.
+pub const LABEL_CONFIG: &str = "agent-army/config";
+/// The hash of each part, for the plan's reason (`env`, `openclaw.json`, ...).
+pub const LABEL_PARTS: &str = "agent-army/config-parts";
+/// Public id of the agent's gateway key, as on the clouds' servers.
+pub const LABEL_KEY_ID: &str = "agent-army/key-id";
+/// On a data volume: the 127.0.0.1 port its agent's gateway was published on, so a
+/// recreated container keeps its URL.
+pub const LABEL_PORT: &str = "agent-army/port";
+
+/// A file copied into a created container before it starts.
+#[derive(Debug, Clone, Serialize)]
+pub struct File {
+    /// Absolute path in the container.
+    pub path: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(skip)]
+    pub content: Vec<u8>,
+    /// Only directories: `content` is empty.
+    pub dir: bool,
+}
+
+/// A mount of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Mount {
+    /// A named volume.
+    Volume { name: String, target: String },
+    /// A private tmpfs (`/tmp`).
+    Tmpfs { target: String },
+}
+
+/// Where a container's network comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Net {
+    /// The stack's bridge network.
+    Bridge(String),
+    /// Another container's network namespace (`container:<name>`): the sidecar's.
+    Container(String),
+}
+
+/// One container, as it is created.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub role: &'static str,
+    pub image: String,
+    /// The network namespace's host name (only a container that owns its namespace).
+    pub hostname: Option<String>,
+    /// `uid:gid`: never root.
+    pub user: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Vec<String>,
+    /// `NAME=value`, nothing secret.
+    pub env: Vec<String>,
+    pub net: Net,
+    /// The gateway published on `127.0.0.1:<port>` (no sidecar).
+    pub publish: Option<u16>,
+    pub mounts: Vec<Mount>,
+    pub read_only_root: bool,
+    /// `CMD` of the Docker health check.
+    pub health: Option<Vec<String>>,
+    /// Copied in before the first start (secrets among them).
+    pub files: Vec<File>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The containers and volumes of one agent.
+#[derive(Debug, Clone)]
+pub struct AgentContainers {
+    pub agent: String,
+    pub openclaw: ContainerSpec,
+    pub sidecar: Option<ContainerSpec>,
+    /// (volume name, role) of the agent's volumes.
+    pub volumes: Vec<(String, &'static str)>,
+}
+
+/// Docker names: `<project>-<stack>-<agent>`, so two projects on one engine do not meet.
+pub fn container_name(config: &Config, agent: &Agent) -> String {
+    format!("{}-{}", config.project, agent.hostname)
+}
+
+/// The stack's bridge network.
+pub fn network_name(config: &Config) -> String {
+    format!("agent-army-{}-{}", config.project, config.stack)
+}
+
+/// Labels of the stack's objects.
+pub fn stack_labels(config: &Config) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_PROJECT.to_string(), config.project.clone()),
+        (LABEL_STACK.to_string(), config.stack.clone()),
+    ])
+}
+
+/// `label=value` filters selecting everything of the stack.
+pub fn stack_filters(config: &Config) -> Vec<String> {
+    stack_labels(config)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+}
+
+fn agent_labels(config: &Config, agent: &Agent, role: &str) -> BTreeMap<String, String> {
+    let mut l = stack_labels(config);
+    l.insert(LABEL_AGENT.into(), agent.name.clone());
+    l.insert(LABEL_ROLE.into(), role.into());
+    l
+}
+
+/// Labels of an agent's volume (`role`: data or tailscale-state).
+pub fn volume_labels(config: &Config, agent: &Agent, role: &str) -> BTreeMap<String, String> {
+    agent_labels(config, agent, role)
+}
+
+fn file(path: String, mode: u32, content: Vec<u8>) -> File {
+    File {
+        path,
+        mode,
+        uid: RUN_AS,
+        gid: RUN_AS,
+        content,
+        dir: false,
+    }
+}
+
+fn dir(path: &str, mode: u32) -> File {
+    File {
+        path: path.into(),
+        mode,
+        uid: RUN_AS,
+        gid: RUN_AS,
+        content: Vec::new(),
+        dir: true,
+    }
+}
+
+/// The health check: the gateway answers `/readyz` on its loopback port (run inside the
+/// container, where the gateway's loopback is).
+fn gateway_health() -> Vec<String> {
+    let script = format!(
+        "fetch('http://127.0.0.1:{GATEWAY_PORT}/readyz').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"
+    );
+    vec!["CMD".into(), "node".into(), "-e".into(), script]
+}
+
+/// One agent's containers with real values. `port` is the 127.0.0.1 port of its gateway
+/// when the stack has no auth key. The returned specs carry [`LABEL_CONFIG`] and
+/// [`LABEL_PARTS`]: hashes keyed by the gateway token.
+pub fn agent_containers(
+    config: &Config,
+    d: &DockerSettings,
+    agent: &Agent,
+    values: &Values,
+    key_id: &str,
+    port: Option<u16>,
+) -> AgentContainers {
+    let name = container_name(config, agent);
+    let data_volume = format!("{name}-data");
+    let state_volume = format!("{name}-tailscale-state");
+    let sidecar_name = format!("{name}-tailscale");
+    let tailnet = matches!(values, Values::Real { tailscale_auth_key, .. } if !tailscale_auth_key.expose().is_empty());
+    let token: String = match values {
+        Values::Masked => String::new(),
+        Values::Real { gateway_token, .. } => gateway_token.to_string(),
+    };
+
+    // OpenClaw: the set-up script (as the Kubernetes init container runs it), then the gateway.
+    let files = config_files(config, agent);
+    let keys: Vec<(String, String)> = files
+        .iter()
+        .map(|(k, p, _)| (k.clone(), p.clone()))
+        .collect();
+    let setup = setup_script(config, agent, &keys);
+    let mut oc_files = vec![
+        dir(AGENT_HOME, 0o700),
+        dir(CONFIG_DIR, 0o755),
+        file(format!("{CONFIG_DIR}/setup.sh"), 0o444, setup.into_bytes()),
+        dir(GATEWAY_ENV_DIR, 0o500),
+        file(
+            format!("{GATEWAY_ENV_DIR}/{GATEWAY_ENV_KEY}"),
+            0o400,
+            env_file(config, agent, values).into_bytes(),
+        ),
+    ];
+    for (key, _, bytes) in files {
+        oc_files.push(file(format!("{CONFIG_DIR}/{key}"), 0o444, bytes));
+    }
+    let bind = if tailnet { "loopback" } else { "lan" };
+    let mut openclaw = ContainerSpec {
+        name: name.clone(),
+        role: ROLE_OPENCLAW,
+        image: d.openclaw_image.clone(),
+        hostname: (!tailnet).then(|| agent.hostname.clone()),
+        user: format!("{RUN_AS}:{RUN_AS}"),
+        entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+        cmd: vec![format!(
+            "/bin/sh {CONFIG_DIR}/setup.sh && {}",
+            gateway_command(bind)
+        )],
+        env: openclaw_env()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        net: if tailnet {
+            Net::Container(sidecar_name.clone())
+        } else {
+            Net::Bridge(network_name(config))
+        },
+        publish: if tailnet { None } else { port },
+        mounts: vec![
+            Mount::Volume {
+                name: data_volume.clone(),
+                target: AGENT_HOME.into(),
+            },
+            Mount::Tmpfs {
+                target: "/tmp".into(),
+            },
+        ],
+        read_only_root: false,
+        health: Some(gateway_health()),
+        files: oc_files,
+        labels: agent_labels(config, agent, ROLE_OPENCLAW),
+    };
+    openclaw
+        .labels
+        .insert(LABEL_KEY_ID.into(), key_id.to_string());
+    seal(&mut openclaw, &token);
+
+    let mut volumes = vec![(data_volume, ROLE_DATA)];
+    let sidecar = tailnet.then(|| {
+        let auth = match values {
+            Values::Real {
+                tailscale_auth_key, ..
+            } => tailscale_auth_key.expose().as_bytes().to_vec(),
+            Values::Masked => Vec::new(),
+        };
+        let mut env: Vec<String> = tailscale_env(
+            agent,
+            &format!("{TAILSCALE_STATE_DIR}/{AUTH_KEY}"),
+            true,
+        )
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+        // The stand-in's MagicDNS suffix (real containerboot ignores it).
+        env.push(format!("AGENT_ARMY_TAILNET={}", config.tailnet));
+        let mut s = ContainerSpec {
+            name: sidecar_name.clone(),
+            role: ROLE_SIDECAR,
+            image: d.tailscale_image.clone(),
+            hostname: Some(agent.hostname.clone()),
+            user: format!("{RUN_AS}:{RUN_AS}"),
+            entrypoint: None,
+            cmd: Vec::new(),
+            env,
+            net: Net::Bridge(network_name(config)),
+            publish: None,
+            mounts: vec![
+                Mount::Volume {
+                    name: state_volume.clone(),
+                    target: TAILSCALE_STATE_DIR.into(),
+                },
+                Mount::Tmpfs {
+                    target: "/tmp".into(),
+                },
+            ],
+            read_only_root: false,
+            health: None,
+            files: vec![
+                dir(SERVE_DIR, 0o755),
+                file(
+                    format!("{SERVE_DIR}/serve.json"),
+                    0o444,
+                    serve_config().into_bytes(),
+                ),
+                dir(TAILSCALE_STATE_DIR, 0o700),
+                file(format!("{TAILSCALE_STATE_DIR}/{AUTH_KEY}"), 0o400, auth),
+            ],
+            labels: agent_labels(config, agent, ROLE_SIDECAR),
+        };
+        // The auth key is read by the first start only (as on VMs): a new key does not
+        // recreate a running sidecar, so it is left out of the hash.
+        seal(&mut s, "");
+        s
+    });
+    if sidecar.is_some() {
+        volumes.push((state_volume, ROLE_STATE));
+    }
+    AgentContainers {
+        agent: agent.name.clone(),
+        openclaw,
+        sidecar,
+        volumes,
+    }
+}
+
+/// HMAC-SHA256 of `content` keyed by `key` (HKDF's extract step is exactly that).
+fn mac(key: &str, content: &[u8]) -> String {
+    let (prk, _) = Hkdf::<Sha256>::extract(Some(key.as_bytes()), content);
+    hex::encode(&prk[..16])
+}
+
+/// The parts of a container that a change is reported by, each hashed.
+fn parts(spec: &ContainerSpec, key: &str) -> BTreeMap<String, String> {
+    let mut p = BTreeMap::new();
+    p.insert("image".into(), mac(key, spec.image.as_bytes()));
+    let runtime = serde_json::json!({
+        "user": spec.user, "entrypoint": spec.entrypoint, "cmd": spec.cmd, "env": spec.env,
+        "net": spec.net, "publish": spec.publish, "mounts": spec.mounts, "health": spec.health,
+        "hostname": spec.hostname, "read_only_root": spec.read_only_root,
+    });
+    p.insert("container".into(), mac(key, runtime.to_string().as_bytes()));
+    for f in &spec.files {
+        if f.dir || f.path.ends_with(&format!("/{AUTH_KEY}")) {
+            continue;
+        }
+        let name = if f.path.ends_with(GATEWAY_ENV_KEY) {
+            "env".to_string()
+        } else if f.path.contains("/workspace-") {
+            "workspace".to_string()
+        } else {
+            f.path.rsplit('/').next().unwrap_or_default().to_string()
+        };
+        let mut h = p.remove(&name).unwrap_or_default().into_bytes();
+        h.extend_from_slice(f.path.as_bytes());
+        h.push(0);
+        h.extend_from_slice(format!("{:o}", f.mode).as_bytes());
+        h.push(0);
+        h.extend_from_slice(&f.content);
+        p.insert(name, mac(key, &h));
+    }
+    p
+}
+
+/// Put the hashes on `spec`'s labels.
+fn seal(spec: &mut ContainerSpec, key: &str) {
+    let parts = parts(spec, key);
+    let all = serde_json::to_string(&parts).unwrap_or_default();
+    spec.labels
+        .insert(LABEL_CONFIG.into(), mac(key, all.as_bytes()));
+    spec.labels.insert(LABEL_PARTS.into(), all);
+}
+
+/// The parts whose hash differs between two [`LABEL_PARTS`] labels (all of them when one
+/// cannot be read): the reasons a container is recreated.
+pub fn changed_parts(have: Option<&str>, want: &str) -> Vec<String> {
+    let parse = |s: &str| serde_json::from_str::<BTreeMap<String, String>>(s).ok();
+    let (Some(have), Some(want)) = (have.and_then(parse), parse(want)) else {
+        return vec!["configuration".into()];
+    };
+    let mut names: Vec<String> = want
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    names.extend(have.keys().filter(|k| !want.contains_key(*k)).cloned());
+    names
+}
