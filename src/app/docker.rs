@@ -10,11 +10,11 @@ use super::{Session, fleet};
 use crate::env::vars;
 use crate::error::Result;
 use crate::provider::docker::{Engine, Observed, ObservedContainer};
+use crate::render::Values;
 use crate::render::docker::{
     self as spec, AgentContainers, ContainerSpec, LABEL_CONFIG, LABEL_PARTS, LABEL_PORT,
     LABEL_ROLE, ROLE_DATA, ROLE_OPENCLAW, ROLE_SIDECAR,
 };
-use crate::render::Values;
 use crate::secrets::Secret;
 use crate::stack::model::DockerSettings;
 use crate::stack::{Config, ProviderSettings};
@@ -40,7 +40,9 @@ pub async fn connect(session: &Session) -> Result<Engine> {
 pub enum Change {
     Create,
     /// Remove and create again, for these changed parts (`env`, `openclaw.json`, ...).
-    Recreate { parts: Vec<String> },
+    Recreate {
+        parts: Vec<String>,
+    },
     /// Unchanged but not running.
     Start,
     Keep,
@@ -82,7 +84,10 @@ fn change(want: &ContainerSpec, have: Option<&ObservedContainer>) -> Change {
             Change::Recreate {
                 parts: spec::changed_parts(
                     h.label(LABEL_PARTS),
-                    want.labels.get(LABEL_PARTS).map(String::as_str).unwrap_or(""),
+                    want.labels
+                        .get(LABEL_PARTS)
+                        .map(String::as_str)
+                        .unwrap_or(""),
                 ),
             }
         }
@@ -175,7 +180,11 @@ fn port_for(observed: &Observed, openclaw: &str, data_volume: &str) -> Result<u1
 
 /// Every agent's containers with real values (secrets resolved, gateway keys from state or
 /// the seed, created under the lock when missing).
-pub fn desired(session: &Session, lock_wait: Duration, observed: &Observed) -> Result<Vec<AgentContainers>> {
+pub fn desired(
+    session: &Session,
+    lock_wait: Duration,
+    observed: &Observed,
+) -> Result<Vec<AgentContainers>> {
     let config = &session.config;
     let Some(d) = settings(config) else {
         return Ok(Vec::new());
@@ -299,7 +308,11 @@ async fn apply_agent(
     if p.openclaw == Change::Keep {
         return Ok(None);
     }
-    Ok(Some(engine.wait_healthy(&a.openclaw.name, health_timeout).await?))
+    Ok(Some(
+        engine
+            .wait_healthy(&a.openclaw.name, health_timeout)
+            .await?,
+    ))
 }
 
 async fn converge(engine: &Engine, s: &ContainerSpec, c: &Change) -> Result<()> {
@@ -429,23 +442,22 @@ pub async fn views(
                         None,
                         &[
                             "tailscale",
-                            &format!(
-                                "--socket={}",
-                                crate::render::kubernetes::TAILSCALE_SOCKET
-                            ),
+                            &format!("--socket={}", crate::render::kubernetes::TAILSCALE_SOCKET),
                             "status",
                             "--json",
                         ],
                     )
                     .await?;
-                serde_json::from_str::<serde_json::Value>(&r.stdout).ok().map(|v| {
-                    serde_json::json!({
-                        "BackendState": v["BackendState"],
-                        "TailscaleIPs": v["TailscaleIPs"],
-                        "DNSName": v["Self"]["DNSName"],
-                        "Health": v["Health"],
+                serde_json::from_str::<serde_json::Value>(&r.stdout)
+                    .ok()
+                    .map(|v| {
+                        serde_json::json!({
+                            "BackendState": v["BackendState"],
+                            "TailscaleIPs": v["TailscaleIPs"],
+                            "DNSName": v["Self"]["DNSName"],
+                            "Health": v["Health"],
+                        })
                     })
-                })
             }
             _ => None,
         };
@@ -453,7 +465,8 @@ pub async fn views(
             agent: a.name.clone(),
             container: name.clone(),
             openclaw: state_of(oc),
-            healthy: oc.is_some_and(|c| c.state == "running" && c.health.as_deref() == Some("healthy"))
+            healthy: oc
+                .is_some_and(|c| c.state == "running" && c.health.as_deref() == Some("healthy"))
                 && sc.is_none_or(|c| c.state == "running"),
             sidecar: sc.map(|c| state_of(Some(c))),
             url,

@@ -7,9 +7,9 @@
 pub mod apply;
 pub mod cloud;
 pub mod devices;
+pub mod docker;
 pub mod fleet;
 pub mod health;
-pub mod docker;
 pub mod kubernetes;
 pub mod migrate;
 pub mod remote;

@@ -116,7 +116,9 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
         for d in &done {
             match (&d.error, d.healthy_after_s) {
                 (Some(e), _) => eprintln!("  {}: FAILED: {e}", d.agent),
-                (None, Some(s)) => println!("  {}: gateway healthy {s:.1} s after its start", d.agent),
+                (None, Some(s)) => {
+                    println!("  {}: gateway healthy {s:.1} s after its start", d.agent)
+                }
                 (None, None) => println!("  {}: no change", d.agent),
             }
         }
@@ -142,7 +144,10 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
     let observed = engine
         .observe(&spec::stack_filters(&session.config))
         .await?;
-    eprintln!("Remove the containers and network of stack `{stack}` from {}:", engine.socket);
+    eprintln!(
+        "Remove the containers and network of stack `{stack}` from {}:",
+        engine.socket
+    );
     for c in &observed.containers {
         eprintln!("  - {}", c.name);
     }
@@ -164,7 +169,10 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
     )?;
     let done = local::destroy(&engine, &observed, args.delete_volumes).await?;
     if ctx.json() {
-        println!("{}", serde_json::to_string_pretty(&done).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&done).unwrap_or_default()
+        );
     } else {
         println!(
             "Removed {} containers and {} network(s); {} volumes removed, {} kept.",
@@ -182,7 +190,11 @@ pub async fn outputs(ctx: &Ctx, args: OutputsArgs) -> Result<ExitStatus> {
     let engine = local::connect(&session).await?;
     let views = local::views(&session, &engine, args.show_secrets, false).await?;
     if ctx.json() {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "agents": views })).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "agents": views }))
+                .unwrap_or_default()
+        );
         return Ok(ExitStatus::Success);
     }
     for v in &views {
@@ -202,9 +214,18 @@ pub async fn status(ctx: &Ctx, _args: StatusArgs) -> Result<ExitStatus> {
     let views = local::views(&session, &engine, false, true).await?;
     let healthy = views.iter().all(|v| v.healthy);
     if ctx.json() {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "agents": views, "healthy": healthy })).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "agents": views, "healthy": healthy })
+            )
+            .unwrap_or_default()
+        );
     } else {
-        println!("{:<16} {:<26} {:<22} TAILSCALE", "AGENT", "OPENCLAW", "SIDECAR");
+        println!(
+            "{:<16} {:<26} {:<22} TAILSCALE",
+            "AGENT", "OPENCLAW", "SIDECAR"
+        );
         for v in &views {
             let ts = v
                 .tailscale
@@ -261,10 +282,20 @@ pub async fn ssh(ctx: &Ctx, args: SshArgs) -> Result<ExitStatus> {
     let name = spec::container_name(&session.config, agent);
     let host = local::settings(&session.config)
         .and_then(|d| d.host.clone())
-        .or_else(|| ctx.env.get(crate::env::vars::DOCKER_HOST).map(str::to_string))
+        .or_else(|| {
+            ctx.env
+                .get(crate::env::vars::DOCKER_HOST)
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| crate::provider::docker::DEFAULT_SOCKET.to_string());
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
-    let mut argv: Vec<String> = vec!["docker".into(), "-H".into(), host, "exec".into(), "-i".into()];
+    let mut argv: Vec<String> = vec![
+        "docker".into(),
+        "-H".into(),
+        host,
+        "exec".into(),
+        "-i".into(),
+    ];
     if tty {
         argv.push("-t".into());
     }

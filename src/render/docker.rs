@@ -274,14 +274,11 @@ pub fn agent_containers(
             } => tailscale_auth_key.expose().as_bytes().to_vec(),
             Values::Masked => Vec::new(),
         };
-        let mut env: Vec<String> = tailscale_env(
-            agent,
-            &format!("{TAILSCALE_STATE_DIR}/{AUTH_KEY}"),
-            true,
-        )
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+        let mut env: Vec<String> =
+            tailscale_env(agent, &format!("{TAILSCALE_STATE_DIR}/{AUTH_KEY}"), true)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
         // The stand-in's MagicDNS suffix (real containerboot ignores it).
         env.push(format!("AGENT_ARMY_TAILNET={}", config.tailnet));
         let mut s = ContainerSpec {
@@ -395,4 +392,104 @@ pub fn changed_parts(have: Option<&str>, want: &str) -> Vec<String> {
         .collect();
     names.extend(have.keys().filter(|k| !want.contains_key(*k)).cloned());
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::secrets::Secret;
+    use crate::stack::load_from_strs;
+
+    const PROJECT: &str = "[project]\nname = \"demo\"\n\n[[agents]]\nname = \"agent-pm\"\nrole = \"PM\"\n\n[agents.env]\nTZ = \"UTC\"\n";
+
+    fn containers(stack: &str, auth: &str, env_tz: &str) -> (Config, AgentContainers) {
+        let d = tempfile::tempdir().unwrap();
+        let c = load_from_strs(d.path(), "local", &PROJECT.replace("UTC", env_tz), stack)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let auth = Secret::new(auth.to_string());
+        let token = "t".repeat(48);
+        let values = Values::Real {
+            tailscale_auth_key: &auth,
+            env: BTreeMap::new(),
+            gateway_token: &token,
+        };
+        let ProviderSettings::Docker(ds) = &c.provider else {
+            panic!("not a docker stack")
+        };
+        let a = agent_containers(&c, ds, &c.agents[0], &values, "kid", Some(41000));
+        (c, a)
+    }
+    use crate::stack::ProviderSettings;
+
+    #[test]
+    fn without_an_auth_key_the_gateway_is_published_on_loopback_only() {
+        let (c, a) = containers("provider = \"docker\"\n", "", "UTC");
+        assert!(a.sidecar.is_none());
+        assert_eq!(a.openclaw.publish, Some(41000));
+        assert_eq!(a.openclaw.net, Net::Bridge(network_name(&c)));
+        assert!(
+            a.openclaw.cmd[0].ends_with("--bind lan"),
+            "{:?}",
+            a.openclaw.cmd
+        );
+        assert_eq!(
+            a.volumes,
+            vec![("demo-local-agent-pm-data".to_string(), ROLE_DATA)]
+        );
+        assert_eq!(a.openclaw.labels[LABEL_AGENT], "agent-pm");
+        assert_eq!(a.openclaw.labels[LABEL_KEY_ID], "kid");
+    }
+
+    #[test]
+    fn with_an_auth_key_the_sidecar_owns_the_network_and_the_key() {
+        let stack = "provider = \"docker\"\ntailnet = \"tail1.ts.net\"\n\n[secrets]\ntailscale_auth_key = \"env:TS_AUTHKEY\"\n";
+        let (_, a) = containers(stack, "tskey-auth-X", "UTC");
+        let s = a.sidecar.as_ref().expect("a sidecar");
+        assert_eq!(a.openclaw.net, Net::Container(s.name.clone()));
+        assert_eq!(a.openclaw.publish, None);
+        assert!(a.openclaw.cmd[0].ends_with("--bind loopback"));
+        assert!(s.env.contains(&"TS_HOSTNAME=local-agent-pm".to_string()));
+        assert!(
+            s.env
+                .contains(&format!("TS_AUTHKEY=file:{TAILSCALE_STATE_DIR}/{AUTH_KEY}"))
+        );
+        // Only the sidecar has the key, and only as a file on its own volume.
+        let has_key = |c: &ContainerSpec| {
+            c.files.iter().any(|f| f.content == b"tskey-auth-X")
+                || c.env.iter().any(|e| e.contains("tskey-auth-X"))
+        };
+        assert!(has_key(s) && !has_key(&a.openclaw));
+        assert!(
+            !a.openclaw.mounts.iter().any(
+                |m| matches!(m, Mount::Volume { target, .. } if target == TAILSCALE_STATE_DIR)
+            )
+        );
+        assert!(
+            !serde_json::to_string(&a.openclaw.labels)
+                .unwrap()
+                .contains("tskey")
+        );
+    }
+
+    #[test]
+    fn a_changed_env_value_changes_only_the_env_part() {
+        let (_, a) = containers("provider = \"docker\"\n", "", "UTC");
+        let (_, b) = containers("provider = \"docker\"\n", "", "Europe/Berlin");
+        assert_ne!(
+            a.openclaw.labels[LABEL_CONFIG],
+            b.openclaw.labels[LABEL_CONFIG]
+        );
+        assert_eq!(
+            changed_parts(
+                Some(&a.openclaw.labels[LABEL_PARTS]),
+                &b.openclaw.labels[LABEL_PARTS]
+            ),
+            vec!["env".to_string()]
+        );
+        let (_, again) = containers("provider = \"docker\"\n", "", "UTC");
+        assert_eq!(a.openclaw.labels, again.openclaw.labels);
+        assert_eq!(changed_parts(None, "{}"), vec!["configuration".to_string()]);
+    }
 }

@@ -458,8 +458,16 @@ impl Validator<'_> {
                 }
                 settings.host = Some(h.get_ref().clone());
             }
-            self.image_ref(&raw.openclaw_image, "docker.openclaw_image", &mut settings.openclaw_image);
-            self.image_ref(&raw.tailscale_image, "docker.tailscale_image", &mut settings.tailscale_image);
+            self.image_ref(
+                &raw.openclaw_image,
+                "docker.openclaw_image",
+                &mut settings.openclaw_image,
+            );
+            self.image_ref(
+                &raw.tailscale_image,
+                "docker.tailscale_image",
+                &mut settings.tailscale_image,
+            );
         }
         Provider {
             settings: ProviderSettings::Docker(settings),
@@ -579,7 +587,11 @@ impl Validator<'_> {
             }
             settings.tailscale_state_gb = *g.get_ref();
         }
-        self.image_ref(&raw.node_image, "kubernetes.node_image", &mut settings.node_image);
+        self.image_ref(
+            &raw.node_image,
+            "kubernetes.node_image",
+            &mut settings.node_image,
+        );
         self.image_ref(
             &raw.tailscale_image,
             "kubernetes.tailscale_image",
@@ -602,11 +614,7 @@ impl Validator<'_> {
             }
             return "local".into();
         };
-        let tailnet = raw
-            .get_ref()
-            .trim()
-            .trim_end_matches('.')
-            .to_lowercase();
+        let tailnet = raw.get_ref().trim().trim_end_matches('.').to_lowercase();
         let tailnet_ok = tailnet.contains('.')
             && tailnet
                 .split('.')

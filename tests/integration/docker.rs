@@ -152,29 +152,58 @@ fn docker_target_end_to_end() {
     let t = std::time::Instant::now();
     let out = run(&["-s", "local", "deploy", "--yes"]);
     out.success();
-    eprintln!("deploy of 3 agents to healthy gateways: {:.1} s\n{}", t.elapsed().as_secs_f64(), out.stdout);
+    eprintln!(
+        "deploy of 3 agents to healthy gateways: {:.1} s\n{}",
+        t.elapsed().as_secs_f64(),
+        out.stdout
+    );
     let agents = urls(&p, &host, "local");
     assert_eq!(agents.len(), 3);
     for (agent, url) in &agents {
         let (base, token) = split_url(url);
         let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
         assert!(base.starts_with("http://127.0.0.1:"), "{base}");
-        assert_eq!(status(port, "/control-ui-config.json", Some(&token)), 200, "{agent}");
-        assert_eq!(status(port, "/control-ui-config.json", None), 401, "{agent}");
-        assert_eq!(status(port, "/control-ui-config.json", Some("wrong-token")), 401, "{agent}");
+        assert_eq!(
+            status(port, "/control-ui-config.json", Some(&token)),
+            200,
+            "{agent}"
+        );
+        assert_eq!(
+            status(port, "/control-ui-config.json", None),
+            401,
+            "{agent}"
+        );
+        assert_eq!(
+            status(port, "/control-ui-config.json", Some("wrong-token")),
+            401,
+            "{agent}"
+        );
         let name = format!("{project}-local-{agent}");
         let c = d.inspect(&name);
         assert_eq!(c["Config"]["User"], "10001:10001", "{agent}");
         assert_eq!(c["HostConfig"]["CapDrop"], serde_json::json!(["ALL"]));
         assert_eq!(c["HostConfig"]["Privileged"], false);
-        assert!(c["HostConfig"]["SecurityOpt"].to_string().contains("no-new-privileges"));
+        assert!(
+            c["HostConfig"]["SecurityOpt"]
+                .to_string()
+                .contains("no-new-privileges")
+        );
         // Published on loopback only.
         let bindings = c["HostConfig"]["PortBindings"].to_string();
         assert!(bindings.contains("\"HostIp\":\"127.0.0.1\""), "{bindings}");
-        let caps = d.ok(&["exec", &name, "sh", "-c", "id -u; grep -E '^Cap(Eff|Prm|Bnd)' /proc/1/status"]);
+        let caps = d.ok(&[
+            "exec",
+            &name,
+            "sh",
+            "-c",
+            "id -u; grep -E '^Cap(Eff|Prm|Bnd)' /proc/1/status",
+        ]);
         assert!(caps.starts_with("10001\n"), "{caps}");
         for l in caps.lines().skip(1) {
-            assert!(l.ends_with("0000000000000000"), "{agent} has capabilities: {l}");
+            assert!(
+                l.ends_with("0000000000000000"),
+                "{agent} has capabilities: {l}"
+            );
         }
         for role in ["project", "stack", "agent"] {
             assert!(c["Config"]["Labels"][format!("agent-army/{role}")].is_string());
@@ -192,7 +221,10 @@ fn docker_target_end_to_end() {
         .collect();
     p.write(
         "agent-army.toml",
-        &manifest.replace("GIT_AUTHOR_NAME = \"agent-eng\"", "GIT_AUTHOR_NAME = \"agent-eng-2\""),
+        &manifest.replace(
+            "GIT_AUTHOR_NAME = \"agent-eng\"",
+            "GIT_AUTHOR_NAME = \"agent-eng-2\"",
+        ),
     );
     let out = run(&["-s", "local", "plan"]);
     out.success()
@@ -201,26 +233,50 @@ fn docker_target_end_to_end() {
     run(&["-s", "local", "deploy", "--yes"]).success();
     for ((a, _), id) in agents.iter().zip(&before) {
         let now = d.inspect(&format!("{project}-local-{a}"))["Id"].to_string();
-        assert_eq!(now != *id, a == "agent-eng", "{a}: recreated only when its env changed");
+        assert_eq!(
+            now != *id,
+            a == "agent-eng",
+            "{a}: recreated only when its env changed"
+        );
     }
-    assert_eq!(d.ok(&["exec", &eng, "sh", "-c", "cat \"$HOME/marker\""]), "kept\n");
+    assert_eq!(
+        d.ok(&["exec", &eng, "sh", "-c", "cat \"$HOME/marker\""]),
+        "kept\n"
+    );
     let env_file = d.ok(&["exec", &eng, "cat", "/etc/openclaw-agent/agent.env"]);
-    assert!(env_file.contains("GIT_AUTHOR_NAME=agent-eng-2"), "{env_file}");
+    assert!(
+        env_file.contains("GIT_AUTHOR_NAME=agent-eng-2"),
+        "{env_file}"
+    );
     // The URL (port) survived the recreation.
     assert_eq!(urls(&p, &host, "local"), agents);
     // destroy: no container, no network; the volumes stay.
     run(&["-s", "local", "destroy", "--yes"]).success();
     assert!(d.ids(&label, &["ps", "-a"]).is_empty());
     assert!(d.ids(&label, &["network", "ls"]).is_empty());
-    assert_eq!(d.ok(&["volume", "ls", "-q", "--filter", &label]).lines().count(), 3);
+    assert_eq!(
+        d.ok(&["volume", "ls", "-q", "--filter", &label])
+            .lines()
+            .count(),
+        3
+    );
 
     // --- 2. with a tailnet: a sidecar per agent -------------------------------------------
     let ts = local
-        .replace("# tailnet = \"tail12345.ts.net\"", "tailnet = \"tail12345.ts.net\"")
-        .replace("# tailscale_auth_key = \"env:TS_AUTHKEY\"", "tailscale_auth_key = \"env:TS_AUTHKEY\"")
+        .replace(
+            "# tailnet = \"tail12345.ts.net\"",
+            "tailnet = \"tail12345.ts.net\"",
+        )
+        .replace(
+            "# tailscale_auth_key = \"env:TS_AUTHKEY\"",
+            "tailscale_auth_key = \"env:TS_AUTHKEY\"",
+        )
         .replace(
             "# tailscale_image = \"ghcr.io/tailscale/tailscale:v1.82.5\"",
-            &format!("tailscale_image = \"{}\"", env["AGENT_ARMY_TEST_TAILSCALE_IMAGE"]),
+            &format!(
+                "tailscale_image = \"{}\"",
+                env["AGENT_ARMY_TEST_TAILSCALE_IMAGE"]
+            ),
         );
     p.write("stacks/tailnet.toml", &ts);
     run(&["-s", "tailnet", "deploy", "--yes"]).success();
@@ -232,8 +288,14 @@ fn docker_target_end_to_end() {
         let sc = format!("{oc}-tailscale");
         let c = d.inspect(&oc);
         let sidecar_id = d.inspect(&sc)["Id"].as_str().unwrap().to_string();
-        assert_eq!(c["HostConfig"]["NetworkMode"], format!("container:{sidecar_id}"));
-        assert_eq!(d.inspect(&sc)["Config"]["Hostname"], format!("tailnet-{agent}"));
+        assert_eq!(
+            c["HostConfig"]["NetworkMode"],
+            format!("container:{sidecar_id}")
+        );
+        assert_eq!(
+            d.inspect(&sc)["Config"]["Hostname"],
+            format!("tailnet-{agent}")
+        );
         // Through the stand-in's serve, as a tailnet peer would.
         let fetch = |t: &str| {
             let js = format!(
@@ -245,19 +307,37 @@ fn docker_target_end_to_end() {
         assert_eq!(fetch("wrong-token"), "401", "{agent}");
         // The auth key: not in the OpenClaw container's environment or files.
         assert!(!c["Config"]["Env"].to_string().contains(TS_SENTINEL));
-        let envs = d.ok(&["exec", &oc, "sh", "-c", "cat /proc/1/environ | tr '\\0' '\\n'; env"]);
-        assert!(!envs.contains(TS_SENTINEL), "{agent}: the auth key in the environment");
+        let envs = d.ok(&[
+            "exec",
+            &oc,
+            "sh",
+            "-c",
+            "cat /proc/1/environ | tr '\\0' '\\n'; env",
+        ]);
+        assert!(
+            !envs.contains(TS_SENTINEL),
+            "{agent}: the auth key in the environment"
+        );
         let (code, found, _) = d.run(&[
             "exec", &oc, "sh", "-c",
             &format!("grep -rls '{TS_SENTINEL}' /etc /var /tmp /run /root /home /usr/local/share 2>/dev/null"),
         ]);
-        assert!(code != 0 && found.is_empty(), "{agent}: the auth key is readable at {found}");
+        assert!(
+            code != 0 && found.is_empty(),
+            "{agent}: the auth key is readable at {found}"
+        );
         let (code, _, _) = d.run(&["exec", &oc, "ls", "/var/lib/tailscale"]);
-        assert_ne!(code, 0, "the sidecar's state is not mounted in the OpenClaw container");
+        assert_ne!(
+            code, 0,
+            "the sidecar's state is not mounted in the OpenClaw container"
+        );
         let mounts = c["Mounts"].to_string();
         assert!(!mounts.contains("tailscale-state"), "{mounts}");
         // The sidecar has it, on its own volume.
-        assert_eq!(d.ok(&["exec", &sc, "cat", "/var/lib/tailscale/authkey"]), TS_SENTINEL);
+        assert_eq!(
+            d.ok(&["exec", &sc, "cat", "/var/lib/tailscale/authkey"]),
+            TS_SENTINEL
+        );
         let caps = d.ok(&["exec", &oc, "grep", "CapEff", "/proc/1/status"]);
         assert!(caps.trim().ends_with("0000000000000000"), "{caps}");
     }
@@ -266,7 +346,9 @@ fn docker_target_end_to_end() {
     for a in out.json()["agents"].as_array().unwrap() {
         assert_eq!(a["tailscale"]["BackendState"], "Running", "{a}");
     }
-    run(&["-s", "tailnet", "deploy", "--yes"]).success().stdout_has("No changes.");
+    run(&["-s", "tailnet", "deploy", "--yes"])
+        .success()
+        .stdout_has("No changes.");
     run(&["-s", "tailnet", "destroy", "--yes", "--purge"]).success();
     run(&["-s", "local", "destroy", "--yes", "--purge"]).success();
     assert!(d.ids(&label, &["ps", "-a"]).is_empty());

@@ -86,7 +86,10 @@ pub struct ObservedContainer {
 
 impl ObservedContainer {
     pub fn agent(&self) -> &str {
-        self.labels.get(LABEL_AGENT).map(String::as_str).unwrap_or("")
+        self.labels
+            .get(LABEL_AGENT)
+            .map(String::as_str)
+            .unwrap_or("")
     }
     pub fn label(&self, k: &str) -> Option<&str> {
         self.labels.get(k).map(String::as_str)
@@ -121,7 +124,10 @@ pub struct Engine {
 impl Engine {
     /// Connect to `host` (`unix:///path`), else `DOCKER_HOST`, else the default socket, and
     /// agree on an API version (Debian's engine speaks an older one than bollard).
-    pub async fn connect(host: Option<&str>, docker_host: Option<&str>) -> Result<Self, DockerError> {
+    pub async fn connect(
+        host: Option<&str>,
+        docker_host: Option<&str>,
+    ) -> Result<Self, DockerError> {
         let socket = host
             .or(docker_host.filter(|h| !h.is_empty()))
             .unwrap_or(DEFAULT_SOCKET)
@@ -141,7 +147,10 @@ impl Engine {
             .negotiate_version()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        docker.ping().await.map_err(|e| unreachable(e.to_string()))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         Ok(Engine { docker, socket })
     }
 
@@ -200,8 +209,7 @@ impl Engine {
             .volumes
             .unwrap_or_default()
         {
-            out.volumes
-                .push((v.name, v.labels.into_iter().collect()));
+            out.volumes.push((v.name, v.labels.into_iter().collect()));
         }
         out.volumes.sort();
         Ok(out)
@@ -431,7 +439,11 @@ impl Engine {
     }
 
     /// Wait until the container's health check passes, or fail with its last output.
-    pub async fn wait_healthy(&self, name: &str, timeout: Duration) -> Result<Duration, DockerError> {
+    pub async fn wait_healthy(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Duration, DockerError> {
         let start = Instant::now();
         loop {
             let c = self
@@ -487,8 +499,9 @@ impl Engine {
         name: &str,
         tail: u32,
         follow: bool,
-    ) -> impl futures_util::Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>> + use<>
-    {
+    ) -> impl futures_util::Stream<
+        Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+    > + use<> {
         self.docker.logs(
             name,
             Some(LogsOptions {
@@ -540,7 +553,9 @@ impl Engine {
                     bollard::container::LogOutput::StdErr { message } => {
                         out.stderr.push_str(&String::from_utf8_lossy(&message))
                     }
-                    other => out.stdout.push_str(&String::from_utf8_lossy(&other.into_bytes())),
+                    other => out
+                        .stdout
+                        .push_str(&String::from_utf8_lossy(&other.into_bytes())),
                 }
             }
         }
