@@ -242,7 +242,7 @@ fn kubernetes_stack_validates_and_refuses_vm_commands() {
         .args(["-s", "dev", "destroy", "--yes", "--delete-volumes"])
         .run()
         .code(64)
-        .stderr_has("--delete-volumes applies to Kubernetes stacks only");
+        .stderr_has("--delete-volumes (--purge) applies to Kubernetes and Docker stacks only");
 }
 
 const FAKE_TOKEN: &str = "fake-kube-token";
