@@ -57,9 +57,11 @@ pub mod vars {
     /// Where state lives, overriding the files' `[state]`: `local`, or
     /// `s3://BUCKET[/PREFIX][?region=R&path_style=true]`.
     pub const STATE: &str = "AGENT_ARMY_STATE";
-    /// Kubernetes stacks: the kubeconfig file (the first of a `:`-separated list is read),
+    /// Kubernetes stacks: the kubeconfig files (a `:`-separated list, merged as kubectl does),
     /// else `~/.kube/config`.
     pub const KUBECONFIG: &str = "KUBECONFIG";
+    /// Set for an exec credential plugin (never read): the `ExecCredential` request.
+    pub const KUBERNETES_EXEC_INFO: &str = "KUBERNETES_EXEC_INFO";
     /// Docker stacks: the engine's socket (`unix:///path`) when the stack names none.
     pub const DOCKER_HOST: &str = "DOCKER_HOST";
     /// Set in every pod: the in-cluster API server, used when there is no kubeconfig.

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::boot::Boot;
 use crate::stack::Agent;
-use crate::tailnet::{AgentTailnet, Finding, NetcheckSummary, Presence};
+use crate::tailnet::{AgentTailnet, Finding, Link, NetcheckSummary, Presence, Status};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Gateway {
@@ -57,8 +57,125 @@ pub struct AgentReport {
     pub gateway: Option<Gateway>,
     pub boot: Option<BootView>,
     pub netcheck: Option<Netcheck>,
+    /// Kubernetes: the agent's Tailscale sidecar, from its own `tailscale status --json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<SidecarView>,
     pub healthy: bool,
     pub problems: Vec<Finding>,
+}
+
+/// A Tailscale sidecar as its own `tailscale status --json` shows it (read by exec).
+#[derive(Debug, Clone, Serialize)]
+pub struct SidecarView {
+    /// tailscaled's `BackendState`: `Running` when logged in and connected.
+    pub backend_state: Option<String>,
+    pub ips: Vec<String>,
+    /// The peers the agent talks to right now, directly and through a relay.
+    pub direct_peers: usize,
+    pub relayed_peers: usize,
+    /// tailscaled's own health warnings.
+    pub health: Vec<String>,
+    /// Why the status could not be read.
+    pub error: Option<String>,
+}
+
+impl SidecarView {
+    pub fn unread(e: impl Into<String>) -> Self {
+        SidecarView {
+            backend_state: None,
+            ips: Vec::new(),
+            direct_peers: 0,
+            relayed_peers: 0,
+            health: Vec::new(),
+            error: Some(e.into()),
+        }
+    }
+
+    /// The sidecar's own view of its node (pure).
+    pub fn from_status(s: &Status) -> Self {
+        let active: Vec<Link> = s
+            .peer
+            .values()
+            .filter(|p| p.active)
+            .map(|p| p.link())
+            .collect();
+        SidecarView {
+            backend_state: Some(s.backend_state.clone()),
+            ips: s.tailscale_ips.clone(),
+            direct_peers: active
+                .iter()
+                .filter(|l| matches!(l, Link::Direct { .. }))
+                .count(),
+            relayed_peers: active
+                .iter()
+                .filter(|l| matches!(l, Link::Relay { .. } | Link::PeerRelay { .. }))
+                .count(),
+            health: s.health.clone(),
+            error: None,
+        }
+    }
+}
+
+/// The agent on the tailnet as its sidecar sees it, for when this machine is not on the
+/// tailnet: its own device (found as on the VMs: by MagicDNS name, stale `<host>-N` devices
+/// included), with the path its active connections take: direct when any is direct.
+pub fn sidecar_tailnet(s: &Status, hostname: &str, fqdn: &str) -> AgentTailnet {
+    let mut view = crate::tailnet::classify(s, hostname, fqdn);
+    let active: Vec<Link> = s
+        .peer
+        .values()
+        .filter(|p| p.active)
+        .map(|p| p.link())
+        .collect();
+    let path = active
+        .iter()
+        .find(|l| matches!(l, Link::Direct { .. }))
+        .or_else(|| {
+            active
+                .iter()
+                .find(|l| !matches!(l, Link::Offline | Link::Idle))
+        })
+        .cloned()
+        .unwrap_or(Link::Idle);
+    if let Some(d) = view.device.as_mut()
+        && d.online
+    {
+        d.link = path;
+    }
+    if !s.is_running() && view.presence == Presence::Online {
+        view.presence = Presence::Offline;
+    }
+    view
+}
+
+/// What a sidecar that is not connected says about the agent.
+pub fn sidecar_finding(pod: &str, namespace: &str, v: &SidecarView) -> Option<Finding> {
+    let logs = format!("`kubectl -n {namespace} logs {pod} -c tailscale`");
+    if let Some(e) = &v.error {
+        return Some(Finding {
+            unhealthy: true,
+            message: format!("cannot read the Tailscale sidecar's status: {e}"),
+            help: format!("see {logs}"),
+        });
+    }
+    let state = v.backend_state.as_deref()?;
+    if state == "Running" {
+        return None;
+    }
+    Some(Finding {
+        unhealthy: true,
+        message: format!("the Tailscale sidecar is `{state}`, not connected to the tailnet"),
+        help: match state {
+            "NeedsLogin" => format!(
+                "the auth key was refused or has expired: set a new `tailscale_auth_key`, run `agent-army deploy`, then delete the pod's Tailscale state (volume claim `tailscale-{pod}`) so it logs in again; see {logs}"
+            ),
+            "NeedsMachineAuth" => format!(
+                "approve the device in the admin console ({})",
+                crate::tailnet::ADMIN_CONSOLE
+            ),
+            _ => format!("see {logs}"),
+        },
+    })
 }
 
 /// What an answering gateway's status code says about it.

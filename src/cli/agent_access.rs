@@ -26,7 +26,10 @@ pub fn open(ctx: &Ctx, args: OpenArgs) -> Result<ExitStatus> {
     let config = &session.config;
     let agent = super::find_agent(config, &args.agent)?;
     let state = session.read_state()?;
-    super::ssh::require_deployed(config, &state, agent)?;
+    // A pod has no server in state; its gateway keys are in state all the same.
+    if crate::render::kubernetes::settings(config).is_none() {
+        super::ssh::require_deployed(config, &state, agent)?;
+    }
     let token = if args.show_secrets || args.browser {
         let keys = fleet::load_keys(
             &state,
@@ -143,5 +146,5 @@ pub fn journal_command(args: &LogsArgs, json: bool) -> String {
 
 pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<ExitStatus> {
     let remote = journal_command(&args, ctx.json());
-    exec_on(ctx, &args.agent, &args.user, Some(remote), args.print).await
+    exec_on(ctx, &args.agent, Some(&args.user), Some(remote), args.print).await
 }

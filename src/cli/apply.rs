@@ -120,7 +120,7 @@ pub struct OutputsArgs {
     pub show_secrets: bool,
 }
 
-fn check_replace(config: &Config, names: &[String]) -> Result<BTreeSet<String>> {
+pub(super) fn check_replace(config: &Config, names: &[String]) -> Result<BTreeSet<String>> {
     names
         .iter()
         .map(|n| super::find_agent(config, n).map(|a| a.name.clone()))
@@ -308,7 +308,7 @@ fn rows_from(
         .collect()
 }
 
-fn print_rows(ctx: &Ctx, config: &Config, rows: &[Row], extra: serde_json::Value) {
+pub(super) fn print_rows(ctx: &Ctx, config: &Config, rows: &[Row], extra: serde_json::Value) {
     if ctx.json() {
         let mut doc = serde_json::to_value(output::Outputs {
             project: &config.project,

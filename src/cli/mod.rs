@@ -202,7 +202,14 @@ pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
         && let Some(stack) = kubernetes_stack(&ctx)
     {
         return match cli.command {
+            Command::Plan(a) => kubernetes::plan(&ctx, a).await,
             Command::Deploy(a) => kubernetes::deploy(&ctx, a).await,
+            Command::Status(a) => status::run(&ctx, a).await,
+            Command::Ssh(a) => ssh::run(&ctx, a).await,
+            Command::Outputs(a) => kubernetes::outputs(&ctx, a).await,
+            Command::Logs(a) => kubernetes::logs(&ctx, a).await,
+            Command::Pair(a) => pair::run(&ctx, a).await,
+            Command::Open(a) => agent_access::open(&ctx, a),
             Command::Destroy(a) => kubernetes::destroy(&ctx, a).await,
             _ => Err(Error::NotOnKubernetes {
                 command: command.into(),
@@ -252,8 +259,9 @@ pub fn find_agent<'a>(config: &'a Config, name: &str) -> Result<&'a Agent> {
         })
 }
 
-/// The commands that drive servers (the cloud's API, state of servers, ssh to a VM): a
-/// Kubernetes stack has its own `deploy` and `destroy`, and no other of these yet.
+/// The commands that drive servers (the cloud's API, state of servers, ssh to a VM): on a
+/// Kubernetes stack each goes to its Kubernetes form; one without a form is refused rather than
+/// let reach cloud code.
 fn vm_only(command: &Command) -> Option<&'static str> {
     Some(match command {
         Command::Plan(_) => "plan",

@@ -131,45 +131,129 @@ pub fn choose(pending: &[Pending], request_id: Option<&str>, yes: bool) -> Resul
     }
 }
 
-pub async fn run(ctx: &Ctx, args: PairArgs) -> Result<ExitStatus> {
-    let reach = Reach::open(ctx, &args.agent)?;
-    reach.prepare(ctx).await?;
-    let agent = &reach.agent;
-    let remote = |words: &[&str]| -> Result<String> {
-        let line = words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ");
-        let cmd = reach.command(&args.user, Some(line), true);
-        tracing::info!(command = %cmd.display(), "pair");
-        let out = cmd.std_command().output().map_err(|source| Error::Io {
-            path: cmd.program.clone(),
-            source,
-        })?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
+/// Where the openclaw CLI runs: on the VM over ssh (`openclaw-agent`), or in the pod's
+/// OpenClaw container by exec through the API server.
+enum Runner {
+    Ssh {
+        reach: Box<Reach>,
+        user: String,
+    },
+    Kube {
+        session: Box<crate::app::Session>,
+        client: crate::provider::kubernetes::client::KubeClient,
+        pod: String,
+    },
+}
+
+impl Runner {
+    /// Run `openclaw <words>` and return what it printed.
+    async fn openclaw(&self, agent: &str, words: &[&str]) -> Result<String> {
+        let failed = |code: Option<i32>, stderr: &[u8], look: String| {
+            let err = String::from_utf8_lossy(stderr);
             let last = err
                 .lines()
                 .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("")
-                .trim();
-            return Err(Error::Unreachable {
-                agent: agent.name.clone(),
+                .trim()
+                .to_string();
+            Error::Unreachable {
+                agent: agent.to_string(),
                 problem: format!(
-                    "`{}` exited with {}: {last}",
+                    "`openclaw {}` exited with {}: {last}",
                     words.join(" "),
-                    out.status
-                        .code()
-                        .map_or("a signal".into(), |c| c.to_string())
+                    code.map_or("a signal".into(), |c| c.to_string())
                 ),
-                help: format!(
-                    "look with `agent-army ssh {} -- openclaw-agent devices list`; the agent may still be installing after first boot",
-                    agent.name
-                ),
-            });
+                help: look,
+            }
+        };
+        match self {
+            Runner::Ssh { reach, user } => {
+                let line = std::iter::once("openclaw-agent")
+                    .chain(words.iter().copied())
+                    .map(quote)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let cmd = reach.command(user, Some(line), true);
+                tracing::info!(command = %cmd.display(), "pair");
+                let out = cmd.std_command().output().map_err(|source| Error::Io {
+                    path: cmd.program.clone(),
+                    source,
+                })?;
+                if !out.status.success() {
+                    return Err(failed(
+                        out.status.code(),
+                        &out.stderr,
+                        format!(
+                            "look with `agent-army ssh {agent} -- openclaw-agent devices list`; the agent may still be installing after first boot"
+                        ),
+                    ));
+                }
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            }
+            Runner::Kube {
+                session,
+                client,
+                pod,
+            } => {
+                use crate::render::kubernetes as k8s;
+                let command = k8s::openclaw_cli(words);
+                let command: Vec<&str> = command.iter().map(String::as_str).collect();
+                let namespace = session.config.provider.place();
+                let path =
+                    crate::provider::kubernetes::exec_path(namespace, pod, k8s::MAIN, &command);
+                tracing::info!(%path, "pair");
+                let out = client.exec(&path).await?;
+                if out.exit_code != Some(0) {
+                    // The API server's own word when the command never ran (no container, …).
+                    let mut stderr = out.stderr.clone();
+                    if let Some(m) = out.message.as_ref().filter(|_| out.exit_code.is_none()) {
+                        stderr.extend_from_slice(format!("\n{m}").as_bytes());
+                    }
+                    return Err(failed(
+                        out.exit_code,
+                        &stderr,
+                        format!(
+                            "look with `kubectl -n {namespace} exec {pod} -c openclaw -- openclaw devices list` and `agent-army logs {agent}`; the pod may still be starting"
+                        ),
+                    ));
+                }
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            }
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    }
+}
 
-    let listed = remote(&["openclaw-agent", "devices", "list", "--json"])?;
+pub async fn run(ctx: &Ctx, args: PairArgs) -> Result<ExitStatus> {
+    let session = ctx.session()?;
+    let (runner, agent) = if crate::render::kubernetes::settings(&session.config).is_some() {
+        let agent = super::find_agent(&session.config, &args.agent)?.clone();
+        let (client, _) = crate::app::kubernetes::connect(&session)?;
+        let pod = format!("{}-0", agent.hostname);
+        (
+            Runner::Kube {
+                session: Box::new(session),
+                client,
+                pod,
+            },
+            agent,
+        )
+    } else {
+        let reach = Reach::open(ctx, &args.agent)?;
+        reach.prepare(ctx).await?;
+        let agent = reach.agent.clone();
+        (
+            Runner::Ssh {
+                reach: Box::new(reach),
+                user: args.user.clone(),
+            },
+            agent,
+        )
+    };
+    let agent = &agent;
+    let remote = async |words: &[&str]| runner.openclaw(&agent.name, words).await;
+
+    let listed = remote(&["devices", "list", "--json"]).await?;
     let pending = parse_pending(&listed).map_err(Error::Input)?;
     let Some(id) = choose(&pending, args.request_id.as_deref(), args.yes)? else {
         if ctx.json() {
@@ -207,7 +291,7 @@ pub async fn run(ctx: &Ctx, args: PairArgs) -> Result<ExitStatus> {
         }
         return Ok(ExitStatus::Success);
     };
-    let approved = remote(&["openclaw-agent", "devices", "approve", &id, "--json"])?;
+    let approved = remote(&["devices", "approve", &id, "--json"]).await?;
     let device = approved
         .find('{')
         .and_then(|i| serde_json::from_str::<Value>(&approved[i..]).ok())

@@ -38,9 +38,10 @@ recorded, a changed key refused).";
 pub struct SshArgs {
     /// Agent to connect to (`agent-pm`, or `pm` without the `agent-` prefix)
     pub agent: String,
-    /// Remote user
-    #[arg(long, short = 'u', default_value = "ubuntu")]
-    pub user: String,
+    /// Remote user [default: ubuntu; on a Kubernetes stack the sidecar's user, `tailscale`
+    /// (root in kernel mode)]
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
     /// Print the command, shell-quoted, instead of running it
     #[arg(long)]
     pub print: bool,
@@ -111,8 +112,20 @@ impl Reach {
     pub fn open(ctx: &Ctx, name: &str) -> Result<Reach> {
         let session = ctx.session()?;
         let agent = find_agent(&session.config, name)?.clone();
-        let state = session.read_state()?;
-        require_deployed(&session.config, &state, &agent)?;
+        match crate::render::kubernetes::settings(&session.config) {
+            // A pod has no server in state: Tailscale SSH reaches its sidecar by name.
+            Some(k) if !k.tailscale_ssh => {
+                return Err(Error::Input(format!(
+                    "stack `{}` has `tailscale_ssh = false`: its sidecars run no SSH server; `kubectl -n {} exec -it {}-0 -c openclaw -- sh` opens a shell in the agent's container",
+                    session.config.stack, k.namespace, agent.hostname
+                )));
+            }
+            Some(_) => {}
+            None => {
+                let state = session.read_state()?;
+                require_deployed(&session.config, &state, &agent)?;
+            }
+        }
         let known_hosts = tailnet::known_hosts_path(&session.local_dir, &session.config.stack);
         let config = session.config;
         Ok(Reach {
@@ -122,6 +135,13 @@ impl Reach {
             config,
             agent,
         })
+    }
+
+    /// The user to log in as when none is given: the image's on a VM, the sidecar's on a
+    /// Kubernetes stack.
+    pub fn default_user(&self) -> &'static str {
+        crate::render::kubernetes::settings(&self.config)
+            .map_or("ubuntu", crate::render::kubernetes::ssh_user)
     }
 
     /// The client command line for `remote` (a login shell when `None`).
@@ -153,7 +173,7 @@ pub async fn run(ctx: &Ctx, args: SshArgs) -> Result<ExitStatus> {
     exec_on(
         ctx,
         &args.agent,
-        &args.user,
+        args.user.as_deref(),
         remote_command(&args.command),
         args.print,
     )
@@ -165,12 +185,12 @@ pub async fn run(ctx: &Ctx, args: SshArgs) -> Result<ExitStatus> {
 pub async fn exec_on(
     ctx: &Ctx,
     agent: &str,
-    user: &str,
+    user: Option<&str>,
     remote: Option<String>,
     print: bool,
 ) -> Result<ExitStatus> {
     let reach = Reach::open(ctx, agent)?;
-    let cmd = reach.command(user, remote, false);
+    let cmd = reach.command(user.unwrap_or(reach.default_user()), remote, false);
     if print {
         println!("{}", cmd.display());
         return Ok(ExitStatus::Success);

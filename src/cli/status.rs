@@ -263,6 +263,9 @@ fn local_view(local: &Local) -> LocalView {
 pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
     let config = &session.config;
+    if config.provider.kind() == ProviderKind::Kubernetes {
+        return run_kubernetes(ctx, &session, args).await;
+    }
     let state = session.read_state()?;
 
     // The cloud and the gateways first: the probes also bring up the paths to the agents, so
@@ -366,6 +369,7 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
             gateway,
             boot: None,
             netcheck: None,
+            sidecar: None,
             healthy,
             problems,
         });
@@ -386,6 +390,228 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
         }
     }
 
+    let unhealthy = agents.iter().filter(|a| !a.healthy).count();
+    let doc = Doc {
+        project: &config.project,
+        stack: &config.stack,
+        provider: config.provider.kind(),
+        tailnet: local_view(&local),
+        agents,
+        healthy: unhealthy == 0,
+        unhealthy,
+    };
+    if ctx.json() {
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        anstream::print!("{}", super::style::status_table(&text(config, &doc)));
+    }
+    Ok(if unhealthy == 0 {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
+}
+
+/// The agents' tokens, when this machine can decrypt the gateway keys: the probe then proves
+/// the token works, not only that something answers.
+fn tokens(
+    ctx: &Ctx,
+    session: &crate::app::Session,
+    state: &crate::state::State,
+) -> BTreeMap<String, String> {
+    let config = &session.config;
+    crate::app::fleet::load_keys(
+        state,
+        config,
+        &session.keyring,
+        &ctx.env,
+        config.agents.iter().map(|a| a.name.clone()),
+    )
+    .map(|keys| keys.into_iter().map(|(k, v)| (k, v.token())).collect())
+    .unwrap_or_default()
+}
+
+fn http_client(timeout: Duration) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("agent-army/", env!("CARGO_PKG_VERSION")))
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Error::Input(format!("cannot start an HTTP client: {e}")))
+}
+
+/// A Kubernetes stack: each agent's pod (from the API server) instead of a server, its
+/// sidecar's own `tailscale status --json` and, with `--netcheck`, `tailscale netcheck`, both
+/// by exec in the sidecar (no ssh), and the gateway probe as on the VMs. The tailnet columns
+/// come from this machine's Tailscale when it runs, as on the VMs; otherwise from the
+/// sidecar's view of itself.
+async fn run_kubernetes(
+    ctx: &Ctx,
+    session: &crate::app::Session,
+    args: StatusArgs,
+) -> Result<ExitStatus> {
+    use crate::app::health::{SidecarView, sidecar_finding, sidecar_tailnet};
+    use crate::app::kubernetes as kube;
+    let config = &session.config;
+    let namespace = config.provider.place().to_string();
+    let state = session.read_state()?;
+    let (client, _) = kube::connect(session)?;
+    let template = ctx
+        .env
+        .get(vars::GATEWAY_PROBE_URL)
+        .unwrap_or("https://{host}/control-ui-config.json")
+        .to_string();
+    let tokens = tokens(ctx, session, &state);
+    let http = http_client(args.timeout)?;
+    let pods = kube::pods(session, &client).await?;
+    let running = |name: &str| pods.get(name).is_some_and(|p| p.word == "running");
+
+    // Per running pod, at once: the gateway probe, the sidecar's status, its netcheck.
+    let reads = config.agents.iter().filter(|a| running(&a.name)).map(|a| {
+        let (client, http) = (&client, http.clone());
+        let pod = pods
+            .get(&a.name)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let url = probe_url(&template, &a.fqdn);
+        let token = tokens.get(&a.name).cloned();
+        let netcheck = args.netcheck;
+        async move {
+            let gateway = probe(http, url, token, args.timeout);
+            let status = kube::sidecar_exec(session, client, &pod, &["status", "--json"]);
+            let check = async {
+                if !netcheck {
+                    return None;
+                }
+                Some(
+                    match kube::sidecar_exec(session, client, &pod, &["netcheck", "--format=json"])
+                        .await
+                    {
+                        Err(e) => Netcheck {
+                            summary: None,
+                            error: Some(e.to_string()),
+                        },
+                        Ok(out) => {
+                            match tailnet::parse_netcheck(&String::from_utf8_lossy(&out.stdout)) {
+                                Ok(r) => Netcheck {
+                                    summary: Some(tailnet::summarize(&r)),
+                                    error: None,
+                                },
+                                Err(e) => Netcheck {
+                                    summary: None,
+                                    error: Some(out.message.unwrap_or(e)),
+                                },
+                            }
+                        }
+                    },
+                )
+            };
+            let (gateway, status, check) = tokio::join!(gateway, status, check);
+            let status = match status {
+                Err(e) => Err(e.to_string()),
+                Ok(out) if out.exit_code == Some(0) => {
+                    tailnet::parse_status(&String::from_utf8_lossy(&out.stdout))
+                }
+                // What the command said last, then how it ended.
+                Ok(out) => Err([
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
+                    out.message.unwrap_or_default(),
+                ]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(": ")),
+            };
+            (a.name.clone(), (gateway, status, check))
+        }
+    });
+    let mut read: BTreeMap<String, _> = futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .collect();
+    let local = tailnet::local(&ctx.env).await;
+    let local_status = local.status();
+
+    let mut agents = Vec::new();
+    for a in &config.agents {
+        let pod = pods.get(&a.name);
+        let word = pod.map_or("not deployed".to_string(), |p| p.word.clone());
+        let (gateway, sidecar_status, netcheck) = match read.remove(&a.name) {
+            Some((g, s, n)) => (Some(g), Some(s), n),
+            None => (None, None, None),
+        };
+        let sidecar = sidecar_status.as_ref().map(|s| match s {
+            Ok(st) => SidecarView::from_status(st),
+            Err(e) => SidecarView::unread(e.clone()),
+        });
+        let view = match (local_status, &sidecar_status) {
+            (Some(s), _) => Some(tailnet::classify(s, &a.hostname, &a.fqdn)),
+            (None, Some(Ok(st))) => Some(sidecar_tailnet(st, &a.hostname, &a.fqdn)),
+            _ => None,
+        };
+        let mut problems = Vec::new();
+        if let Some(p) = pod.filter(|p| p.word != "running") {
+            problems.push(tailnet::Finding {
+                unhealthy: true,
+                message: format!("pod {} is {}", p.name, p.word),
+                help: format!(
+                    "see `kubectl -n {namespace} describe pod {0}` and `kubectl -n {namespace} logs {0} --all-containers`",
+                    p.name
+                ),
+            });
+        }
+        if let (Some(p), Some(v)) = (pod, &sidecar)
+            && let Some(f) = sidecar_finding(&p.name, &namespace, v)
+        {
+            problems.push(f);
+        }
+        let finding = match (&view, local_status) {
+            (Some(v), Some(s)) => tailnet::diagnose(
+                v,
+                &a.hostname,
+                &tailnet::Context {
+                    cloud: Some(&word),
+                    stack_tailnet: &config.tailnet,
+                    local_tailnet: s.suffix(),
+                    agent: &a.name,
+                },
+            ),
+            _ => None,
+        };
+        // The pod's or the sidecar's problem, when there is one, is the root cause that
+        // `judge` puts first; it then adds only what that does not explain.
+        let lead = match problems.iter().position(|p| p.unhealthy) {
+            Some(i) => Some(problems.remove(i)),
+            None => finding,
+        };
+        let cloud_word = if lead.as_ref().is_some_and(|l| l.unhealthy) {
+            "running"
+        } else {
+            word.as_str()
+        };
+        let (healthy, mut judged) = judge(a, cloud_word, view.as_ref(), lead, gateway.as_ref());
+        judged.extend(problems);
+        let problems = judged;
+        agents.push(AgentReport {
+            agent: a.name.clone(),
+            hostname: a.fqdn.clone(),
+            server_id: pod.map(|p| p.name.clone()),
+            cloud: word,
+            tailnet: view,
+            gateway,
+            boot: None,
+            netcheck,
+            sidecar,
+            healthy: healthy && !problems.iter().any(|p| p.unhealthy),
+            problems,
+        });
+    }
     let unhealthy = agents.iter().filter(|a| !a.healthy).count();
     let doc = Doc {
         project: &config.project,

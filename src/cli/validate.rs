@@ -2,7 +2,7 @@
 
 use super::Ctx;
 use crate::app::fleet;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::token::GatewayKey;
 
@@ -36,7 +36,9 @@ pub fn run(ctx: &Ctx) -> Result<ExitStatus> {
                     env: secrets.env.clone(),
                     gateway_token: &token,
                 };
-                crate::render::kubernetes::agent_document(config, k, agent, &values).into_bytes()
+                let objects = crate::render::kubernetes::agent_objects(config, k, agent, &values);
+                crate::render::kubernetes::check_limits(agent, &objects).map_err(Error::Input)?;
+                crate::render::yaml::documents(&objects).into_bytes()
             }
             None => fleet::real_user_data(config, agent, &secrets, &key, None)?,
         };

@@ -159,6 +159,8 @@ pub struct RawKubernetes {
     pub tailscale_mode: Option<Spanned<String>>,
     /// Size of the sidecar's state volume in GiB (default 1).
     pub tailscale_state_gb: Option<Spanned<u32>>,
+    /// Tailscale SSH into the sidecar (default true, as `--ssh` on the VMs).
+    pub tailscale_ssh: Option<Spanned<bool>>,
     /// Image of the OpenClaw container and its set-up (Node.js; openclaw is installed on the
     /// data volume at the pinned version, as on the VMs).
     pub node_image: Option<Spanned<String>>,
@@ -363,6 +365,8 @@ pub struct KubernetesSettings {
     pub storage_class: Option<String>,
     pub tailscale_mode: TailscaleMode,
     pub tailscale_state_gb: u32,
+    /// `tailscale up --ssh` in the sidecar: `agent-army ssh` lands in the sidecar container.
+    pub tailscale_ssh: bool,
     pub node_image: String,
     pub tailscale_image: String,
 }

@@ -144,7 +144,11 @@ impl Validator<'_> {
         let tailscale_tags = self.tailscale_tags(s);
         // A Docker stack without an auth key runs its gateways on 127.0.0.1, off any tailnet.
         if *s.provider.get_ref() != ProviderKind::Docker {
-            self.tailscale_auth_key(&secrets, &stack);
+            self.tailscale_auth_key(
+                &secrets,
+                &stack,
+                matches!(provider.settings, ProviderSettings::Kubernetes(_)),
+            );
         }
         let (mut agents, model_sources) = self.agents(&AgentContext {
             p,
@@ -501,6 +505,7 @@ impl Validator<'_> {
             storage_class: None,
             tailscale_mode: TailscaleMode::Userspace,
             tailscale_state_gb: DEFAULT_TAILSCALE_STATE_GB,
+            tailscale_ssh: true,
             node_image: default_node_image(),
             tailscale_image: DEFAULT_TAILSCALE_IMAGE.to_string(),
         };
@@ -586,6 +591,9 @@ impl Validator<'_> {
                 );
             }
             settings.tailscale_state_gb = *g.get_ref();
+        }
+        if let Some(ssh) = &raw.tailscale_ssh {
+            settings.tailscale_ssh = *ssh.get_ref();
         }
         self.image_ref(
             &raw.node_image,
@@ -766,7 +774,26 @@ impl Validator<'_> {
     }
 
     /// Agents join the tailnet with `tailscale_auth_key` or keys minted by an OAuth client.
-    fn tailscale_auth_key(&mut self, secrets: &BTreeMap<String, SecretRef>, stack: &str) {
+    /// A Kubernetes stack needs the key itself: its Secrets are applied as rendered, and no
+    /// key is minted for them.
+    fn tailscale_auth_key(
+        &mut self,
+        secrets: &BTreeMap<String, SecretRef>,
+        stack: &str,
+        kubernetes: bool,
+    ) {
+        if kubernetes && !secrets.contains_key(TAILSCALE_AUTH_KEY) {
+            self.diags.push(Diagnostic {
+                file: self.ssrc.path.to_path_buf(),
+                line: 1,
+                col: 1,
+                field: format!("secrets.{TAILSCALE_AUTH_KEY}"),
+                message: "missing required secret `tailscale_auth_key`: a Kubernetes stack's sidecars log in with it (keys minted by an OAuth client are not supported on Kubernetes)".into(),
+                help: Some(format!("create a reusable, pre-authorized key in the Tailscale admin console and run `agent-army secrets set {TAILSCALE_AUTH_KEY} --stack {stack}` (reads it from stdin), or set it to `env:TS_AUTHKEY`")),
+                snippet: None,
+            });
+            return;
+        }
         let oauth = secrets.contains_key(TAILSCALE_OAUTH_ID)
             && secrets.contains_key(TAILSCALE_OAUTH_SECRET);
         if !secrets.contains_key(TAILSCALE_AUTH_KEY) && !oauth {
@@ -827,6 +854,25 @@ impl Validator<'_> {
             return None;
         }
         let host = naming::hostname(cx.stack, &aname);
+        // A StatefulSet's pods carry `controller-revision-hash=<name>-<10 characters>`, a
+        // label value of at most 63: a longer name makes a StatefulSet that never gets a pod.
+        if matches!(cx.provider.settings, ProviderSettings::Kubernetes(_))
+            && host.len() > KUBERNETES_MAX_HOSTNAME
+        {
+            self.perr(
+                &a.name,
+                field,
+                format!(
+                    "hostname `{host}` is {} characters; on Kubernetes it names a StatefulSet, whose pods need it to be at most {KUBERNETES_MAX_HOSTNAME}",
+                    host.len()
+                ),
+                Some(format!(
+                    "shorten the agent name to at most {} characters",
+                    KUBERNETES_MAX_HOSTNAME.saturating_sub(cx.stack.len() + 1)
+                )),
+            );
+            return None;
+        }
         if let Err(e) = naming::check_dns_label(&host) {
             self.perr(
                 &a.name,
@@ -1371,6 +1417,10 @@ impl Validator<'_> {
 /// A server size as the clouds spell them (`t3.medium`, `m7i-flex.large`, `cx22`): lowercase
 /// letters, digits, `.` and `-`. Whitespace around it would reach the cloud as part of the
 /// name.
+/// The longest `<stack>-<agent>` on Kubernetes: 63 less the StatefulSet controller's
+/// `-<hash>` of 11 characters in its pods' `controller-revision-hash` label.
+const KUBERNETES_MAX_HOSTNAME: usize = 52;
+
 /// A Kubernetes stack's provider: pods have no server type, so agents get an empty one.
 fn kubernetes_provider(settings: KubernetesSettings) -> Provider {
     Provider {
@@ -1591,6 +1641,34 @@ mod tests {
             ),
         );
         assert!(e[0].contains("`kubernetes.storage_class`: storage class `Fast` has a part `Fast` that contains 'F'"), "{e:?}");
+        // The sidecars need the key itself: an OAuth client mints none for them.
+        let e = errs(
+            PROJECT,
+            &K8S.replace(
+                "tailscale_auth_key = \"env:TS_AUTHKEY\"",
+                "tailscale_oauth_client_id = \"env:ID\"\ntailscale_oauth_client_secret = \"env:S\"",
+            ),
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("stacks/dev.toml:1:1: `secrets.tailscale_auth_key`: missing required secret `tailscale_auth_key`: a Kubernetes stack's sidecars log in with it"),
+            "{e:?}"
+        );
+        // `<stack>-<agent>` of 52 characters at most: 53 is refused on Kubernetes only.
+        let long = |n: usize| {
+            PROJECT.replace(
+                "agent-pm",
+                &format!("agent-{}", "p".repeat(n - "dev-agent-".len())),
+            )
+        };
+        assert_eq!(errs(&long(52), K8S), Vec::<String>::new());
+        let e = errs(&long(53), K8S);
+        assert!(
+            e[0].contains("characters; on Kubernetes it names a StatefulSet, whose pods need it to be at most 52")
+                && e[0].contains("shorten the agent name to at most 48 characters"),
+            "{e:?}"
+        );
+        assert_eq!(errs(&long(53), STACK), Vec::<String>::new());
     }
 
     #[test]

@@ -211,31 +211,19 @@ fn checkov_finds_nothing_on_the_main_container() {
 }
 
 #[test]
-fn kubernetes_stack_validates_and_refuses_vm_commands() {
+fn kubernetes_stack_validates_opens_and_leaves_cloud_stacks_alone() {
     let p = example(None);
     p.run()
         .args(["-s", "k8s", "validate"])
         .run()
         .success()
         .stdout_has("agent-pm: manifests");
-    for cmd in [
-        vec!["plan"],
-        vec!["status"],
-        vec!["ssh", "pm"],
-        vec!["outputs"],
-    ] {
-        let mut args = vec!["-s", "k8s"];
-        args.extend(cmd.iter().copied());
-        p.run()
-            .args(&args)
-            .run()
-            .code(3)
-            .stderr_has(&format!(
-                "`{}` does not drive Kubernetes stacks yet",
-                cmd[0]
-            ))
-            .stderr_has("kubectl apply --server-side --field-manager=agent-army");
-    }
+    // `open` needs no cluster: the name and the token (from state) are the VMs'.
+    p.run()
+        .args(["-s", "k8s", "open", "pm"])
+        .run()
+        .success()
+        .stdout_has("https://k8s-agent-pm.tail12345.ts.net/");
     // The cloud stacks are untouched by it, and refuse its flag.
     p.run().args(["-s", "dev", "plan"]).run().success();
     p.run()
@@ -243,6 +231,52 @@ fn kubernetes_stack_validates_and_refuses_vm_commands() {
         .run()
         .code(64)
         .stderr_has("--delete-volumes (--purge) applies to Kubernetes and Docker stacks only");
+}
+
+#[test]
+fn ssh_goes_to_the_sidecar_over_tailscale_ssh_unless_the_stack_turns_it_off() {
+    let p = example(None);
+    // No state, no cluster: Tailscale SSH reaches the sidecar by its MagicDNS name.
+    let out = p
+        .run()
+        .env("PATH", "/usr/bin:/bin")
+        .args([
+            "-s",
+            "k8s",
+            "ssh",
+            "pm",
+            "--print",
+            "--",
+            "tailscale",
+            "status",
+        ])
+        .run();
+    out.success()
+        .stdout_has("tailscale@k8s-agent-pm.tail12345.ts.net");
+    p.run()
+        .env("PATH", "/usr/bin:/bin")
+        .args(["-s", "k8s", "ssh", "pm", "--user", "root", "--print"])
+        .run()
+        .success()
+        .stdout_has("root@k8s-agent-pm.tail12345.ts.net");
+    let k = example(Some("kernel"));
+    k.run()
+        .env("PATH", "/usr/bin:/bin")
+        .args(["-s", "k8s", "ssh", "pm", "--print"])
+        .run()
+        .success()
+        .stdout_has("root@k8s-agent-pm.tail12345.ts.net");
+    let text = p.read("stacks/k8s.toml").replace(
+        "namespace = \"acme-agents\"",
+        "namespace = \"acme-agents\"\ntailscale_ssh = false",
+    );
+    p.write("stacks/k8s.toml", &text);
+    p.run()
+        .args(["-s", "k8s", "ssh", "pm", "--print"])
+        .run()
+        .code(3)
+        .stderr_has("`tailscale_ssh = false`")
+        .stderr_has("kubectl -n acme-agents exec -it k8s-agent-pm-0 -c openclaw -- sh");
 }
 
 const FAKE_TOKEN: &str = "fake-kube-token";
@@ -270,45 +304,112 @@ fn requests(server: &Server) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
+fn sent_of(server: &Server, method: &str) -> Vec<serde_json::Value> {
+    requests(server)
+        .into_iter()
+        .filter(|r| r["method"] == method)
+        .collect()
+}
+
+#[track_caller]
+fn assert_no_secret_deleted_under_a_running_pod(server: &Server) {
+    let v = http_json("GET", server.port, "/__fake/violations", None);
+    assert_eq!(
+        v,
+        serde_json::json!([]),
+        "Secrets deleted under a stopping pod"
+    );
+}
+
+fn objects(server: &Server) -> Vec<String> {
+    let left = http_json("GET", server.port, "/__fake/objects", None);
+    left.as_object().unwrap().keys().cloned().collect()
+}
+
+/// The stack's own objects (namespace, two policies) and five per agent (two Secrets, the
+/// ConfigMap, the headless Service, the StatefulSet).
+const STACK_OBJECTS: usize = 3;
+const AGENT_OBJECTS: usize = 5;
+
 #[test]
-fn deploy_server_side_applies_every_rendered_object_and_destroy_deletes_by_label() {
+fn plan_deploy_apply_only_what_changed_prune_removed_agents_and_destroy_by_label() {
     let p = example(None);
     let server = fake_cluster(&p);
     let kubeconfig = p.path().join("kubeconfig").display().to_string();
-    p.run()
-        .env("KUBECONFIG", &kubeconfig)
-        .args(["-s", "k8s", "deploy", "--yes"])
+    let run = || {
+        let mut r = p.run();
+        r = r.env("KUBECONFIG", &kubeconfig);
+        r
+    };
+    let total = STACK_OBJECTS + AGENT_OBJECTS * AGENTS.len();
+
+    // plan: everything to add, and only reads.
+    run()
+        .args(["-s", "k8s", "plan", "--detailed-exitcode"])
         .run()
+        .code(2)
+        .stdout_has("+ Namespace/acme-agents")
+        .stdout_has("+ StatefulSet/k8s-agent-pm  (agent agent-pm)")
+        .stdout_has("+ Service/k8s-agent-pm")
+        .stdout_has(&format!("Plan: {total} to add, 0 to change, 0 to destroy"));
+    let reads = requests(&server);
+    assert!(reads.iter().all(|r| r["method"] == "GET"), "{reads:#?}");
+    // Five labelled lists and the namespace, each once.
+    assert_eq!(reads.len(), 6, "{reads:#?}");
+    let selector = "agent-army/project=acme-agents,agent-army/stack=k8s";
+    assert!(
+        reads
+            .iter()
+            .filter(|r| r["path"] != "/api/v1/namespaces/acme-agents")
+            .all(|r| r["query"]["labelSelector"] == selector),
+        "{reads:#?}"
+    );
+
+    // deploy: one server-side apply per object.
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    let deployed = run().args(["-s", "k8s", "deploy", "--yes"]).run();
+    deployed
         .success()
-        .stdout_has("applied Namespace/acme-agents")
-        .stdout_has("applied StatefulSet/k8s-agent-pm");
-    let sent = requests(&server);
-    // The stack's 3 objects, then 4 per agent: namespace first.
-    assert_eq!(sent.len(), 3 + 4 * AGENTS.len(), "{sent:#?}");
+        .stdout_has("created Namespace/acme-agents")
+        .stdout_has("created StatefulSet/k8s-agent-pm")
+        .stdout_has(&format!("Applied: {total} created, 0 updated, 0 deleted"))
+        .stdout_has("k8s-agent-pm-0");
+    let sent = sent_of(&server, "PATCH");
+    assert_eq!(sent.len(), total, "{sent:#?}");
     assert_eq!(sent[0]["path"], "/api/v1/namespaces/acme-agents");
     for r in &sent {
-        assert_eq!(r["method"], "PATCH", "{r}");
         assert_eq!(r["query"]["fieldManager"], "agent-army", "{r}");
-        assert_eq!(r["query"]["force"], "true", "{r}");
+        // A create does not force: an object someone else made conflicts instead.
+        assert!(r["query"].get("force").is_none(), "{r}");
         assert_eq!(r["content_type"], "application/apply-patch+yaml", "{r}");
         assert_eq!(r["authorization"], format!("Bearer {FAKE_TOKEN}"));
         let labels = &r["body"]["metadata"]["labels"];
         assert_eq!(labels["agent-army/project"], "acme-agents", "{r}");
         assert_eq!(labels["agent-army/stack"], "k8s", "{r}");
+        let hash = &r["body"]["metadata"]["annotations"]["agent-army/applied-sha256"];
+        assert_eq!(hash.as_str().map(str::len), Some(64), "{r}");
     }
     let paths: Vec<&str> = sent.iter().map(|r| r["path"].as_str().unwrap()).collect();
     for expected in [
-        "/apis/networking.k8s.io/v1/namespaces/acme-agents/networkpolicies/k8s-restricted",
-        "/apis/networking.k8s.io/v1/namespaces/acme-agents/networkpolicies/k8s-tailscale-udp",
+        "/apis/networking.k8s.io/v1/namespaces/acme-agents/networkpolicies/acme-agents-k8s-restricted",
+        "/apis/networking.k8s.io/v1/namespaces/acme-agents/networkpolicies/acme-agents-k8s-tailscale-udp",
         "/api/v1/namespaces/acme-agents/secrets/k8s-agent-pm-tailscale",
         "/api/v1/namespaces/acme-agents/secrets/k8s-agent-pm-gateway",
         "/api/v1/namespaces/acme-agents/configmaps/k8s-agent-pm-config",
+        "/api/v1/namespaces/acme-agents/services/k8s-agent-pm",
         "/apis/apps/v1/namespaces/acme-agents/statefulsets/k8s-agent-pm",
     ] {
         assert!(
             paths.contains(&expected),
             "{expected} not applied: {paths:#?}"
         );
+    }
+    // Each agent's Secrets and ConfigMap go before the StatefulSet that mounts them.
+    for a in AGENTS {
+        let at = |suffix: &str| paths.iter().position(|p| p.ends_with(suffix)).unwrap();
+        let sts = at(&format!("/statefulsets/k8s-{a}"));
+        assert!(at(&format!("/secrets/k8s-{a}-gateway")) < sts);
+        assert!(at(&format!("/configmaps/k8s-{a}-config")) < sts);
     }
     // The applied bodies are the rendered manifests with real values.
     let body = |path: &str| {
@@ -343,81 +444,658 @@ fn deploy_server_side_applies_every_rendered_object_and_destroy_deletes_by_label
         .filter(|d| !d.trim().is_empty())
         .map(|d| serde_saphyr::from_str(d).unwrap())
         .collect();
-    let sts = body("/apis/apps/v1/namespaces/acme-agents/statefulsets/k8s-agent-pm");
+    let mut sts = body("/apis/apps/v1/namespaces/acme-agents/statefulsets/k8s-agent-pm");
+    sts["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations");
     assert_eq!(docs.iter().find(|d| d["kind"] == "StatefulSet"), Some(&sts));
+    // The token is in no output and in no file of the project's state (a key's hash is).
+    assert!(!deployed.stdout.contains(&token), "{}", deployed.stdout);
+    assert!(!deployed.stderr.contains(&token), "{}", deployed.stderr);
+    let mut files = vec![p.path().join(".agent-army")];
+    let mut seen = 0;
+    while let Some(f) = files.pop() {
+        if f.is_dir() {
+            files.extend(std::fs::read_dir(&f).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            seen += 1;
+            let bytes = std::fs::read(&f).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(&token),
+                "{} holds the token",
+                f.display()
+            );
+        }
+    }
+    assert!(seen > 0, "no state was written");
 
-    // A second deploy sends the same applies (the server merges; nothing is recreated).
+    // Unchanged: a plan says so and a deploy sends nothing but reads.
     http_json("POST", server.port, "/__fake/reset", Some("{}"));
-    p.run()
-        .env("KUBECONFIG", &kubeconfig)
+    run()
+        .args(["-s", "k8s", "plan", "--detailed-exitcode"])
+        .run()
+        .code(0)
+        .stdout_has("No changes");
+    run()
         .args(["-s", "k8s", "deploy", "--yes"])
         .run()
-        .success();
+        .success()
+        .stderr_has("No changes");
     let again = requests(&server);
+    assert!(again.iter().all(|r| r["method"] == "GET"), "{again:#?}");
+
+    // One agent's workspace changes: its ConfigMap, and its StatefulSet (the pod template
+    // carries the config's hash, so the pod restarts with it); nothing else.
+    p.write("agents/pm/AGENTS.md", "# PM\n\nWrite shorter specs.\n");
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    run()
+        .args(["-s", "k8s", "deploy", "--yes"])
+        .run()
+        .success()
+        .stdout_has("Applied: 0 created, 2 updated, 0 deleted");
+    // An update forces: it takes back what another manager changed on agent-army's objects.
+    assert!(
+        sent_of(&server, "PATCH")
+            .iter()
+            .all(|r| r["query"]["force"] == "true")
+    );
+    let patched: Vec<String> = sent_of(&server, "PATCH")
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(
-        again.iter().map(|r| &r["path"]).collect::<Vec<_>>(),
-        sent.iter().map(|r| &r["path"]).collect::<Vec<_>>()
+        patched,
+        vec![
+            "/api/v1/namespaces/acme-agents/configmaps/k8s-agent-pm-config",
+            "/apis/apps/v1/namespaces/acme-agents/statefulsets/k8s-agent-pm",
+        ]
     );
 
-    // destroy: by label, volumes and namespace kept unless asked.
+    // `--replace`: the agent's objects applied again (forced), then its pod restarted.
     http_json("POST", server.port, "/__fake/reset", Some("{}"));
-    p.run()
-        .env("KUBECONFIG", &kubeconfig)
+    run()
+        .args(["-s", "k8s", "deploy", "--yes", "--replace", "pm"])
+        .run()
+        .success()
+        .stderr_has("~ Pod/k8s-agent-pm-0  (agent agent-pm, replaced: restarted, its volumes kept)")
+        .stderr_has("Plan: 0 to add, 5 to change, 0 to destroy, 1 to restart")
+        .stdout_has("restarted Pod/k8s-agent-pm-0");
+    assert_eq!(sent_of(&server, "PATCH").len(), AGENT_OBJECTS);
+    let deleted: Vec<String> = sent_of(&server, "DELETE")
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        deleted,
+        vec!["/api/v1/namespaces/acme-agents/pods/k8s-agent-pm-0"]
+    );
+
+    // A volume's size changes: Kubernetes never changes a StatefulSet's claim templates, so
+    // the plan refuses, and `--replace` makes the StatefulSet again around its pod.
+    let project = p.read("agent-army.toml");
+    p.write(
+        "agent-army.toml",
+        &project.replace("disk_gb = 60", "disk_gb = 80"),
+    );
+    run()
+        .args(["-s", "k8s", "plan"])
+        .run()
+        .code(3)
+        .stderr_has("StatefulSet/k8s-agent-eng: its volumes changed")
+        .stderr_has("deploy --replace agent-eng");
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    run()
+        .args(["-s", "k8s", "deploy", "--yes", "--replace", "eng"])
+        .run()
+        .success()
+        .stderr_has("-/+ StatefulSet/k8s-agent-eng")
+        .stdout_has("recreated StatefulSet/k8s-agent-eng");
+    let writes: Vec<(String, String)> = requests(&server)
+        .iter()
+        .filter(|r| r["method"] != "GET")
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap().to_string(),
+                r["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let at = |m: &str, path: &str| {
+        writes
+            .iter()
+            .position(|(wm, wp)| wm == m && wp == path)
+            .unwrap()
+    };
+    let sts = "/apis/apps/v1/namespaces/acme-agents/statefulsets/k8s-agent-eng";
+    assert!(at("DELETE", sts) < at("PATCH", sts), "{writes:#?}");
+    let orphaned = requests(&server)
+        .into_iter()
+        .find(|r| r["method"] == "DELETE" && r["path"] == sts)
+        .unwrap();
+    assert_eq!(
+        orphaned["query"]["propagationPolicy"], "Orphan",
+        "the pod stays"
+    );
+    let claim = &sent_of(&server, "PATCH")
+        .into_iter()
+        .find(|r| r["path"] == sts)
+        .unwrap()["body"]["spec"]["volumeClaimTemplates"][0];
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "80Gi");
+    run()
+        .args(["-s", "k8s", "plan", "--detailed-exitcode"])
+        .run()
+        .code(0);
+
+    // An agent removed from the project: its objects go, its volume claims stay.
+    let project = p.read("agent-army.toml");
+    let cut = project.find("[[agents]]\nname = \"agent-tester\"").unwrap();
+    p.write("agent-army.toml", &project[..cut]);
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    run()
+        .args(["-s", "k8s", "deploy", "--yes"])
+        .run()
+        .success()
+        .stderr_has(
+            "- StatefulSet/k8s-agent-tester  (agent agent-tester, no longer in the project)",
+        )
+        .stderr_has("the volume claims of agent-tester stay")
+        .stdout_has("Applied: 0 created, 0 updated, 5 deleted");
+    let deleted: Vec<String> = sent_of(&server, "DELETE")
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        deleted[0], "/apis/apps/v1/namespaces/acme-agents/statefulsets/k8s-agent-tester",
+        "the pod stops before its Secrets go: {deleted:#?}"
+    );
+    assert_eq!(deleted.len(), 5, "{deleted:#?}");
+    // The StatefulSet was read until it was gone (its pod stopped) before its Secrets went.
+    assert_no_secret_deleted_under_a_running_pod(&server);
+    assert!(
+        requests(&server).iter().any(|r| r["method"] == "GET"
+            && r["path"] == "/apis/apps/v1/namespaces/acme-agents/statefulsets/k8s-agent-tester"),
+        "the StatefulSet's going was not waited for"
+    );
+    let left = objects(&server);
+    assert!(!left.iter().any(|o| o.ends_with("/k8s-agent-tester")));
+    assert!(
+        left.contains(
+            &"/api/v1/namespaces/acme-agents/persistentvolumeclaims/data-k8s-agent-tester-0"
+                .to_string()
+        )
+    );
+
+    // destroy: object by object, volumes and namespace kept unless asked.
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    run()
         .args(["-s", "k8s", "destroy", "--yes"])
         .run()
         .success()
         .stderr_has("`--delete-volumes` removes them too");
-    let deletes = requests(&server);
-    let selector = "agent-army/project=acme-agents,agent-army/stack=k8s";
-    assert_eq!(deletes.len(), 4, "{deletes:#?}");
-    for r in &deletes {
-        assert_eq!(r["method"], "DELETE");
-        assert_eq!(r["query"]["labelSelector"], selector, "{r}");
-        assert!(
-            !r["path"]
-                .as_str()
-                .unwrap()
-                .contains("persistentvolumeclaims")
-        );
-    }
-    let left = http_json("GET", server.port, "/__fake/objects", None);
-    let left: Vec<&String> = left.as_object().unwrap().keys().collect();
-    assert_eq!(
-        left,
-        vec!["/api/v1/namespaces/acme-agents"],
-        "only the namespace stays"
+    let deletes = sent_of(&server, "DELETE");
+    assert_eq!(deletes.len(), 2 + AGENT_OBJECTS * 2, "{deletes:#?}");
+    assert_no_secret_deleted_under_a_running_pod(&server);
+    assert!(deletes.iter().all(|r| {
+        !r["path"]
+            .as_str()
+            .unwrap()
+            .contains("persistentvolumeclaims")
+    }));
+    let left = objects(&server);
+    assert!(
+        left.contains(&"/api/v1/namespaces/acme-agents".to_string()),
+        "{left:#?}"
     );
+    assert!(
+        left.iter().all(
+            |o| o == "/api/v1/namespaces/acme-agents" || o.contains("/persistentvolumeclaims/")
+        ),
+        "only the namespace and the volume claims stay: {left:#?}"
+    );
+    // The claims of all three agents (pm and eng: data and tailscale; tester's too).
+    assert_eq!(left.len(), 1 + 2 * AGENTS.len(), "{left:#?}");
     http_json("POST", server.port, "/__fake/reset", Some("{}"));
-    p.run()
-        .env("KUBECONFIG", &kubeconfig)
+    run()
         .args(["-s", "k8s", "destroy", "--yes", "--delete-volumes"])
         .run()
         .success();
-    let deletes = requests(&server);
-    assert!(deletes.iter().any(|r| r["path"]
-        == "/api/v1/namespaces/acme-agents/persistentvolumeclaims"
-        && r["query"]["labelSelector"] == selector));
+    let deletes = sent_of(&server, "DELETE");
     assert_eq!(
         deletes.last().unwrap()["path"],
         "/api/v1/namespaces/acme-agents"
     );
+    assert_eq!(objects(&server), Vec::<String>::new());
 }
 
 #[test]
-fn deploy_names_a_kubeconfig_it_cannot_use() {
+fn a_namespace_the_stack_did_not_make_is_used_and_never_deleted() {
     let p = example(None);
-    p.write(
-        "kubeconfig",
-        "apiVersion: v1\ncurrent-context: eks\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\ncontexts:\n- name: eks\n  context:\n    cluster: c\n    user: aws\nusers:\n- name: aws\n  user:\n    exec:\n      command: aws\n",
+    let server = fake_cluster(&p);
+    let kubeconfig = p.path().join("kubeconfig").display().to_string();
+    // Someone else's namespace, made before the stack without its labels.
+    http_json(
+        "POST",
+        server.port,
+        "/__fake/object",
+        Some(
+            r#"{"path":"/api/v1/namespaces/acme-agents","object":{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"acme-agents","labels":{"team":"platform"}}}}"#,
+        ),
     );
     p.run()
-        .env(
-            "KUBECONFIG",
-            p.path().join("kubeconfig").display().to_string(),
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["-s", "k8s", "deploy", "--yes"])
+        .run()
+        .success()
+        .stderr_has("namespace `acme-agents` exists without this stack's labels");
+    assert!(
+        !sent_of(&server, "PATCH")
+            .iter()
+            .any(|r| r["path"] == "/api/v1/namespaces/acme-agents"
+                && r["query"]["fieldManager"] == "agent-army"),
+        "the namespace is not applied over"
+    );
+    p.run()
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["-s", "k8s", "destroy", "--yes", "--delete-volumes"])
+        .run()
+        .success()
+        .stderr_has("The namespace stays");
+    assert_eq!(
+        objects(&server),
+        vec!["/api/v1/namespaces/acme-agents".to_string()]
+    );
+}
+
+#[test]
+fn an_exec_credential_plugin_is_run_as_kubectl_runs_it_and_a_missing_one_is_named() {
+    let p = example(None);
+    let server = fake_cluster(&p);
+    // A plugin next to the kubeconfig (a relative command is relative to its folder), which
+    // records what it was told and answers the fake's token.
+    p.write(
+        "auth/get-token",
+        &format!(
+            "#!/bin/sh\nprintf '%s' \"$KUBERNETES_EXEC_INFO\" > \"$(dirname \"$0\")/exec-info.json\"\nprintf '%s %s' \"$1\" \"$CLUSTER_NAME\" > \"$(dirname \"$0\")/args\"\nprintf '%s' '{{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{FAKE_TOKEN}\"}}}}'\n"
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        p.path().join("auth/get-token"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let config = |command: &str| {
+        format!(
+            "apiVersion: v1\ncurrent-context: eks\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{}\ncontexts:\n- name: eks\n  context:\n    cluster: c\n    user: aws\nusers:\n- name: aws\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {command}\n      args: [\"token\"]\n      env:\n      - name: CLUSTER_NAME\n        value: agents\n      provideClusterInfo: true\n      installHint: install the AWS CLI (https://aws.amazon.com/cli/)\n",
+            server.port
         )
+    };
+    p.write("auth/kubeconfig", &config("./get-token"));
+    let kubeconfig = p.path().join("auth/kubeconfig").display().to_string();
+    p.run()
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["-s", "k8s", "plan"])
+        .run()
+        .success()
+        .stdout_has("Plan: 18 to add");
+    let reads = requests(&server);
+    assert!(!reads.is_empty());
+    for r in &reads {
+        assert_eq!(r["authorization"], format!("Bearer {FAKE_TOKEN}"), "{r}");
+    }
+    let info: serde_json::Value = serde_json::from_str(&p.read("auth/exec-info.json")).unwrap();
+    assert_eq!(info["kind"], "ExecCredential");
+    assert_eq!(info["apiVersion"], "client.authentication.k8s.io/v1");
+    assert_eq!(info["spec"]["interactive"], false);
+    assert_eq!(
+        info["spec"]["cluster"]["server"],
+        format!("http://127.0.0.1:{}", server.port)
+    );
+    assert_eq!(p.read("auth/args"), "token agents");
+
+    // A plugin that is not installed: named, with its own install hint.
+    p.write("auth/kubeconfig", &config("aws-iam-authenticator-not-here"));
+    p.run()
+        .env("KUBECONFIG", &kubeconfig)
         .args(["-s", "k8s", "deploy", "--yes"])
         .run()
         .code(3)
-        .stderr_has("user `aws` authenticates with an exec credential plugin")
-        .stderr_has("help: use a context whose user has a token");
+        .stderr_has("the exec credential plugin `aws-iam-authenticator-not-here` failed: `aws-iam-authenticator-not-here` is not installed")
+        .stderr_has("help: install the AWS CLI (https://aws.amazon.com/cli/)");
+
+    // KUBECONFIG lists files: merged, the first definition winning; a missing one is skipped.
+    p.write(
+        "auth/second",
+        "apiVersion: v1\ncurrent-context: nowhere\nclusters:\n- name: c\n  cluster:\n    server: https://shadowed.invalid\n",
+    );
+    p.write("auth/kubeconfig", &config("./get-token"));
+    let list = format!(
+        "{kubeconfig}:{}:{}",
+        p.path().join("auth/missing").display(),
+        p.path().join("auth/second").display()
+    );
+    p.run()
+        .env("KUBECONFIG", &list)
+        .args(["-s", "k8s", "plan"])
+        .run()
+        .success()
+        .stdout_has("(context `eks`)");
+}
+
+/// What an agent's sidecar answers to `tailscale status --json`: the real-shaped fixture of a
+/// tailnet turned around, the agent's device as `Self` and this laptop its one active peer,
+/// reached directly or through the `fra` relay; `backend` is tailscaled's state.
+fn sidecar_status(agent: &str, direct: bool, backend: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("tests/fixtures/tailscale/status-healthy.json"))
+        .unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut laptop = doc["Self"].clone();
+    let me = doc["Peer"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|p| p["DNSName"] == format!("prod-{agent}.tail12345.ts.net."))
+        .unwrap()
+        .clone();
+    let mut me = me;
+    me["DNSName"] = format!("k8s-{agent}.tail12345.ts.net.").into();
+    me["HostName"] = format!("k8s-{agent}").into();
+    me["CurAddr"] = "".into();
+    laptop["Active"] = true.into();
+    laptop["CurAddr"] = if direct { "192.0.2.10:41641" } else { "" }.into();
+    laptop["Relay"] = "fra".into();
+    doc["TailscaleIPs"] = me["TailscaleIPs"].clone();
+    doc["BackendState"] = backend.into();
+    doc["Self"] = me;
+    doc["Peer"] = serde_json::json!({ laptop["PublicKey"].as_str().unwrap(): laptop });
+    doc.to_string()
+}
+
+fn set_exec(server: &Server, pod: &str, verb: &str, stdout: &str, code: i32) {
+    let doc = serde_json::json!({ "pod": pod, "verb": verb, "stdout": stdout, "code": code });
+    http_json("POST", server.port, "/__fake/exec", Some(&doc.to_string()));
+}
+
+#[test]
+fn status_reads_pods_and_each_sidecars_tailscale_by_exec() {
+    let p = example(None);
+    let server = fake_cluster(&p);
+    let kubeconfig = p.path().join("kubeconfig").display().to_string();
+    let run = || {
+        p.run()
+            .env("KUBECONFIG", &kubeconfig)
+            .env("PATH", "/usr/bin:/bin")
+    };
+    run().args(["-s", "k8s", "deploy", "--yes"]).run().success();
+    let gw = crate::ssh_status::Gateway::start();
+    gw.learn_tokens(run(), "k8s");
+    let fixture = |name: &str| {
+        std::fs::read_to_string(repo().join("tests/fixtures/tailscale").join(name)).unwrap()
+    };
+    // pm: direct, UDP works; eng: relayed, UDP blocked; tester: direct, hard NAT.
+    for (agent, direct, netcheck) in [
+        ("agent-pm", true, "netcheck-easy.json"),
+        ("agent-eng", false, "netcheck-no-udp.json"),
+        ("agent-tester", true, "netcheck-hard-nat.json"),
+    ] {
+        let pod = format!("k8s-{agent}-0");
+        set_exec(
+            &server,
+            &pod,
+            "status",
+            &sidecar_status(agent, direct, "Running"),
+            0,
+        );
+        set_exec(&server, &pod, "netcheck", &fixture(netcheck), 0);
+    }
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    let out = run()
+        .env("AGENT_ARMY_GATEWAY_PROBE_URL", gw.url())
+        .args(["-s", "k8s", "status", "--netcheck", "--output", "json"])
+        .run();
+    out.success();
+    let doc = out.json();
+    assert_eq!(doc["healthy"], true, "{doc:#}");
+    let agent = |name: &str| {
+        doc["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["agent"] == name)
+            .unwrap()
+            .clone()
+    };
+    let pm = agent("agent-pm");
+    assert_eq!(pm["cloud"], "running");
+    assert_eq!(pm["server_id"], "k8s-agent-pm-0");
+    assert_eq!(pm["tailnet"]["presence"], "online");
+    assert_eq!(pm["tailnet"]["device"]["link"]["kind"], "direct");
+    assert_eq!(pm["sidecar"]["backend_state"], "Running");
+    assert_eq!(pm["sidecar"]["direct_peers"], 1);
+    assert!(
+        pm["sidecar"]["ips"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("100.")
+    );
+    assert_eq!(pm["gateway"]["status"], 200);
+    assert_eq!(pm["gateway"]["authenticated"], true);
+    assert_eq!(pm["netcheck"]["udp"], true);
+    assert_eq!(pm["netcheck"]["relay_risk"], false);
+    let eng = agent("agent-eng");
+    assert_eq!(eng["tailnet"]["device"]["link"]["kind"], "relay");
+    assert_eq!(eng["sidecar"]["relayed_peers"], 1);
+    assert_eq!(eng["netcheck"]["udp"], false);
+    assert_eq!(eng["netcheck"]["relay_risk"], true);
+    let tester = agent("agent-tester");
+    assert_eq!(tester["netcheck"]["hard_nat"], true);
+    // Each read went by exec into the sidecar container, through tailscaled's socket.
+    let execs: Vec<serde_json::Value> = requests(&server)
+        .into_iter()
+        .filter(|r| r["path"].as_str().unwrap().ends_with("/exec"))
+        .collect();
+    assert_eq!(execs.len(), 2 * AGENTS.len(), "{execs:#?}");
+    for e in &execs {
+        assert_eq!(e["query"]["container"], "tailscale", "{e}");
+        assert_eq!(e["authorization"], format!("Bearer {FAKE_TOKEN}"));
+    }
+
+    // The table has the VMs' columns.
+    let out = run()
+        .env("AGENT_ARMY_GATEWAY_PROBE_URL", gw.url())
+        .args(["-s", "k8s", "status", "--netcheck"])
+        .run();
+    out.success()
+        .stdout_has("AGENT")
+        .stdout_has("ADDRESSES")
+        .stdout_has("relay fra")
+        .stdout_has("RELAY RISK")
+        .stdout_has("All 3 agents are healthy.");
+
+    // A sidecar that lost its login, and a pod whose agent crashes: unhealthy, with the fix.
+    set_exec(
+        &server,
+        "k8s-agent-pm-0",
+        "status",
+        &sidecar_status("agent-pm", true, "NeedsLogin"),
+        0,
+    );
+    http_json(
+        "POST",
+        server.port,
+        "/__fake/pod",
+        Some(
+            r#"{"pod":"k8s-agent-eng-0","phase":"Running","ready":false,"waiting":"CrashLoopBackOff","container":"openclaw"}"#,
+        ),
+    );
+    let out = run()
+        .env("AGENT_ARMY_GATEWAY_PROBE_URL", gw.url())
+        .args(["-s", "k8s", "status"])
+        .run();
+    out.code(1)
+        .stdout_has("the Tailscale sidecar is `NeedsLogin`")
+        .stdout_has("pod k8s-agent-eng-0 is CrashLoopBackOff (openclaw)")
+        .stdout_has("kubectl -n acme-agents logs k8s-agent-eng-0 --all-containers")
+        .stdout_has("2 of 3 agents unhealthy.");
+}
+
+#[test]
+fn logs_come_from_the_openclaw_container_through_the_api_server() {
+    let p = example(None);
+    let server = fake_cluster(&p);
+    let kubeconfig = p.path().join("kubeconfig").display().to_string();
+    let run = || p.run().env("KUBECONFIG", &kubeconfig);
+    run().args(["-s", "k8s", "deploy", "--yes"]).run().success();
+    let lines: Vec<String> = (1..=5).map(|i| format!("gateway line {i}")).collect();
+    let doc =
+        serde_json::json!({ "pod": "k8s-agent-pm-0", "container": "openclaw", "lines": lines });
+    http_json("POST", server.port, "/__fake/log", Some(&doc.to_string()));
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    let out = run()
+        .args(["-s", "k8s", "logs", "pm", "-n", "2", "--since", "1h ago"])
+        .run();
+    out.success();
+    assert_eq!(out.stdout, "gateway line 4\ngateway line 5\n");
+    let asked = requests(&server);
+    assert_eq!(asked.len(), 1, "{asked:#?}");
+    assert_eq!(
+        asked[0]["path"],
+        "/api/v1/namespaces/acme-agents/pods/k8s-agent-pm-0/log"
+    );
+    assert_eq!(asked[0]["query"]["container"], "openclaw");
+    assert_eq!(asked[0]["query"]["tailLines"], "2");
+    assert_eq!(asked[0]["query"]["sinceSeconds"], "3600");
+    let out = run()
+        .args(["-s", "k8s", "--output", "json", "logs", "pm", "-n", "1"])
+        .run();
+    out.success();
+    let line: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(line["message"], "gateway line 5");
+    assert_eq!(line["time"], "2026-11-30T04:00:00.000000000Z");
+    run()
+        .args(["-s", "k8s", "logs", "eng", "--follow", "--print"])
+        .run()
+        .success()
+        .stdout_has("kubectl -n acme-agents logs k8s-agent-eng-0 -c openclaw --tail=100 --follow");
+    run()
+        .args(["-s", "k8s", "logs", "pm", "--since", "yesterday"])
+        .run()
+        .code(64)
+        .stderr_has("on a Kubernetes stack it is a duration");
+}
+
+#[test]
+fn pair_runs_the_openclaw_cli_in_the_agents_container_by_exec() {
+    let p = example(None);
+    let server = fake_cluster(&p);
+    let kubeconfig = p.path().join("kubeconfig").display().to_string();
+    let run = || p.run().env("KUBECONFIG", &kubeconfig);
+    run().args(["-s", "k8s", "deploy", "--yes"]).run().success();
+    let list = r#"{"pending":[{"requestId":"r-1","deviceId":"d-1","clientId":"openclaw-control-ui","platform":"Linux x86_64","remoteIp":"100.101.0.2","role":"operator","scopes":["operator.read"]}],"paired":[]}"#;
+    set_exec(&server, "k8s-agent-pm-0", "devices list", list, 0);
+    set_exec(
+        &server,
+        "k8s-agent-pm-0",
+        "devices approve",
+        r#"{"requestId":"r-1","device":{"deviceId":"d-1"}}"#,
+        0,
+    );
+    http_json("POST", server.port, "/__fake/reset", Some("{}"));
+    run()
+        .args(["-s", "k8s", "pair", "pm"])
+        .run()
+        .success()
+        .stdout_has("r-1  openclaw-control-ui on Linux x86_64 from 100.101.0.2");
+    run()
+        .args(["-s", "k8s", "pair", "pm", "--yes"])
+        .run()
+        .success()
+        .stdout_has("Approved request r-1 on agent-pm (device d-1)");
+    let execs: Vec<serde_json::Value> = requests(&server)
+        .into_iter()
+        .filter(|r| r["path"].as_str().unwrap().ends_with("/exec"))
+        .collect();
+    assert_eq!(execs.len(), 3, "{execs:#?}");
+    for e in &execs {
+        assert_eq!(
+            e["path"],
+            "/api/v1/namespaces/acme-agents/pods/k8s-agent-pm-0/exec"
+        );
+        assert_eq!(e["query"]["container"], "openclaw", "{e}");
+    }
+    // The command is the gateway's environment, then the openclaw CLI (query values are
+    // the last `command` here: the shell line).
+    let line = execs[2]["query"]["command"].as_str().unwrap();
+    assert_eq!(
+        line,
+        "set -a; . /etc/openclaw-agent/agent.env; set +a; cd \"$HOME\"; exec openclaw devices approve r-1 --json"
+    );
+    // A pod that does not answer: the error names what to look at.
+    set_exec(&server, "k8s-agent-eng-0", "devices list", "", 1);
+    run()
+        .args(["-s", "k8s", "pair", "eng"])
+        .run()
+        .code(1)
+        .stderr_has("`openclaw devices list --json` exited with 1")
+        .stderr_has("kubectl -n acme-agents exec k8s-agent-eng-0 -c openclaw");
+}
+
+#[test]
+fn an_object_someone_else_made_under_an_agents_name_is_not_taken_over() {
+    let p = example(None);
+    let server = fake_cluster(&p);
+    let kubeconfig = p.path().join("kubeconfig").display().to_string();
+    let theirs = r#"{"path":"/api/v1/namespaces/acme-agents/secrets/k8s-agent-pm-gateway","object":{"apiVersion":"v1","kind":"Secret","metadata":{"name":"k8s-agent-pm-gateway","namespace":"acme-agents"},"stringData":{"theirs":"yes"}}}"#;
+    http_json("POST", server.port, "/__fake/object", Some(theirs));
+    p.run()
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["-s", "k8s", "deploy", "--yes"])
+        .run()
+        .code(1)
+        .stderr_has("409 Conflict");
+    // Created without `force`, updated with it.
+    let creates = sent_of(&server, "PATCH");
+    assert!(
+        creates.iter().all(|r| r["query"].get("force").is_none()),
+        "{creates:#?}"
+    );
+    let left = http_json("GET", server.port, "/__fake/objects", None);
+    assert_eq!(
+        left["/api/v1/namespaces/acme-agents/secrets/k8s-agent-pm-gateway"]["stringData"]["theirs"],
+        "yes"
+    );
+}
+
+#[test]
+fn destroy_keeps_a_namespace_another_stack_still_uses() {
+    let p = example(None);
+    let server = fake_cluster(&p);
+    let kubeconfig = p.path().join("kubeconfig").display().to_string();
+    let run = || p.run().env("KUBECONFIG", &kubeconfig);
+    run().args(["-s", "k8s", "deploy", "--yes"]).run().success();
+    // Another stack's pod in the namespace this stack made.
+    http_json(
+        "POST",
+        server.port,
+        "/__fake/object",
+        Some(
+            r#"{"path":"/api/v1/namespaces/acme-agents/pods/prod-agent-pm-0","object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"prod-agent-pm-0","namespace":"acme-agents","labels":{"agent-army/project":"acme-agents","agent-army/stack":"prod"}}}}"#,
+        ),
+    );
+    run()
+        .args(["-s", "k8s", "destroy", "--yes", "--delete-volumes"])
+        .run()
+        .success()
+        .stderr_has("The namespace stays: others keep objects in it (Pod/prod-agent-pm-0)");
+    let left = objects(&server);
+    assert_eq!(
+        left,
+        vec![
+            "/api/v1/namespaces/acme-agents".to_string(),
+            "/api/v1/namespaces/acme-agents/pods/prod-agent-pm-0".to_string()
+        ],
+        "the stack's claims went, the namespace and the other stack's pod stayed"
+    );
+    assert_no_secret_deleted_under_a_running_pod(&server);
 }

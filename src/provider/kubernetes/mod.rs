@@ -1,16 +1,20 @@
 //! Kubernetes: the requests a server-side apply sends, built as data (pure, unit-tested).
 //!
-//! Every object is applied with `PATCH <object path>?fieldManager=agent-army&force=true` and
+//! Every object is applied with `PATCH <object path>?fieldManager=agent-army` and
 //! `Content-Type: application/apply-patch+yaml` (JSON is YAML): the API server merges the
-//! fields agent-army owns and keeps the others' (`force` takes over fields another manager set
-//! on agent-army's own objects, as `kubectl apply --server-side --force-conflicts` does).
-//! Removal is by label selector over each kind the stack creates; volume claims (the agents'
-//! data) and the namespace (which would take them along) only when asked.
+//! fields agent-army owns and keeps the others'. An update adds `force=true`, taking back fields
+//! another manager changed on agent-army's own objects (as `kubectl apply --server-side
+//! --force-conflicts` does); a create does not, so an object of the same name that someone else
+//! made answers 409 Conflict instead of being taken over.
+//! `plan` lists the stack's objects by label selector ([`diff`]); removal deletes what the
+//! listing found, one object at a time; volume claims (the agents' data) and the namespace
+//! (which would take them along) only when asked.
 
 use serde_json::Value;
 
 #[cfg(feature = "cloud")]
 pub mod client;
+pub mod diff;
 #[cfg(feature = "cloud")]
 pub mod kubeconfig;
 
@@ -27,6 +31,7 @@ pub const KINDS: &[(&str, &str, &str, bool)] = &[
     ),
     ("v1", "Secret", "secrets", true),
     ("v1", "ConfigMap", "configmaps", true),
+    ("v1", "Service", "services", true),
     ("apps/v1", "StatefulSet", "statefulsets", true),
     (
         "v1",
@@ -72,8 +77,8 @@ pub fn collection_path(api_version: &str, plural: &str, namespace: Option<&str>)
     }
 }
 
-/// The server-side apply of one object.
-pub fn apply(obj: &Value) -> Result<Request, ApiError> {
+/// The server-side apply of one object; `force` for an object agent-army already owns.
+pub fn apply(obj: &Value, force: bool) -> Result<Request, ApiError> {
     let text = |v: &Value, what: &'static str| {
         v.as_str()
             .map(str::to_string)
@@ -94,8 +99,9 @@ pub fn apply(obj: &Value) -> Result<Request, ApiError> {
     Ok(Request {
         method: "PATCH",
         path: format!(
-            "{}/{name}?fieldManager={FIELD_MANAGER}&force=true",
-            collection_path(&api_version, plural, ns.as_deref())
+            "{}/{name}?fieldManager={FIELD_MANAGER}{}",
+            collection_path(&api_version, plural, ns.as_deref()),
+            if force { "&force=true" } else { "" }
         ),
         content_type: Some(APPLY_PATCH),
         // serde_json cannot fail on a `Value`.
@@ -115,44 +121,104 @@ fn encode_query(s: &str) -> String {
         .collect()
 }
 
-/// The deletes of a stack's objects by label selector, in an order that stops the pods before
-/// their Secrets go: StatefulSets, ConfigMaps, Secrets, NetworkPolicies; then, with
-/// `delete_volumes`, the volume claims and the namespace.
-pub fn delete_by_label(namespace: &str, selector: &str, delete_volumes: bool) -> Vec<Request> {
-    let order: &[&str] = if delete_volumes {
-        &[
-            "StatefulSet",
-            "ConfigMap",
-            "Secret",
-            "NetworkPolicy",
-            "PersistentVolumeClaim",
-        ]
-    } else {
-        &["StatefulSet", "ConfigMap", "Secret", "NetworkPolicy"]
-    };
-    let mut out: Vec<Request> = order
-        .iter()
-        .filter_map(|k| KINDS.iter().find(|(_, kind, _, _)| kind == k))
-        .map(|(v, _, plural, _)| Request {
-            method: "DELETE",
-            path: format!(
-                "{}?labelSelector={}&propagationPolicy=Foreground",
-                collection_path(v, plural, Some(namespace)),
-                encode_query(selector)
-            ),
-            content_type: None,
-            body: None,
-        })
-        .collect();
-    if delete_volumes {
-        out.push(Request {
-            method: "DELETE",
-            path: format!("/api/v1/namespaces/{namespace}"),
-            content_type: None,
-            body: None,
-        });
+/// `(apiVersion, plural, namespaced)` of a kind agent-army handles (pods included, for
+/// `status`).
+pub fn kind_info(kind: &str) -> Option<(&'static str, &'static str, bool)> {
+    if kind == "Pod" {
+        return Some(("v1", "pods", true));
     }
-    out
+    KINDS
+        .iter()
+        .find(|(_, k, _, _)| *k == kind)
+        .map(|&(v, _, plural, namespaced)| (v, plural, namespaced))
+}
+
+fn request(method: &'static str, path: String) -> Request {
+    Request {
+        method,
+        path,
+        content_type: None,
+        body: None,
+    }
+}
+
+/// The objects of a kind in `namespace` that carry the labels of `selector`.
+pub fn list(kind: &str, namespace: &str, selector: &str) -> Result<Request, ApiError> {
+    let (v, plural, _) = kind_info(kind).ok_or_else(|| ApiError::UnknownKind(kind.into()))?;
+    Ok(request(
+        "GET",
+        format!(
+            "{}?labelSelector={}",
+            collection_path(v, plural, Some(namespace)),
+            encode_query(selector)
+        ),
+    ))
+}
+
+/// One namespace (a 404 says it does not exist).
+pub fn get_namespace(namespace: &str) -> Request {
+    request("GET", format!("/api/v1/namespaces/{namespace}"))
+}
+
+/// The delete of one object. A StatefulSet goes in the foreground: the API server removes it
+/// once its pod is gone, so the Secrets deleted after it are no longer mounted anywhere.
+pub fn delete(kind: &str, namespace: &str, name: &str) -> Result<Request, ApiError> {
+    let (v, plural, namespaced) =
+        kind_info(kind).ok_or_else(|| ApiError::UnknownKind(kind.into()))?;
+    let path = format!(
+        "{}/{name}",
+        collection_path(v, plural, namespaced.then_some(namespace))
+    );
+    Ok(request(
+        "DELETE",
+        if kind == "StatefulSet" {
+            format!("{path}?propagationPolicy=Foreground")
+        } else {
+            path
+        },
+    ))
+}
+
+/// The path of a container's log: the last `tail` lines, then (with `follow`) what comes,
+/// only lines newer than `since_seconds` when given, each line prefixed with its RFC 3339 time
+/// with `timestamps`.
+pub fn log_path(
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    tail: u32,
+    follow: bool,
+    since_seconds: Option<u64>,
+    timestamps: bool,
+) -> String {
+    let mut path = format!(
+        "/api/v1/namespaces/{namespace}/pods/{pod}/log?container={}&tailLines={tail}",
+        encode_query(container)
+    );
+    if follow {
+        path.push_str("&follow=true");
+    }
+    if let Some(s) = since_seconds {
+        path.push_str(&format!("&sinceSeconds={s}"));
+    }
+    if timestamps {
+        path.push_str("&timestamps=true");
+    }
+    path
+}
+
+/// The path of an exec in one container (stdout and stderr, no stdin, no TTY), as `kubectl
+/// exec` asks it: one `command` parameter per argument.
+pub fn exec_path(namespace: &str, pod: &str, container: &str, command: &[&str]) -> String {
+    let mut path = format!(
+        "/api/v1/namespaces/{namespace}/pods/{pod}/exec?container={}&stdout=true&stderr=true",
+        encode_query(container)
+    );
+    for arg in command {
+        path.push_str("&command=");
+        path.push_str(&encode_query(arg));
+    }
+    path
 }
 
 #[cfg(test)]
@@ -181,7 +247,8 @@ mod tests {
             ),
         ];
         for (obj, path) in cases {
-            let r = apply(&obj).unwrap();
+            assert!(!apply(&obj, false).unwrap().path.contains("force"));
+            let r = apply(&obj, true).unwrap();
             assert_eq!(r.method, "PATCH");
             assert_eq!(r.path, format!("{path}?fieldManager=agent-army&force=true"));
             assert_eq!(r.content_type, Some(APPLY_PATCH));
@@ -192,45 +259,70 @@ mod tests {
         }
         assert_eq!(
             apply(
-                &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "a"}})
+                &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "a"}}),
+                true
             ),
             Err(ApiError::UnknownKind("Pod".into()))
         );
         assert_eq!(
-            apply(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "p"}})),
+            apply(
+                &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "p"}}),
+                true
+            ),
             Err(ApiError::Missing("metadata.namespace"))
         );
     }
 
     #[test]
-    fn volumes_are_deleted_only_when_asked() {
+    fn lists_deletes_and_execs() {
         let sel = "agent-army/project=demo,agent-army/stack=dev";
-        let keep = delete_by_label("agents", sel, false);
-        assert_eq!(keep.len(), 4);
-        assert!(keep.iter().all(|r| {
-            r.method == "DELETE"
-                && r.path.contains(
-                    "labelSelector=agent-army%2Fproject%3Ddemo%2Cagent-army%2Fstack%3Ddev",
-                )
-        }));
-        assert!(
-            !keep
-                .iter()
-                .any(|r| r.path.contains("persistentvolumeclaims")
-                    || r.path == "/api/v1/namespaces/agents")
+        assert_eq!(
+            list("StatefulSet", "agents", sel).unwrap().path,
+            "/apis/apps/v1/namespaces/agents/statefulsets?labelSelector=agent-army%2Fproject%3Ddemo%2Cagent-army%2Fstack%3Ddev"
         );
-        assert!(
-            keep[0]
-                .path
-                .starts_with("/apis/apps/v1/namespaces/agents/statefulsets?")
+        assert_eq!(
+            list("Pod", "agents", sel).unwrap().path,
+            "/api/v1/namespaces/agents/pods?labelSelector=agent-army%2Fproject%3Ddemo%2Cagent-army%2Fstack%3Ddev"
         );
-        let all = delete_by_label("agents", sel, true);
-        assert_eq!(all.len(), 6);
-        assert!(
-            all[4]
-                .path
-                .starts_with("/api/v1/namespaces/agents/persistentvolumeclaims?")
+        assert_eq!(
+            delete("StatefulSet", "agents", "dev-pm").unwrap().path,
+            "/apis/apps/v1/namespaces/agents/statefulsets/dev-pm?propagationPolicy=Foreground"
         );
-        assert_eq!(all[5].path, "/api/v1/namespaces/agents");
+        assert_eq!(
+            delete("Namespace", "agents", "agents").unwrap().path,
+            "/api/v1/namespaces/agents"
+        );
+        assert_eq!(
+            delete("PersistentVolumeClaim", "agents", "data-dev-pm-0")
+                .unwrap()
+                .path,
+            "/api/v1/namespaces/agents/persistentvolumeclaims/data-dev-pm-0"
+        );
+        assert!(list("Ingress", "agents", sel).is_err());
+        assert_eq!(
+            log_path(
+                "agents",
+                "dev-pm-0",
+                "openclaw",
+                100,
+                true,
+                Some(3600),
+                true
+            ),
+            "/api/v1/namespaces/agents/pods/dev-pm-0/log?container=openclaw&tailLines=100&follow=true&sinceSeconds=3600&timestamps=true"
+        );
+        assert_eq!(
+            log_path("agents", "dev-pm-0", "openclaw", 5, false, None, false),
+            "/api/v1/namespaces/agents/pods/dev-pm-0/log?container=openclaw&tailLines=5"
+        );
+        assert_eq!(
+            exec_path(
+                "agents",
+                "dev-pm-0",
+                "tailscale",
+                &["tailscale", "--socket=/tmp/t.sock", "status", "--json"]
+            ),
+            "/api/v1/namespaces/agents/pods/dev-pm-0/exec?container=tailscale&stdout=true&stderr=true&command=tailscale&command=--socket%3D%2Ftmp%2Ft.sock&command=status&command=--json"
+        );
     }
 }
