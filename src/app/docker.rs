@@ -246,13 +246,7 @@ pub async fn apply(
     for name in &plan.remove {
         engine.remove(name).await?;
     }
-    engine
-        .ensure_network(
-            &spec::network_name(config),
-            &spec::stack_labels(config),
-            observed,
-        )
-        .await?;
+    engine.ensure_network(config, observed).await?;
     let jobs = want.iter().zip(&plan.agents).map(|(a, p)| async move {
         let r = apply_agent(engine, config, a, p, health_timeout).await;
         let mut changed = Vec::new();

@@ -108,7 +108,8 @@ pub enum Command {
     Man(docs::ManArgs),
     /// List the browsers waiting for approval on an agent's gateway, and approve one
     Pair(pair::PairArgs),
-    /// Write each agent's cloud-init user data to a folder for inspection
+    /// Write what deploy creates for each agent to a folder for inspection (cloud-init user
+    /// data; Kubernetes: manifests; Docker: the containers' create bodies and files)
     Render(render::RenderArgs),
     /// Manage encrypted secrets in the stack file
     #[command(subcommand)]

@@ -16,8 +16,10 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
 use hkdf::Hkdf;
 use serde::Serialize;
+use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::kubernetes::{
@@ -26,7 +28,8 @@ use super::kubernetes::{
     openclaw_env, serve_config, setup_script, tailscale_env,
 };
 use super::{AGENT_HOME, GATEWAY_PORT, Values, env_file};
-use crate::stack::model::DockerSettings;
+use crate::secrets::MASK;
+use crate::stack::model::{DockerSettings, TAILSCALE_AUTH_KEY};
 use crate::stack::{Agent, Config};
 
 /// Which container of an agent a label marks.
@@ -198,7 +201,13 @@ pub fn agent_containers(
     let data_volume = format!("{name}-data");
     let state_volume = format!("{name}-tailscale-state");
     let sidecar_name = format!("{name}-tailscale");
-    let tailnet = matches!(values, Values::Real { tailscale_auth_key, .. } if !tailscale_auth_key.expose().is_empty());
+    // Masked (render, plan): whether the stack names a key; real: whether it resolved to one.
+    let tailnet = match values {
+        Values::Masked => has_auth_key(config),
+        Values::Real {
+            tailscale_auth_key, ..
+        } => !tailscale_auth_key.expose().is_empty(),
+    };
     let token: String = match values {
         Values::Masked => String::new(),
         Values::Real { gateway_token, .. } => gateway_token.to_string(),
@@ -272,7 +281,7 @@ pub fn agent_containers(
             Values::Real {
                 tailscale_auth_key, ..
             } => tailscale_auth_key.expose().as_bytes().to_vec(),
-            Values::Masked => Vec::new(),
+            Values::Masked => MASK.as_bytes().to_vec(),
         };
         let mut env: Vec<String> =
             tailscale_env(agent, &format!("{TAILSCALE_STATE_DIR}/{AUTH_KEY}"), true)
@@ -329,6 +338,181 @@ pub fn agent_containers(
         sidecar,
         volumes,
     }
+}
+
+/// The stack names a Tailscale auth key: its agents get a sidecar and join the tailnet
+/// (without one, the gateways are published on 127.0.0.1 only).
+pub fn has_auth_key(config: &Config) -> bool {
+    config.secrets.contains_key(TAILSCALE_AUTH_KEY)
+}
+
+/// How often Docker probes the gateway, and how long it waits (nanoseconds, as the Engine API
+/// counts them): the first start installs packages unless the image has them.
+const HEALTH_INTERVAL_NS: i64 = 5_000_000_000;
+const HEALTH_START_PERIOD_NS: i64 = 600_000_000_000;
+
+/// The Engine API's create body of a container (`POST /containers/create?name=<name>`), as
+/// deploy sends it: `provider::docker` deserializes exactly this, and `render` prints it.
+pub fn create_body(spec: &ContainerSpec) -> Value {
+    let mounts: Vec<Value> = spec
+        .mounts
+        .iter()
+        .map(|m| match m {
+            Mount::Volume { name, target } => {
+                json!({ "Type": "volume", "Source": name, "Target": target })
+            }
+            Mount::Tmpfs { target } => json!({ "Type": "tmpfs", "Target": target }),
+        })
+        .collect();
+    let network_mode = match &spec.net {
+        Net::Bridge(n) => n.clone(),
+        Net::Container(c) => format!("container:{c}"),
+    };
+    let mut host = json!({
+        "NetworkMode": network_mode,
+        "Mounts": mounts,
+        "CapDrop": ["ALL"],
+        "SecurityOpt": ["no-new-privileges:true"],
+        "ReadonlyRootfs": spec.read_only_root,
+        "Privileged": false,
+        "RestartPolicy": { "Name": "unless-stopped" },
+    });
+    let mut body = json!({
+        "Image": spec.image,
+        "User": spec.user,
+        "Cmd": spec.cmd,
+        "Env": spec.env,
+        "Labels": spec.labels,
+    });
+    if let Some(port) = spec.publish {
+        let key = format!("{GATEWAY_PORT}/tcp");
+        host["PortBindings"] =
+            json!({ &key: [{ "HostIp": "127.0.0.1", "HostPort": port.to_string() }] });
+        body["ExposedPorts"] = json!({ key: {} });
+    }
+    if let Some(h) = &spec.hostname {
+        body["Hostname"] = json!(h);
+    }
+    if let Some(e) = &spec.entrypoint {
+        body["Entrypoint"] = json!(e);
+    }
+    if let Some(test) = &spec.health {
+        body["Healthcheck"] = json!({
+            "Test": test,
+            "Interval": HEALTH_INTERVAL_NS,
+            "Timeout": HEALTH_INTERVAL_NS,
+            "Retries": 3,
+            "StartPeriod": HEALTH_START_PERIOD_NS,
+        });
+    }
+    body["HostConfig"] = host;
+    body
+}
+
+/// The Engine API's create body of the stack's bridge network. Containers on it cannot reach
+/// each other (`enable_icc=false`): agents are not each other's clients.
+pub fn network_body(config: &Config) -> Value {
+    json!({
+        "Name": network_name(config),
+        "Driver": "bridge",
+        "Labels": stack_labels(config),
+        "Options": { "com.docker.network.bridge.enable_icc": "false" },
+    })
+}
+
+/// The port a rendered agent without a sidecar shows: deploy picks a free one on 127.0.0.1
+/// (and keeps it across redeploys, on the data volume's label).
+pub const RENDER_PORT: u16 = 0;
+
+/// The files copied into a container, for reading: text as is, anything else as base64.
+fn files_doc(files: &[File]) -> Vec<Value> {
+    files
+        .iter()
+        .map(|f| {
+            let mut v = json!({
+                "path": f.path,
+                "mode": format!("{:04o}", f.mode),
+                "owner": format!("{}:{}", f.uid, f.gid),
+            });
+            if f.dir {
+                v["type"] = json!("directory");
+            } else {
+                match std::str::from_utf8(&f.content) {
+                    Ok(text) => v["content"] = json!(text),
+                    Err(_) => {
+                        v["content"] =
+                            json!(base64::engine::general_purpose::STANDARD.encode(&f.content));
+                        v["encoding"] = json!("base64");
+                    }
+                }
+            }
+            v
+        })
+        .collect()
+}
+
+/// One container as `render` shows it: its name, the create body, the files copied in.
+fn container_doc(spec: &ContainerSpec) -> Value {
+    json!({
+        "name": spec.name,
+        "create": create_body(spec),
+        "files": files_doc(&spec.files),
+    })
+}
+
+/// What deploy creates for one agent, as YAML: its volumes and containers (the Engine API's
+/// create bodies and the files copied in before the first start). With `Masked`, the secrets
+/// and the gateway token are masks and the config hashes are keyed by no token. Never a
+/// cloud-init document: a Docker agent has none.
+pub fn agent_document(
+    config: &Config,
+    d: &DockerSettings,
+    agent: &Agent,
+    values: &Values,
+    key_id: &str,
+) -> String {
+    let a = agent_containers(config, d, agent, values, key_id, Some(RENDER_PORT));
+    let volumes: Vec<Value> = a
+        .volumes
+        .iter()
+        .map(|(name, role)| json!({ "Name": name, "Labels": volume_labels(config, agent, role) }))
+        .collect();
+    // The sidecar first: the OpenClaw container joins its network namespace.
+    let containers: Vec<Value> = a
+        .sidecar
+        .iter()
+        .chain(std::iter::once(&a.openclaw))
+        .map(container_doc)
+        .collect();
+    let mut doc = json!({
+        "agent": agent.name,
+        "volumes": volumes,
+        "containers": containers,
+    });
+    if a.sidecar.is_none() {
+        doc["published"] = json!(format!(
+            "the gateway on 127.0.0.1:<port> (HostPort {RENDER_PORT}: deploy picks a free port and keeps it)"
+        ));
+    }
+    format!(
+        "# agent-army: what `deploy` creates on the Docker engine for agent `{}` (Engine API bodies)\n---\n{}",
+        agent.name,
+        super::yaml::to_yaml(&doc)
+    )
+}
+
+/// The stack's own document: the network and the images the agents run.
+pub fn stack_document(config: &Config, d: &DockerSettings) -> String {
+    let mut images = vec![d.openclaw_image.clone()];
+    if has_auth_key(config) {
+        images.push(d.tailscale_image.clone());
+    }
+    let doc = json!({ "network": network_body(config), "images": images });
+    format!(
+        "# agent-army: what `deploy` creates on the Docker engine for stack `{}`\n---\n{}",
+        config.stack,
+        super::yaml::to_yaml(&doc)
+    )
 }
 
 /// HMAC-SHA256 of `content` keyed by `key` (HKDF's extract step is exactly that).
@@ -491,5 +675,79 @@ mod tests {
         let (_, again) = containers("provider = \"docker\"\n", "", "UTC");
         assert_eq!(a.openclaw.labels, again.openclaw.labels);
         assert_eq!(changed_parts(None, "{}"), vec!["configuration".to_string()]);
+    }
+
+    fn masked(stack: &str) -> (Config, String, String) {
+        let d = tempfile::tempdir().unwrap();
+        let c = load_from_strs(d.path(), "local", PROJECT, stack).unwrap_or_else(|e| panic!("{e}"));
+        let ProviderSettings::Docker(ds) = &c.provider else {
+            panic!("not a docker stack")
+        };
+        let doc = agent_document(&c, ds, &c.agents[0], &Values::Masked, "");
+        let stack_doc = stack_document(&c, ds);
+        (c, doc, stack_doc)
+    }
+
+    const TAILNET_STACK: &str = "provider = \"docker\"\ntailnet = \"tail1.ts.net\"\n\n[secrets]\ntailscale_auth_key = \"env:TS_AUTHKEY\"\n";
+
+    #[test]
+    fn render_shows_the_create_bodies_masked_and_never_cloud_init() {
+        let (_, doc, stack_doc) = masked(TAILNET_STACK);
+        insta::assert_snapshot!("docker_agent_pm_masked", doc);
+        insta::assert_snapshot!("docker_stack", stack_doc);
+        assert!(!doc.contains("#cloud-config") && !doc.contains("runcmd"));
+        // The masked render knows the stack has a key: the sidecar is there, its key masked.
+        assert!(doc.contains("demo-local-agent-pm-tailscale"));
+        assert!(doc.contains(&format!("{TAILSCALE_STATE_DIR}/{AUTH_KEY}")));
+        assert!(doc.contains(MASK));
+        // Without a key: no sidecar, the gateway published on 127.0.0.1.
+        let (_, plain, stack_plain) = masked("provider = \"docker\"\n");
+        assert!(!plain.contains("-tailscale"), "{plain}");
+        assert!(plain.contains("HostIp: \"127.0.0.1\""), "{plain}");
+        assert!(!stack_plain.contains("tailscale"), "{stack_plain}");
+    }
+
+    #[test]
+    fn render_with_real_values_shows_them_and_the_deployed_labels() {
+        let (c, a) = containers(TAILNET_STACK, "tskey-auth-SHOWN", "UTC");
+        let ProviderSettings::Docker(ds) = &c.provider else {
+            panic!()
+        };
+        let auth = Secret::new("tskey-auth-SHOWN".to_string());
+        let token = "t".repeat(48);
+        let values = Values::Real {
+            tailscale_auth_key: &auth,
+            env: BTreeMap::new(),
+            gateway_token: &token,
+        };
+        let doc = agent_document(&c, ds, &c.agents[0], &values, "kid");
+        assert!(doc.contains("tskey-auth-SHOWN") && doc.contains(&token));
+        // The labels are the ones deploy puts on (the hashes keyed by the real token).
+        let want = &a.openclaw.labels[LABEL_CONFIG];
+        assert!(doc.contains(want.as_str()), "{want}");
+    }
+
+    #[test]
+    fn the_create_body_is_the_engine_apis() {
+        let (_, a) = containers(TAILNET_STACK, "tskey-auth-X", "UTC");
+        let s = a.sidecar.as_ref().unwrap();
+        let b = create_body(&a.openclaw);
+        assert_eq!(
+            b["HostConfig"]["NetworkMode"],
+            format!("container:{}", s.name)
+        );
+        assert_eq!(b["HostConfig"]["CapDrop"], json!(["ALL"]));
+        assert_eq!(b["User"], "10001:10001");
+        assert!(b.get("Hostname").is_none());
+        let (_, plain) = containers("provider = \"docker\"\n", "", "UTC");
+        let b = create_body(&plain.openclaw);
+        assert_eq!(
+            b["HostConfig"]["PortBindings"][format!("{GATEWAY_PORT}/tcp")],
+            json!([{ "HostIp": "127.0.0.1", "HostPort": "41000" }])
+        );
+        assert_eq!(
+            b["ExposedPorts"],
+            json!({ format!("{GATEWAY_PORT}/tcp"): {} })
+        );
     }
 }

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use crate::support::{Project, TS_SENTINEL, repo};
+use crate::support::{API_SENTINEL, Project, TS_SENTINEL, repo};
 
 /// `.tools/docker/env`, as `scripts/docker-setup` wrote it; `None` (after a loud message)
 /// when it says Docker cannot run here.
@@ -117,6 +117,75 @@ fn urls(p: &Project, host: &str, stack: &str) -> Vec<(String, String)> {
 fn split_url(url: &str) -> (String, String) {
     let (base, token) = url.split_once("/#token=").expect("url with a token");
     (base.to_string(), token.to_string())
+}
+
+/// `render` and `validate` on a Docker stack need no engine: render writes the containers'
+/// create bodies (never cloud-init), masked unless `--show-secrets`; validate says what it
+/// checked.
+#[test]
+fn docker_stack_renders_create_bodies_and_validates_without_an_engine() {
+    let p = Project::example();
+    let local = std::fs::read_to_string(repo().join("stacks/local.toml"))
+        .unwrap()
+        .replace(
+            "age16jcxy2zfs8745hxn2gslqdat6vr87886ruq4k9hpffz5vg8fqswqfpepg0",
+            &p.public_key,
+        );
+    p.write("stacks/local.toml", &local);
+    // No engine answers here: nothing below may need one.
+    let run = |args: &[&str]| {
+        p.run()
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .args(args)
+            .run()
+    };
+    run(&["-s", "local", "validate"])
+        .success()
+        .stdout_has("agent-pm: containers")
+        .stdout_has("every agent's containers build (create bodies and the files copied in)");
+    run(&["-s", "local", "render", "--out", "out"]).success();
+    let stack = p.read("out/_stack.yaml");
+    assert!(stack.contains("Driver: bridge"), "{stack}");
+    let pm = p.read("out/agent-pm.yaml");
+    for want in [
+        "Image: ",
+        "HostConfig:",
+        "CapDrop:",
+        "/etc/openclaw-agent/agent.env",
+        "********",
+    ] {
+        assert!(pm.contains(want), "{want} not in {pm}");
+    }
+    assert!(!pm.contains("#cloud-config"), "{pm}");
+    assert!(!pm.contains(API_SENTINEL), "a secret in a masked render");
+    // With --show-secrets: the real values, as deploy copies them in.
+    run(&["-s", "local", "render", "--out", "shown", "--show-secrets"]).success();
+    let shown = p.read("shown/agent-pm.yaml");
+    assert!(shown.contains(API_SENTINEL), "{shown}");
+    // With an auth key: a sidecar per agent, the key only in its file.
+    p.write(
+        "stacks/local.toml",
+        &local
+            .replace("# tailnet = ", "tailnet = ")
+            .replace("# tailscale_auth_key", "tailscale_auth_key"),
+    );
+    run(&["-s", "local", "render", "--out", "ts"]).success();
+    let ts = p.read("ts/agent-pm.yaml");
+    assert!(
+        ts.contains("NetworkMode: container:acme-agents-local-agent-pm-tailscale"),
+        "{ts}"
+    );
+    assert!(!ts.contains(TS_SENTINEL));
+    run(&[
+        "-s",
+        "local",
+        "render",
+        "--out",
+        "ts-shown",
+        "--show-secrets",
+    ])
+    .success();
+    assert!(p.read("ts-shown/agent-pm.yaml").contains(TS_SENTINEL));
 }
 
 #[test]

@@ -6,10 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{
-    ContainerCreateBody, HealthConfig, HostConfig, Mount as BMount, MountType,
-    NetworkCreateRequest, PortBinding, VolumeCreateRequest,
-};
+use bollard::models::{ContainerCreateBody, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions,
     ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
@@ -17,8 +14,9 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use crate::render::docker::{ContainerSpec, File, Mount, Net};
+use crate::render::docker::{ContainerSpec, File};
 use crate::render::kubernetes::{LABEL_AGENT, LABEL_PROJECT, LABEL_STACK};
+use crate::stack::Config;
 
 /// Where the engine is when nothing names it.
 pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
@@ -243,24 +241,15 @@ impl Engine {
     /// other (`enable_icc=false`): agents are not each other's clients.
     pub async fn ensure_network(
         &self,
-        name: &str,
-        labels: &BTreeMap<String, String>,
+        config: &Config,
         observed: &Observed,
     ) -> Result<bool, DockerError> {
-        if observed.networks.iter().any(|(_, n)| n == name) {
+        let name = crate::render::docker::network_name(config);
+        if observed.networks.iter().any(|(_, n)| *n == name) {
             return Ok(false);
         }
         self.docker
-            .create_network(NetworkCreateRequest {
-                name: name.to_string(),
-                driver: Some("bridge".into()),
-                labels: Some(labels.clone().into_iter().collect()),
-                options: Some(HashMap::from([(
-                    "com.docker.network.bridge.enable_icc".to_string(),
-                    "false".to_string(),
-                )])),
-                ..Default::default()
-            })
+            .create_network(network_request(config)?)
             .await
             .map_err(api(format!("create network {name}")))?;
         Ok(true)
@@ -283,76 +272,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Create the container (not started) and copy its files in.
+    /// Create the container (not started) and copy its files in. The body is
+    /// [`crate::render::docker::create_body`], the one `render` prints.
     pub async fn create(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
-        let mut port_bindings = HashMap::new();
-        let mut exposed = Vec::new();
-        if let Some(port) = spec.publish {
-            let key = format!("{}/tcp", crate::render::GATEWAY_PORT);
-            exposed.push(key.clone());
-            port_bindings.insert(
-                key,
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(port.to_string()),
-                }]),
-            );
-        }
-        let mounts = spec
-            .mounts
-            .iter()
-            .map(|m| match m {
-                Mount::Volume { name, target } => BMount {
-                    typ: Some(MountType::VOLUME),
-                    source: Some(name.clone()),
-                    target: Some(target.clone()),
-                    ..Default::default()
-                },
-                Mount::Tmpfs { target } => BMount {
-                    typ: Some(MountType::TMPFS),
-                    target: Some(target.clone()),
-                    ..Default::default()
-                },
-            })
-            .collect();
-        let network_mode = match &spec.net {
-            Net::Bridge(n) => n.clone(),
-            Net::Container(c) => format!("container:{c}"),
-        };
-        let host_config = HostConfig {
-            network_mode: Some(network_mode),
-            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
-            mounts: Some(mounts),
-            cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges:true".into()]),
-            readonly_rootfs: Some(spec.read_only_root),
-            privileged: Some(false),
-            restart_policy: Some(bollard::models::RestartPolicy {
-                name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
-                maximum_retry_count: None,
-            }),
-            ..Default::default()
-        };
-        let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
-            hostname: spec.hostname.clone(),
-            user: Some(spec.user.clone()),
-            entrypoint: spec.entrypoint.clone(),
-            cmd: Some(spec.cmd.clone()),
-            env: Some(spec.env.clone()),
-            labels: Some(spec.labels.clone().into_iter().collect()),
-            exposed_ports: (!exposed.is_empty()).then_some(exposed),
-            healthcheck: spec.health.as_ref().map(|test| HealthConfig {
-                test: Some(test.clone()),
-                interval: Some(5_000_000_000),
-                timeout: Some(5_000_000_000),
-                retries: Some(3),
-                start_period: Some(600_000_000_000),
-                start_interval: None,
-            }),
-            host_config: Some(host_config),
-            ..Default::default()
-        };
+        let body = engine_body(spec)?;
         let created = self
             .docker
             .create_container(
@@ -595,4 +518,84 @@ pub fn agent_filter(project: &str, stack: &str, agent: &str) -> Vec<String> {
         format!("{LABEL_STACK}={stack}"),
         format!("{LABEL_AGENT}={agent}"),
     ]
+}
+
+/// A container's create body for bollard: [`crate::render::docker::create_body`] (the Engine API's JSON)
+/// read into bollard's model, so deploy sends what `render` shows.
+pub fn engine_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, DockerError> {
+    serde_json::from_value(crate::render::docker::create_body(spec)).map_err(|e| DockerError::Api {
+        what: format!("build the create body of {}", spec.name),
+        detail: e.to_string(),
+    })
+}
+
+/// The stack network's create request: [`crate::render::docker::network_body`] read into bollard's model.
+pub fn network_request(config: &Config) -> Result<NetworkCreateRequest, DockerError> {
+    serde_json::from_value(crate::render::docker::network_body(config)).map_err(|e| {
+        DockerError::Api {
+            what: "build the network's create request".into(),
+            detail: e.to_string(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::render::Values;
+    use crate::secrets::Secret;
+    use crate::stack::{ProviderSettings, load_from_strs};
+
+    /// What `render` prints is what deploy sends: bollard reads the body without losing a
+    /// field, for both shapes (with and without a sidecar).
+    #[test]
+    fn bollard_reads_the_rendered_create_body_whole() {
+        let project =
+            "[project]\nname = \"demo\"\n\n[[agents]]\nname = \"agent-pm\"\nrole = \"PM\"\n";
+        for (stack, key) in [
+            ("provider = \"docker\"\n", ""),
+            (
+                "provider = \"docker\"\ntailnet = \"tail1.ts.net\"\n\n[secrets]\ntailscale_auth_key = \"env:TS_AUTHKEY\"\n",
+                "tskey-auth-X",
+            ),
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            let c =
+                load_from_strs(d.path(), "local", project, stack).unwrap_or_else(|e| panic!("{e}"));
+            let ProviderSettings::Docker(ds) = &c.provider else {
+                panic!("not a docker stack")
+            };
+            let auth = Secret::new(key.to_string());
+            let token = "t".repeat(48);
+            let values = Values::Real {
+                tailscale_auth_key: &auth,
+                env: BTreeMap::new(),
+                gateway_token: &token,
+            };
+            let a = crate::render::docker::agent_containers(
+                &c,
+                ds,
+                &c.agents[0],
+                &values,
+                "kid",
+                Some(41000),
+            );
+            for spec in a.sidecar.iter().chain(std::iter::once(&a.openclaw)) {
+                let body = engine_body(spec).unwrap();
+                assert_eq!(
+                    serde_json::to_value(&body).unwrap(),
+                    crate::render::docker::create_body(spec),
+                    "{}",
+                    spec.name
+                );
+            }
+            let net = network_request(&c).unwrap();
+            assert_eq!(
+                serde_json::to_value(&net).unwrap(),
+                crate::render::docker::network_body(&c)
+            );
+        }
+    }
 }
