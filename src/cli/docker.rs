@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 use super::Ctx;
-use super::agent_access::LogsArgs;
+use super::agent_access::{LogsArgs, OpenArgs};
 use super::apply::{DeployArgs, DestroyArgs, OutputsArgs, PlanArgs, approve};
 use super::ssh::SshArgs;
 use super::status::StatusArgs;
@@ -328,4 +328,46 @@ pub async fn ssh(ctx: &Ctx, args: SshArgs) -> Result<ExitStatus> {
     } else {
         ExitStatus::Failure
     })
+}
+
+/// `open` on a Docker stack: the gateway's URL as the engine publishes it
+/// (`http://127.0.0.1:<port>/`, or the tailnet name when the agent has a sidecar), the token
+/// masked unless `--show-secrets`; `--browser` opens it with the token.
+pub async fn open(ctx: &Ctx, args: OpenArgs) -> Result<ExitStatus> {
+    let session = ctx.session()?;
+    let agent = super::find_agent(&session.config, &args.agent)?
+        .name
+        .clone();
+    let engine = local::connect(&session).await?;
+    let with_token = args.show_secrets || args.browser;
+    let views = local::views(&session, &engine, with_token, false).await?;
+    let url = views
+        .into_iter()
+        .find(|v| v.agent == agent)
+        .and_then(|v| v.url)
+        .ok_or_else(|| {
+            Error::Input(format!(
+                "agent `{agent}` has no running gateway on this engine; run `agent-army deploy`"
+            ))
+        })?;
+    let shown = if args.show_secrets {
+        url.clone()
+    } else {
+        mask_token(&url)
+    };
+    super::agent_access::present(
+        ctx,
+        &args,
+        &agent,
+        &shown,
+        args.browser.then_some(url.as_str()),
+    )
+}
+
+/// The URL with the token in its fragment masked.
+fn mask_token(url: &str) -> String {
+    match url.split_once("#token=") {
+        Some((base, _)) => format!("{base}#token={}", crate::secrets::MASK),
+        None => url.to_string(),
+    }
 }

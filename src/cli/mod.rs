@@ -193,6 +193,8 @@ pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
             Command::Status(a) => docker::status(&ctx, a).await,
             Command::Logs(a) => docker::logs(&ctx, a).await,
             Command::Ssh(a) => docker::ssh(&ctx, a).await,
+            Command::Open(a) => docker::open(&ctx, a).await,
+            Command::Pair(a) => pair::run(&ctx, a).await,
             other => Err(Error::Usage(format!(
                 "`{}` does not drive Docker stacks; use `outputs --show-secrets` for the URLs and `ssh`",
                 vm_only(&other).unwrap_or_default()

@@ -10,6 +10,10 @@
 //! 2. the same agents with an auth key: a sidecar per agent owns the network; the gateway
 //!    answers through the stand-in's serve; the auth key is in neither the OpenClaw
 //!    container's environment nor its file system; `destroy --purge` removes everything.
+//!
+//! Both phases also run `open` (the published URL) and `pair` (the openclaw CLI in the
+//! OpenClaw container, with the gateway's environment: no request is pending on a fresh
+//! gateway). `render` and `validate` need no engine and have a test of their own.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -278,6 +282,26 @@ fn docker_target_end_to_end() {
             assert!(c["Config"]["Labels"][format!("agent-army/{role}")].is_string());
         }
     }
+    // `open`: the published URL, the token masked unless asked; `pair`: the openclaw CLI
+    // run in the OpenClaw container with the gateway's environment (it reaches the gateway
+    // with the token: a fresh gateway has no pending request).
+    let (pm, pm_url) = agents.iter().find(|(a, _)| a == "agent-pm").unwrap();
+    let (base, _) = split_url(pm_url);
+    run(&["-s", "local", "open", "pm"])
+        .success()
+        .stdout_has(&format!("{base}/#token=********"));
+    run(&["-s", "local", "open", "pm", "--show-secrets"])
+        .success()
+        .stdout_has(pm_url);
+    run(&["-s", "local", "pair", "pm"])
+        .success()
+        .stdout_has(&format!("No pairing request is pending on {pm}"));
+    run(&["-s", "local", "-o", "json", "pair", "pm"])
+        .success()
+        .stdout_has("\"pending\":[]");
+    run(&["-s", "local", "pair", "pm", "--yes"])
+        .code(3)
+        .stderr_has("no pending request");
     // A redeploy changes nothing.
     let out = run(&["-s", "local", "deploy", "--yes"]);
     out.success().stdout_has("No changes.");
@@ -410,6 +434,13 @@ fn docker_target_end_to_end() {
         let caps = d.ok(&["exec", &oc, "grep", "CapEff", "/proc/1/status"]);
         assert!(caps.trim().ends_with("0000000000000000"), "{caps}");
     }
+    // `open` gives the tailnet name; `pair` reaches the gateway on the sidecar's loopback.
+    run(&["-s", "tailnet", "open", "pm"])
+        .success()
+        .stdout_has("https://tailnet-agent-pm.tail12345.ts.net/#token=********");
+    run(&["-s", "tailnet", "-o", "json", "pair", "pm"])
+        .success()
+        .stdout_has("\"pending\":[]");
     let out = run(&["-s", "tailnet", "-o", "json", "status"]);
     out.success();
     for a in out.json()["agents"].as_array().unwrap() {
