@@ -214,7 +214,10 @@ pub fn agent_containers(
     };
 
     // OpenClaw: the set-up script (as the Kubernetes init container runs it), then the gateway.
-    let files = config_files(config, agent);
+    let mut files = config_files(config, agent);
+    if !tailnet && let Some(port) = port {
+        allow_published_origin(&mut files, port);
+    }
     let keys: Vec<(String, String)> = files
         .iter()
         .map(|(k, p, _)| (k.clone(), p.clone()))
@@ -515,6 +518,30 @@ pub fn stack_document(config: &Config, d: &DockerSettings) -> String {
     )
 }
 
+/// Without a sidecar the browser reaches the gateway at `http://127.0.0.1:<port>` through
+/// Docker's port publishing, so the gateway sees the bridge's address, not loopback, and
+/// refuses the Control UI's loopback origin (`CONTROL_UI_ORIGIN_NOT_ALLOWED`) unless it is
+/// listed in `gateway.controlUi.allowedOrigins`: list exactly the published origin.
+fn allow_published_origin(files: &mut [(String, String, Vec<u8>)], port: u16) {
+    let Some((_, _, bytes)) = files.iter_mut().find(|(k, _, _)| k == "openclaw.json") else {
+        return;
+    };
+    let Ok(mut doc) = serde_json::from_slice::<Value>(bytes) else {
+        return;
+    };
+    let origins = json!([format!("http://127.0.0.1:{port}")]);
+    match doc["gateway"]["controlUi"].as_object_mut() {
+        Some(ui) => {
+            ui.insert("allowedOrigins".into(), origins);
+        }
+        None => doc["gateway"]["controlUi"] = json!({ "allowedOrigins": origins }),
+    }
+    if let Ok(mut text) = serde_json::to_string_pretty(&doc) {
+        text.push('\n');
+        *bytes = text.into_bytes();
+    }
+}
+
 /// HMAC-SHA256 of `content` keyed by `key` (HKDF's extract step is exactly that).
 fn mac(key: &str, content: &[u8]) -> String {
     let (prk, _) = Hkdf::<Sha256>::extract(Some(key.as_bytes()), content);
@@ -624,6 +651,26 @@ mod tests {
         );
         assert_eq!(a.openclaw.labels[LABEL_AGENT], "agent-pm");
         assert_eq!(a.openclaw.labels[LABEL_KEY_ID], "kid");
+        // The browser's origin through the published port is allowed, and only it.
+        let json = |a: &AgentContainers| {
+            let f = a
+                .openclaw
+                .files
+                .iter()
+                .find(|f| f.path.ends_with("/openclaw.json"))
+                .unwrap();
+            serde_json::from_slice::<Value>(&f.content).unwrap()
+        };
+        assert_eq!(
+            json(&a)["gateway"]["controlUi"]["allowedOrigins"],
+            json!(["http://127.0.0.1:41000"])
+        );
+        let (_, ts) = containers(
+            "provider = \"docker\"\ntailnet = \"tail1.ts.net\"\n\n[secrets]\ntailscale_auth_key = \"env:TS_AUTHKEY\"\n",
+            "tskey-auth-X",
+            "UTC",
+        );
+        assert!(json(&ts)["gateway"]["controlUi"].is_null());
     }
 
     #[test]

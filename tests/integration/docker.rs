@@ -302,6 +302,29 @@ fn docker_target_end_to_end() {
     run(&["-s", "local", "pair", "pm", "--yes"])
         .code(3)
         .stderr_has("no pending request");
+    // A browser at the published URL: the gateway allows exactly that origin (through
+    // Docker's port publishing it does not see loopback, and refused the Control UI before
+    // `allowedOrigins`); it connects from the bridge's private address, so the gateway pairs
+    // it by itself and nothing is left for `pair`.
+    let (_, pm_token) = split_url(pm_url);
+    let node = crate::support::openclaw::node_bin().join("node");
+    let out = Command::new(node)
+        .arg(repo().join("tests/support/pair_client.mjs"))
+        .arg(base.replace("http://", "ws://"))
+        .arg(&pm_token)
+        .args(["--wait", "60"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("\"event\":\"paired\""),
+        "browser: {said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run(&["-s", "local", "pair", "pm"])
+        .success()
+        .stdout_has("No pairing request is pending on agent-pm");
     // A redeploy changes nothing.
     let out = run(&["-s", "local", "deploy", "--yes"]);
     out.success().stdout_has("No changes.");
