@@ -62,6 +62,8 @@ pub mod vars {
     pub const KUBECONFIG: &str = "KUBECONFIG";
     /// Set for an exec credential plugin (never read): the `ExecCredential` request.
     pub const KUBERNETES_EXEC_INFO: &str = "KUBERNETES_EXEC_INFO";
+    /// Docker stacks: the engine's socket (`unix:///path`) when the stack names none.
+    pub const DOCKER_HOST: &str = "DOCKER_HOST";
     /// Set in every pod: the in-cluster API server, used when there is no kubeconfig.
     pub const KUBERNETES_SERVICE_HOST: &str = "KUBERNETES_SERVICE_HOST";
     pub const KUBERNETES_SERVICE_PORT: &str = "KUBERNETES_SERVICE_PORT";

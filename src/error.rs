@@ -73,6 +73,8 @@ pub enum Error {
         "`{command}` does not drive Kubernetes stacks yet (stack `{stack}` has `provider = \"kubernetes\"`)"
     )]
     NotOnKubernetes { command: String, stack: String },
+    #[error(transparent)]
+    Docker(#[from] crate::provider::docker::DockerError),
 }
 
 impl Error {
@@ -103,7 +105,7 @@ impl Error {
             | Error::NoSshClient
             | Error::Unreachable { .. } => ExitStatus::Failure,
             Error::NotOnKubernetes { .. } | Error::Kubeconfig(_) => ExitStatus::Config,
-            Error::Kube(_) => ExitStatus::Failure,
+            Error::Kube(_) | Error::Docker(_) => ExitStatus::Failure,
         }
     }
 
@@ -134,6 +136,7 @@ impl Error {
             Error::Unreachable { help, .. } => Some(help.clone()),
             Error::Kubeconfig(e) => e.help(),
             Error::Kube(e) => e.help(),
+            Error::Docker(e) => e.help(),
             Error::NotOnKubernetes { stack, .. } => Some(format!(
                 "write the manifests with `agent-army --stack {stack} render --out DIR --show-secrets`, then apply them with `kubectl apply --server-side --field-manager=agent-army -f DIR`"
             )),

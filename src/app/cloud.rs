@@ -56,6 +56,7 @@ pub fn no_credentials(session: &Session) -> Option<String> {
         ProviderSettings::Kubernetes(_) => {
             Some("agent-army does not talk to Kubernetes API servers yet".to_string())
         }
+        ProviderSettings::Docker(_) => Some("a Docker stack has no cloud".to_string()),
     }
 }
 
@@ -115,6 +116,9 @@ pub async fn connect(session: &Session) -> Result<Cloud> {
             command: "deploy".into(),
             stack: config.stack.clone(),
         }),
+        ProviderSettings::Docker(_) => Err(crate::error::Error::Usage(
+            "a Docker stack has no cloud to connect to".into(),
+        )),
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod cloud;
 pub mod devices;
+pub mod docker;
 pub mod fleet;
 pub mod health;
 pub mod kubernetes;

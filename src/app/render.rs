@@ -1,5 +1,5 @@
-//! `render`: each agent's cloud-init document (a Kubernetes stack: its manifests), masked or
-//! with real values.
+//! `render`: each agent's cloud-init document (a Kubernetes stack: its manifests; a Docker
+//! stack: its volumes and containers' create bodies), masked or with real values.
 
 use std::time::Duration;
 
@@ -8,29 +8,37 @@ use crate::error::Result;
 use crate::render::{self, Values};
 use crate::stack::{Agent, Config};
 
-/// The name of a Kubernetes stack's own document (namespace, NetworkPolicies). An agent name
-/// is a DNS label, so it cannot be this.
+/// The name of a Kubernetes stack's own document (namespace, NetworkPolicies; Docker: the
+/// network and images). An agent name is a DNS label, so it cannot be this.
 pub const STACK_DOCUMENT: &str = "_stack";
 
-/// One agent's document: cloud-init on a cloud, manifests on Kubernetes.
-fn document(config: &Config, agent: &Agent, values: &Values) -> Result<String> {
+/// One agent's document: cloud-init on a cloud, manifests on Kubernetes, the containers'
+/// create bodies on Docker. `key_id`: the public id of the agent's gateway key (Docker
+/// labels carry it).
+fn document(config: &Config, agent: &Agent, values: &Values, key_id: &str) -> Result<String> {
+    if let Some(d) = super::docker::settings(config) {
+        return Ok(render::docker::agent_document(
+            config, d, agent, values, key_id,
+        ));
+    }
     Ok(match render::kubernetes::settings(config) {
         Some(k) => render::kubernetes::agent_document(config, k, agent, values),
         None => render::render(config, agent, values)?,
     })
 }
 
-/// The stack's own document, first, when it has one (Kubernetes).
+/// The stack's own document, first, when it has one (Kubernetes, Docker).
 fn with_stack_document(config: &Config, docs: Vec<(String, String)>) -> Vec<(String, String)> {
-    match render::kubernetes::settings(config) {
-        Some(k) => std::iter::once((
-            STACK_DOCUMENT.to_string(),
-            render::kubernetes::stack_document(config, k),
-        ))
+    let stack = if let Some(d) = super::docker::settings(config) {
+        render::docker::stack_document(config, d)
+    } else if let Some(k) = render::kubernetes::settings(config) {
+        render::kubernetes::stack_document(config, k)
+    } else {
+        return docs;
+    };
+    std::iter::once((STACK_DOCUMENT.to_string(), stack))
         .chain(docs)
-        .collect(),
-        None => docs,
-    }
+        .collect()
 }
 
 /// Render `agents` in memory (a failure leaves nothing half written). With real values, the
@@ -46,7 +54,7 @@ pub fn documents(
     if !show_secrets {
         let docs = agents
             .iter()
-            .map(|a| Ok((a.name.clone(), document(config, a, &Values::Masked)?)))
+            .map(|a| Ok((a.name.clone(), document(config, a, &Values::Masked, "")?)))
             .collect::<Result<Vec<_>>>()?;
         return Ok(with_stack_document(config, docs));
     }
@@ -61,13 +69,15 @@ pub fn documents(
         .iter()
         .zip(&secrets)
         .map(|(a, s)| {
-            let token = keys.get(&a.name).map(|k| k.token()).unwrap_or_default();
+            let key = keys.get(&a.name);
+            let token = key.map(|k| k.token()).unwrap_or_default();
+            let key_id = key.map(|k| k.key_id()).unwrap_or_default();
             let values = Values::Real {
                 tailscale_auth_key: s.auth_key.as_ref().unwrap_or(&placeholder),
                 env: s.env.clone(),
                 gateway_token: &token,
             };
-            Ok((a.name.clone(), document(config, a, &values)?))
+            Ok((a.name.clone(), document(config, a, &values, &key_id)?))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(with_stack_document(config, docs))

@@ -59,8 +59,22 @@ pub fn open(ctx: &Ctx, args: OpenArgs) -> Result<ExitStatus> {
             None
         },
     );
-    if args.browser {
-        let full = fleet::gateway_url(&agent.fqdn, token.as_deref());
+    let full = args
+        .browser
+        .then(|| fleet::gateway_url(&agent.fqdn, token.as_deref()));
+    present(ctx, &args, &agent.name, &shown, full.as_deref())
+}
+
+/// Print `shown` (the URL, token masked unless `--show-secrets`) and with `--browser` open
+/// `full` (the URL with its token).
+pub fn present(
+    ctx: &Ctx,
+    args: &OpenArgs,
+    agent: &str,
+    shown: &str,
+    full: Option<&str>,
+) -> Result<ExitStatus> {
+    if let Some(full) = full {
         let opener = ctx
             .env
             .get(vars::BROWSER)
@@ -73,7 +87,7 @@ pub fn open(ctx: &Ctx, args: OpenArgs) -> Result<ExitStatus> {
                 }
             });
         let status = std::process::Command::new(&opener)
-            .arg(&full)
+            .arg(full)
             .stdin(std::process::Stdio::null())
             .status()
             .map_err(|e| Error::Input(format!("cannot run `{opener}` to open the browser: {e}; set BROWSER, or copy the URL from `agent-army open {} --show-secrets`", args.agent)))?;
@@ -87,7 +101,7 @@ pub fn open(ctx: &Ctx, args: OpenArgs) -> Result<ExitStatus> {
     if ctx.json() {
         println!(
             "{}",
-            serde_json::json!({"agent": agent.name, "url": shown, "opened": args.browser})
+            serde_json::json!({"agent": agent, "url": shown, "opened": args.browser})
         );
     } else {
         println!("{shown}");

@@ -98,8 +98,9 @@ pub struct DestroyArgs {
     /// Wait this long for another run's lock (e.g. 30s, 5m)
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
-    /// Kubernetes stacks: also delete the agents' volumes (their data) and the namespace
-    #[arg(long)]
+    /// Kubernetes and Docker stacks: also delete the agents' volumes (their data; on
+    /// Kubernetes, the namespace too)
+    #[arg(long, visible_alias = "purge")]
     pub delete_volumes: bool,
 }
 

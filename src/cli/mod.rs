@@ -2,6 +2,7 @@
 
 pub mod agent_access;
 pub mod apply;
+pub mod docker;
 pub mod docs;
 pub mod init;
 pub mod kubernetes;
@@ -107,7 +108,8 @@ pub enum Command {
     Man(docs::ManArgs),
     /// List the browsers waiting for approval on an agent's gateway, and approve one
     Pair(pair::PairArgs),
-    /// Write each agent's cloud-init user data to a folder for inspection
+    /// Write what deploy creates for each agent to a folder for inspection (cloud-init user
+    /// data; Kubernetes: manifests; Docker: the containers' create bodies and files)
     Render(render::RenderArgs),
     /// Manage encrypted secrets in the stack file
     #[command(subcommand)]
@@ -180,6 +182,25 @@ pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
         cwd,
         global: cli.global,
     };
+    if vm_only(&cli.command).is_some()
+        && provider_kind(&ctx) == Some(crate::stack::ProviderKind::Docker)
+    {
+        return match cli.command {
+            Command::Plan(a) => docker::plan(&ctx, a).await,
+            Command::Deploy(a) => docker::deploy(&ctx, a).await,
+            Command::Destroy(a) => docker::destroy(&ctx, a).await,
+            Command::Outputs(a) => docker::outputs(&ctx, a).await,
+            Command::Status(a) => docker::status(&ctx, a).await,
+            Command::Logs(a) => docker::logs(&ctx, a).await,
+            Command::Ssh(a) => docker::ssh(&ctx, a).await,
+            Command::Open(a) => docker::open(&ctx, a).await,
+            Command::Pair(a) => pair::run(&ctx, a).await,
+            other => Err(Error::Usage(format!(
+                "`{}` does not drive Docker stacks; use `outputs --show-secrets` for the URLs and `ssh`",
+                vm_only(&other).unwrap_or_default()
+            ))),
+        };
+    }
     if let Some(command) = vm_only(&cli.command)
         && let Some(stack) = kubernetes_stack(&ctx)
     {
@@ -203,7 +224,7 @@ pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
         && a.delete_volumes
     {
         return Err(Error::Usage(
-            "--delete-volumes applies to Kubernetes stacks only (a VM's disk goes with the VM)"
+            "--delete-volumes (--purge) applies to Kubernetes and Docker stacks only (a VM's disk goes with the VM)"
                 .into(),
         ));
     }
@@ -257,6 +278,12 @@ fn vm_only(command: &Command) -> Option<&'static str> {
         Command::Status(_) => "status",
         _ => return None,
     })
+}
+
+/// The stack's provider, when the stack loads.
+fn provider_kind(ctx: &Ctx) -> Option<crate::stack::ProviderKind> {
+    let project = ctx.project().ok()?;
+    Some(crate::stack::load(&project).ok()?.provider.kind())
 }
 
 /// The stack's name when it is a Kubernetes stack, so that a VM-only command never reaches

@@ -131,8 +131,9 @@ pub fn choose(pending: &[Pending], request_id: Option<&str>, yes: bool) -> Resul
     }
 }
 
-/// Where the openclaw CLI runs: on the VM over ssh (`openclaw-agent`), or in the pod's
-/// OpenClaw container by exec through the API server.
+/// Where the openclaw CLI runs: on the VM over ssh (`openclaw-agent`), in the pod's
+/// OpenClaw container by exec through the API server, or in a Docker stack's OpenClaw
+/// container by exec through the engine.
 enum Runner {
     Ssh {
         reach: Box<Reach>,
@@ -142,6 +143,10 @@ enum Runner {
         session: Box<crate::app::Session>,
         client: crate::provider::kubernetes::client::KubeClient,
         pod: String,
+    },
+    Docker {
+        engine: crate::provider::docker::Engine,
+        container: String,
     },
 }
 
@@ -220,13 +225,36 @@ impl Runner {
                 }
                 Ok(String::from_utf8_lossy(&out.stdout).into_owned())
             }
+            Runner::Docker { engine, container } => {
+                // The same command line as on Kubernetes: the gateway's environment file
+                // sourced, as the container's own user (the exec's default).
+                let command = crate::render::kubernetes::openclaw_cli(words);
+                let command: Vec<&str> = command.iter().map(String::as_str).collect();
+                tracing::info!(%container, ?command, "pair");
+                let out = engine.exec(container, None, &command).await?;
+                if out.code != 0 {
+                    return Err(failed(
+                        Some(i32::try_from(out.code).unwrap_or(-1)),
+                        out.stderr.as_bytes(),
+                        format!(
+                            "look with `agent-army ssh {agent} -- openclaw devices list` and `agent-army logs {agent}`; the container may still be starting (`agent-army status`)"
+                        ),
+                    ));
+                }
+                Ok(out.stdout)
+            }
         }
     }
 }
 
 pub async fn run(ctx: &Ctx, args: PairArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
-    let (runner, agent) = if crate::render::kubernetes::settings(&session.config).is_some() {
+    let (runner, agent) = if crate::app::docker::settings(&session.config).is_some() {
+        let agent = super::find_agent(&session.config, &args.agent)?.clone();
+        let engine = crate::app::docker::connect(&session).await?;
+        let container = crate::render::docker::container_name(&session.config, &agent);
+        (Runner::Docker { engine, container }, agent)
+    } else if crate::render::kubernetes::settings(&session.config).is_some() {
         let agent = super::find_agent(&session.config, &args.agent)?.clone();
         let (client, _) = crate::app::kubernetes::connect(&session)?;
         let pod = format!("{}-0", agent.hostname);
@@ -260,6 +288,11 @@ pub async fn run(ctx: &Ctx, args: PairArgs) -> Result<ExitStatus> {
             println!(
                 "{}",
                 serde_json::json!({"agent": agent.name, "pending": pending})
+            );
+        } else if pending.is_empty() && matches!(runner, Runner::Docker { .. }) {
+            println!(
+                "No pairing request is pending on {}. Open its URL in the browser (`agent-army open {} --browser`), then run this again.",
+                agent.name, args.agent
             );
         } else if pending.is_empty() {
             println!(

@@ -1,4 +1,5 @@
-//! `render --out DIR`: each agent's cloud-init, masked unless `--show-secrets`.
+//! `render --out DIR`: each agent's cloud-init (Kubernetes: its manifests; Docker: its
+//! containers' create bodies and files), masked unless `--show-secrets`.
 
 use std::path::PathBuf;
 use std::time::Duration;

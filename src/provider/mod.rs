@@ -4,6 +4,8 @@
 pub mod aws;
 #[cfg(feature = "cloud")]
 mod cloud;
+#[cfg(feature = "cloud")]
+pub mod docker;
 pub mod governor;
 #[cfg(feature = "cloud")]
 pub mod hetzner;

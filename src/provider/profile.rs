@@ -234,12 +234,40 @@ pub const KUBERNETES: Profile = Profile {
     login_user: "root",
 };
 
+/// Docker: agents are containers of a local engine; like Kubernetes, most of a cloud's
+/// settings do not apply.
+pub const DOCKER: Profile = Profile {
+    kind: ProviderKind::Docker,
+    name: "Docker",
+    network_noun: "network",
+    server_noun: "container",
+    size_noun: "resources",
+    default_image: DefaultImage {
+        shown: "agent-army-local/openclaw (scripts/docker-setup)",
+        lookup: "",
+    },
+    disk_configurable: false,
+    break_glass_key: false,
+    // No user data: the configuration is copied into the container.
+    user_data: UserDataLimit {
+        limit: 64 * 1024 * 1024,
+        unit: "bytes",
+        packing: Packing::GzipWhole,
+    },
+    no_prices: Some("a local engine has no prices"),
+    scaffold: "# [docker]\n# openclaw_image = \"agent-army-local/openclaw:...\"",
+    image_arch: None,
+    check_place: |_| Ok(()),
+    login_user: "openclaw",
+};
+
 /// The profile of a cloud.
 pub fn profile(kind: ProviderKind) -> &'static Profile {
     match kind {
         ProviderKind::Aws => &AWS,
         ProviderKind::Hetzner => &HETZNER,
         ProviderKind::Kubernetes => &KUBERNETES,
+        ProviderKind::Docker => &DOCKER,
     }
 }
 
@@ -253,6 +281,7 @@ mod tests {
             ProviderKind::Aws,
             ProviderKind::Hetzner,
             ProviderKind::Kubernetes,
+            ProviderKind::Docker,
         ] {
             assert_eq!(profile(kind).kind, kind);
         }

@@ -41,19 +41,20 @@ pub const TAILSCALE_STATE_DIR: &str = "/var/lib/tailscale";
 pub const TAILSCALE_SOCKET: &str = "/tmp/tailscaled.sock";
 /// The sidecar container's name (`status` execs `tailscale` in it).
 pub const SIDECAR: &str = "tailscale";
-/// Where the agent's ConfigMap is mounted in the set-up container.
-const CONFIG_DIR: &str = "/etc/agent-army";
+/// Where the agent's ConfigMap is mounted in the set-up container (Docker: where its files
+/// are copied).
+pub const CONFIG_DIR: &str = "/etc/agent-army";
 /// Where the serve config is mounted in the sidecar.
-const SERVE_DIR: &str = "/etc/tailscale-serve";
+pub const SERVE_DIR: &str = "/etc/tailscale-serve";
 /// The key of the auth key in the sidecar's Secret.
-const AUTH_KEY: &str = "authkey";
+pub const AUTH_KEY: &str = "authkey";
 /// Where the sidecar's Secret is mounted (the auth key is read from the file, never passed in
 /// the environment).
-const AUTH_DIR: &str = "/etc/tailscale-auth";
+pub const AUTH_DIR: &str = "/etc/tailscale-auth";
 /// Where the gateway's Secret is mounted: the VM's environment file, `agent.env`, sourced by
 /// the gateway's command as the VM's unit does.
-const GATEWAY_ENV_DIR: &str = "/etc/openclaw-agent";
-const GATEWAY_ENV_KEY: &str = "agent.env";
+pub const GATEWAY_ENV_DIR: &str = "/etc/openclaw-agent";
+pub const GATEWAY_ENV_KEY: &str = "agent.env";
 /// Cloud metadata services, refused as egress (AWS, GCP and Azure share the IPv4 address;
 /// `fd00:ec2::254` is AWS's IPv6 one).
 const METADATA_V4: &str = "169.254.169.254/32";
@@ -216,9 +217,10 @@ pub fn serve_config() -> String {
 }
 
 /// The set-up container's script: the pinned packages on the data volume (only when they
-/// changed), then `openclaw.json` and the workspace, as `agent-army-agent` does on a VM.
-/// `files` maps ConfigMap keys to paths under the agent's home.
-fn setup_script(config: &Config, agent: &Agent, files: &[(String, String)]) -> String {
+/// changed, and unless the image already has exactly them: `PREINSTALLED` lists them), then
+/// `openclaw.json` and the workspace, as `agent-army-agent` does on a VM. `files` maps
+/// ConfigMap keys to paths under the agent's home. Shared with the Docker target.
+pub fn setup_script(config: &Config, agent: &Agent, files: &[(String, String)]) -> String {
     let mut packages = vec![format!("openclaw@{}", config.openclaw_version)];
     packages.extend(agent.coding_agents.iter().cloned());
     let quoted = packages
@@ -233,7 +235,9 @@ fn setup_script(config: &Config, agent: &Agent, files: &[(String, String)]) -> S
          umask 022\n\
          mkdir -p \"$HOME/.local\" \"$HOME/.openclaw/workspace\" \"$HOME/.cache/node-compile-cache\"\n\
          want={want}\n\
-         if [ \"$(cat \"$HOME/.local/.agent-army-packages\" 2>/dev/null || true)\" != \"$want\" ]; then\n\
+         if [ \"$(cat {PREINSTALLED} 2>/dev/null || true)\" = \"$want\" ]; then\n\
+         \x20 echo \"agent-army: the image has $want\"\n\
+         elif [ \"$(cat \"$HOME/.local/.agent-army-packages\" 2>/dev/null || true)\" != \"$want\" ]; then\n\
          \x20 npm install -g --prefix \"$HOME/.local\" --no-fund --no-audit {quoted}\n\
          \x20 printf '%s\\n' \"$want\" >\"$HOME/.local/.agent-army-packages\"\n\
          \x20 echo \"agent-army: installed $want\"\n\
@@ -253,6 +257,81 @@ fn setup_script(config: &Config, agent: &Agent, files: &[(String, String)]) -> S
         ));
     }
     s
+}
+
+/// The packages an image has preinstalled, one line as `setup_script` compares them
+/// (`openclaw@<version>`): with it, the set-up installs nothing.
+pub const PREINSTALLED: &str = "/usr/local/share/agent-army/packages";
+
+/// The configuration files of the OpenClaw container: (key, path under the agent's home,
+/// content): `openclaw.json` and the workspace (keys are flat, so files get numbered keys).
+pub fn config_files(config: &Config, agent: &Agent) -> Vec<(String, String, Vec<u8>)> {
+    let mut files = vec![(
+        "openclaw.json".to_string(),
+        ".openclaw/openclaw.json".to_string(),
+        openclaw_json(config, agent).into_bytes(),
+    )];
+    for (i, (rel, bytes)) in workspace_files(agent).into_iter().enumerate() {
+        files.push((
+            format!("workspace-{i}"),
+            format!(".openclaw/workspace/{rel}"),
+            bytes,
+        ));
+    }
+    files
+}
+
+/// The OpenClaw container's environment (no secret: those are in the gateway's file).
+pub fn openclaw_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("HOME", AGENT_HOME.to_string()),
+        (
+            "PATH",
+            format!("{AGENT_HOME}/.local/bin:/usr/local/bin:/usr/bin:/bin"),
+        ),
+        (
+            "NODE_COMPILE_CACHE",
+            format!("{AGENT_HOME}/.cache/node-compile-cache"),
+        ),
+        ("NPM_CONFIG_CACHE", format!("{AGENT_HOME}/.npm")),
+    ]
+}
+
+/// The gateway's command line for `/bin/sh -c`: the VM's environment file sourced as the
+/// VM's unit does, then the gateway on `bind` (`loopback`; Docker without a sidecar: `lan`,
+/// inside the container only).
+pub fn gateway_command(bind: &str) -> String {
+    format!(
+        "set -a; . {GATEWAY_ENV_DIR}/{GATEWAY_ENV_KEY}; set +a; exec openclaw gateway --port {GATEWAY_PORT} --bind {bind}"
+    )
+}
+
+/// The sidecar's environment for Tailscale's containerboot. `auth_file` holds the auth key
+/// (read from the file, never passed in the environment).
+pub fn tailscale_env(
+    agent: &Agent,
+    auth_file: &str,
+    userspace: bool,
+) -> Vec<(&'static str, String)> {
+    // No `--ssh` here: the caller adds `TS_EXTRA_ARGS` when the stack wants Tailscale SSH.
+    vec![
+        ("TS_HOSTNAME", agent.hostname.clone()),
+        ("TS_AUTHKEY", format!("file:{auth_file}")),
+        // The key is used only while the node has no state: a restart keeps its identity.
+        ("TS_AUTH_ONCE", "true".into()),
+        ("TS_STATE_DIR", TAILSCALE_STATE_DIR.into()),
+        // State on the volume, not in a Kubernetes Secret: the pod has no API token.
+        ("TS_KUBE_SECRET", String::new()),
+        ("TS_SOCKET", TAILSCALE_SOCKET.into()),
+        ("TS_SERVE_CONFIG", format!("{SERVE_DIR}/serve.json")),
+        ("TS_USERSPACE", userspace.to_string()),
+    ]
+}
+
+fn env_json(vars: Vec<(&'static str, String)>) -> Vec<Value> {
+    vars.into_iter()
+        .map(|(name, value)| json!({ "name": name, "value": value }))
+        .collect()
 }
 
 /// A container's security context as the restricted Pod Security Standard wants it.
@@ -305,13 +384,8 @@ pub fn agent_objects(
     // and the set-up script puts them at their paths), the set-up script, the serve config.
     let mut data = serde_json::Map::new();
     let mut binary = serde_json::Map::new();
-    let mut files = vec![(
-        "openclaw.json".to_string(),
-        ".openclaw/openclaw.json".to_string(),
-    )];
-    data.insert("openclaw.json".into(), openclaw_json(config, agent).into());
-    for (i, (rel, bytes)) in workspace_files(agent).into_iter().enumerate() {
-        let key = format!("workspace-{i}");
+    let mut files = Vec::new();
+    for (key, path, bytes) in config_files(config, agent) {
         match String::from_utf8(bytes) {
             Ok(text) => data.insert(key.clone(), text.into()),
             Err(e) => {
@@ -324,7 +398,7 @@ pub fn agent_objects(
                 )
             }
         };
-        files.push((key, format!(".openclaw/workspace/{rel}")));
+        files.push((key, path));
     }
     data.insert(
         "setup.sh".into(),
@@ -387,12 +461,7 @@ pub fn agent_objects(
     }
     let secrets_hash = hex::encode(hash.finalize());
 
-    let openclaw_env: Vec<Value> = vec![
-        json!({ "name": "HOME", "value": AGENT_HOME }),
-        json!({ "name": "PATH", "value": format!("{AGENT_HOME}/.local/bin:/usr/local/bin:/usr/bin:/bin") }),
-        json!({ "name": "NODE_COMPILE_CACHE", "value": format!("{AGENT_HOME}/.cache/node-compile-cache") }),
-        json!({ "name": "NPM_CONFIG_CACHE", "value": format!("{AGENT_HOME}/.npm") }),
-    ];
+    let openclaw_env = env_json(openclaw_env());
     let data_mounts = json!([
         { "name": "data", "mountPath": AGENT_HOME },
         { "name": "openclaw-tmp", "mountPath": "/tmp" },
@@ -425,7 +494,7 @@ pub fn agent_objects(
         "command": [
             "/bin/sh",
             "-c",
-            format!("set -a; . {GATEWAY_ENV_DIR}/{GATEWAY_ENV_KEY}; set +a; exec openclaw gateway --port {GATEWAY_PORT} --bind loopback"),
+            gateway_command("loopback"),
         ],
         "workingDir": AGENT_HOME,
         "env": openclaw_env,
@@ -440,18 +509,11 @@ pub fn agent_objects(
         "livenessProbe": gateway_probe(30, 4, 0),
     });
 
-    let mut ts_env = vec![
-        json!({ "name": "TS_HOSTNAME", "value": agent.hostname }),
-        json!({ "name": "TS_AUTHKEY", "value": format!("file:{AUTH_DIR}/{AUTH_KEY}") }),
-        // The key is used only while the node has no state: a restart keeps its identity.
-        json!({ "name": "TS_AUTH_ONCE", "value": "true" }),
-        json!({ "name": "TS_STATE_DIR", "value": TAILSCALE_STATE_DIR }),
-        // State on the volume, not in a Kubernetes Secret: the pod has no API token.
-        json!({ "name": "TS_KUBE_SECRET", "value": "" }),
-        json!({ "name": "TS_SOCKET", "value": TAILSCALE_SOCKET }),
-        json!({ "name": "TS_SERVE_CONFIG", "value": format!("{SERVE_DIR}/serve.json") }),
-        json!({ "name": "TS_USERSPACE", "value": (k.tailscale_mode == TailscaleMode::Userspace).to_string() }),
-    ];
+    let mut ts_env = env_json(tailscale_env(
+        agent,
+        &format!("{AUTH_DIR}/{AUTH_KEY}"),
+        k.tailscale_mode == TailscaleMode::Userspace,
+    ));
     // Tailscale SSH as on the VMs (`tailscale up --ssh`), unless the stack turns it off. A
     // session lands in the sidecar container, as its user: the pod's network (the gateway on
     // loopback) and the node's own state, never the OpenClaw container's files or processes

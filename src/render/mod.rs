@@ -4,6 +4,7 @@
 //! the `yaml`/`yaml_block` filters and shell through the `sh` filter (see [`escape`]); JSON is
 //! produced by serde, never by templating.
 
+pub mod docker;
 pub mod escape;
 pub mod kubernetes;
 pub mod yaml;

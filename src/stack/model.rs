@@ -76,6 +76,9 @@ pub enum ProviderKind {
     Hetzner,
     /// Agents as pods of a Kubernetes cluster, each with a Tailscale sidecar.
     Kubernetes,
+    /// Agents as containers of a local Docker engine (a Tailscale sidecar when the stack has
+    /// an auth key; otherwise the gateway on 127.0.0.1).
+    Docker,
 }
 
 impl std::fmt::Display for ProviderKind {
@@ -84,6 +87,7 @@ impl std::fmt::Display for ProviderKind {
             ProviderKind::Aws => "aws",
             ProviderKind::Hetzner => "hetzner",
             ProviderKind::Kubernetes => "kubernetes",
+            ProviderKind::Docker => "docker",
         })
     }
 }
@@ -103,8 +107,9 @@ pub struct RawStack {
     pub server_type: Option<Spanned<String>>,
     pub image: Option<Spanned<String>>,
     pub disk_gb: Option<Spanned<u32>>,
-    /// MagicDNS suffix of the tailnet, e.g. `tail12345.ts.net`.
-    pub tailnet: Spanned<String>,
+    /// MagicDNS suffix of the tailnet, e.g. `tail12345.ts.net` (required, but for a Docker
+    /// stack without a Tailscale auth key).
+    pub tailnet: Option<Spanned<String>>,
     #[serde(default)]
     pub allowed_ssh_cidrs: Vec<Spanned<String>>,
     #[serde(default)]
@@ -112,6 +117,8 @@ pub struct RawStack {
     pub aws: Option<Spanned<RawAws>>,
     /// `[kubernetes]`: where and how agents run as pods.
     pub kubernetes: Option<Spanned<RawKubernetes>>,
+    /// `[docker]`: the images and engine of a local Docker stack.
+    pub docker: Option<Spanned<RawDocker>>,
     pub tailscale: Option<RawTailscale>,
     #[serde(default)]
     pub secrets: BTreeMap<Spanned<String>, Spanned<String>>,
@@ -157,6 +164,20 @@ pub struct RawKubernetes {
     /// Image of the OpenClaw container and its set-up (Node.js; openclaw is installed on the
     /// data volume at the pinned version, as on the VMs).
     pub node_image: Option<Spanned<String>>,
+    /// Image of the Tailscale sidecar.
+    pub tailscale_image: Option<Spanned<String>>,
+}
+
+/// `[docker]` of a stack with `provider = "docker"` (every key optional).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDocker {
+    /// The engine's socket, `unix:///path` (default: `DOCKER_HOST`, else
+    /// `/var/run/docker.sock`).
+    pub host: Option<Spanned<String>>,
+    /// Image of the OpenClaw container (Node.js; openclaw is installed on the data volume at
+    /// the pinned version unless the image already has it).
+    pub openclaw_image: Option<Spanned<String>>,
     /// Image of the Tailscale sidecar.
     pub tailscale_image: Option<Spanned<String>>,
 }
@@ -290,6 +311,7 @@ pub enum ProviderSettings {
         location: String,
     },
     Kubernetes(KubernetesSettings),
+    Docker(DockerSettings),
 }
 
 impl ProviderSettings {
@@ -298,6 +320,7 @@ impl ProviderSettings {
             ProviderSettings::Aws { .. } => ProviderKind::Aws,
             ProviderSettings::Hetzner { .. } => ProviderKind::Hetzner,
             ProviderSettings::Kubernetes(_) => ProviderKind::Kubernetes,
+            ProviderSettings::Docker(_) => ProviderKind::Docker,
         }
     }
     /// Region, location or namespace.
@@ -306,6 +329,7 @@ impl ProviderSettings {
             ProviderSettings::Aws { region, .. } => region,
             ProviderSettings::Hetzner { location } => location,
             ProviderSettings::Kubernetes(k) => &k.namespace,
+            ProviderSettings::Docker(_) => "local",
         }
     }
 }
@@ -345,6 +369,24 @@ pub struct KubernetesSettings {
     pub tailscale_ssh: bool,
     pub node_image: String,
     pub tailscale_image: String,
+}
+
+/// A Docker stack's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerSettings {
+    /// `unix:///path` of the engine, when the stack names one.
+    pub host: Option<String>,
+    pub openclaw_image: String,
+    pub tailscale_image: String,
+}
+
+/// The default image of a Docker stack's OpenClaw container: the one `scripts/docker-setup`
+/// builds (Node.js and the pinned openclaw, preinstalled).
+pub fn default_docker_openclaw_image() -> String {
+    format!(
+        "agent-army-local/openclaw:{}",
+        super::openclaw::PINNED_OPENCLAW_VERSION
+    )
 }
 
 /// Secret names with a meaning to agent-army itself. Every other secret name must be an

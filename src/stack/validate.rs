@@ -142,11 +142,14 @@ impl Validator<'_> {
         let defaults = self.defaults(p, s);
         let secrets = self.secrets(s);
         let tailscale_tags = self.tailscale_tags(s);
-        self.tailscale_auth_key(
-            &secrets,
-            &stack,
-            matches!(provider.settings, ProviderSettings::Kubernetes(_)),
-        );
+        // A Docker stack without an auth key runs its gateways on 127.0.0.1, off any tailnet.
+        if *s.provider.get_ref() != ProviderKind::Docker {
+            self.tailscale_auth_key(
+                &secrets,
+                &stack,
+                matches!(provider.settings, ProviderSettings::Kubernetes(_)),
+            );
+        }
         let (mut agents, model_sources) = self.agents(&AgentContext {
             p,
             s,
@@ -222,6 +225,17 @@ impl Validator<'_> {
         let kind = *s.provider.get_ref();
         if kind == ProviderKind::Kubernetes {
             return self.kubernetes(s);
+        }
+        if kind == ProviderKind::Docker {
+            return self.docker(s);
+        }
+        if let Some(d) = &s.docker {
+            self.serr(
+                d,
+                "docker",
+                "`[docker]` settings are only valid when `provider = \"docker\"`".into(),
+                None,
+            );
         }
         if let Some(k) = &s.kubernetes {
             self.serr(
@@ -350,43 +364,31 @@ impl Validator<'_> {
         }
     }
 
-    /// `provider = "kubernetes"` and its `[kubernetes]` table. The VM settings (place, server
-    /// type, image, ssh port) mean nothing for pods and are refused rather than ignored.
-    fn kubernetes(&mut self, s: &RawStack) -> Provider {
-        let vm_only: [(&Option<Spanned<String>>, &str, &str); 5] = [
-            (
-                &s.region,
-                "region",
-                "a cluster has no region setting here; pick the cluster with `[kubernetes] context`",
-            ),
-            (
-                &s.location,
-                "location",
-                "a cluster has no location setting here; pick the cluster with `[kubernetes] context`",
-            ),
-            (
-                &s.instance_type,
-                "instance_type",
-                "pods are sized by the cluster; remove it",
-            ),
-            (
-                &s.server_type,
-                "server_type",
-                "pods are sized by the cluster; remove it",
-            ),
-            (
-                &s.image,
-                "image",
-                "set `[kubernetes] node_image` for the OpenClaw container's image",
-            ),
+    /// The VM settings (place, server type, image, `[aws]`, the ssh port) on a stack whose
+    /// agents are containers: refused rather than ignored. `place` has `{key}` for the key.
+    fn refuse_vm_settings(
+        &mut self,
+        s: &RawStack,
+        what: &str,
+        place: &str,
+        size: &str,
+        image: &str,
+        no_ssh: &str,
+    ) {
+        let vm_only: [(&Option<Spanned<String>>, &str, String); 5] = [
+            (&s.region, "region", place.replace("{key}", "region")),
+            (&s.location, "location", place.replace("{key}", "location")),
+            (&s.instance_type, "instance_type", size.into()),
+            (&s.server_type, "server_type", size.into()),
+            (&s.image, "image", image.into()),
         ];
         for (value, key, help) in vm_only {
             if let Some(v) = value {
                 self.serr(
                     v,
                     key,
-                    format!("`{key}` is not a setting of Kubernetes stacks"),
-                    Some(help.into()),
+                    format!("`{key}` is not a setting of {what} stacks"),
+                    Some(help),
                 );
             }
         }
@@ -402,8 +404,99 @@ impl Validator<'_> {
             self.serr(
                 c,
                 "allowed_ssh_cidrs",
-                "pods have no ssh port to open: `allowed_ssh_cidrs` is not a setting of Kubernetes stacks".into(),
+                format!("{no_ssh}: `allowed_ssh_cidrs` is not a setting of {what} stacks"),
                 Some("remove it; agents are reached over Tailscale SSH".into()),
+            );
+        }
+    }
+
+    /// An image reference from the stack file, into `target`.
+    fn image_ref(&mut self, value: &Option<Spanned<String>>, key: &str, target: &mut String) {
+        if let Some(i) = value {
+            let image = i.get_ref();
+            if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                self.serr(
+                    i,
+                    key,
+                    format!("`{image}` is not an image reference"),
+                    Some("write it as `registry/repository:tag` or `...@sha256:...`".into()),
+                );
+            }
+            *target = image.clone();
+        }
+    }
+
+    /// `provider = "docker"` and its optional `[docker]` table.
+    fn docker(&mut self, s: &RawStack) -> Provider {
+        self.refuse_vm_settings(
+            s,
+            "Docker",
+            "containers run on this machine's Docker engine; remove `{key}`",
+            "containers are not sized here; remove it",
+            "set `[docker] openclaw_image` for the OpenClaw container's image",
+            "containers publish no ssh port (`agent-army ssh` runs `docker exec`)",
+        );
+        if let Some(k) = &s.kubernetes {
+            self.serr(
+                k,
+                "kubernetes",
+                "`[kubernetes]` settings are only valid when `provider = \"kubernetes\"`".into(),
+                None,
+            );
+        }
+        let mut settings = DockerSettings {
+            host: None,
+            openclaw_image: default_docker_openclaw_image(),
+            tailscale_image: DEFAULT_TAILSCALE_IMAGE.to_string(),
+        };
+        if let Some(d) = &s.docker {
+            let raw = d.get_ref();
+            if let Some(h) = &raw.host {
+                if !h.get_ref().starts_with("unix:///") {
+                    self.serr(
+                        h,
+                        "docker.host",
+                        format!("`{}` is not a unix socket address", h.get_ref()),
+                        Some("write it as `unix:///var/run/docker.sock`; agent-army talks to a local engine only".into()),
+                    );
+                }
+                settings.host = Some(h.get_ref().clone());
+            }
+            self.image_ref(
+                &raw.openclaw_image,
+                "docker.openclaw_image",
+                &mut settings.openclaw_image,
+            );
+            self.image_ref(
+                &raw.tailscale_image,
+                "docker.tailscale_image",
+                &mut settings.tailscale_image,
+            );
+        }
+        Provider {
+            settings: ProviderSettings::Docker(settings),
+            type_key: "instance_type",
+            default_type: Some(String::new()),
+        }
+    }
+
+    /// `provider = "kubernetes"` and its `[kubernetes]` table. The VM settings (place, server
+    /// type, image, ssh port) mean nothing for pods and are refused rather than ignored.
+    fn kubernetes(&mut self, s: &RawStack) -> Provider {
+        self.refuse_vm_settings(
+            s,
+            "Kubernetes",
+            "a cluster has no {key} setting here; pick the cluster with `[kubernetes] context`",
+            "pods are sized by the cluster; remove it",
+            "set `[kubernetes] node_image` for the OpenClaw container's image",
+            "pods have no ssh port to open",
+        );
+        if let Some(d) = &s.docker {
+            self.serr(
+                d,
+                "docker",
+                "`[docker]` settings are only valid when `provider = \"docker\"`".into(),
+                None,
             );
         }
         let mut settings = KubernetesSettings {
@@ -502,48 +595,40 @@ impl Validator<'_> {
         if let Some(ssh) = &raw.tailscale_ssh {
             settings.tailscale_ssh = *ssh.get_ref();
         }
-        for (value, key, target) in [
-            (
-                &raw.node_image,
-                "kubernetes.node_image",
-                &mut settings.node_image,
-            ),
-            (
-                &raw.tailscale_image,
-                "kubernetes.tailscale_image",
-                &mut settings.tailscale_image,
-            ),
-        ] {
-            if let Some(i) = value {
-                let image = i.get_ref();
-                if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    self.serr(
-                        i,
-                        key,
-                        format!("`{image}` is not an image reference"),
-                        Some("write it as `registry/repository:tag` or `...@sha256:...`".into()),
-                    );
-                }
-                *target = image.clone();
-            }
-        }
+        self.image_ref(
+            &raw.node_image,
+            "kubernetes.node_image",
+            &mut settings.node_image,
+        );
+        self.image_ref(
+            &raw.tailscale_image,
+            "kubernetes.tailscale_image",
+            &mut settings.tailscale_image,
+        );
         kubernetes_provider(settings)
     }
 
     /// `tailnet`: the MagicDNS suffix, normalised.
+    /// A Docker stack without one gets `local` (its agents are not on a tailnet).
     fn tailnet(&mut self, s: &RawStack) -> String {
-        let tailnet = s
-            .tailnet
-            .get_ref()
-            .trim()
-            .trim_end_matches('.')
-            .to_lowercase();
+        let Some(raw) = &s.tailnet else {
+            if *s.provider.get_ref() != ProviderKind::Docker {
+                self.serr(
+                    &s.provider,
+                    "tailnet",
+                    "missing required key `tailnet`".into(),
+                    Some("add `tailnet = \"tail12345.ts.net\"`: your tailnet's MagicDNS suffix (admin console → DNS)".into()),
+                );
+            }
+            return "local".into();
+        };
+        let tailnet = raw.get_ref().trim().trim_end_matches('.').to_lowercase();
         let tailnet_ok = tailnet.contains('.')
             && tailnet
                 .split('.')
                 .all(|l| naming::check_dns_label(l).is_ok());
         if !tailnet_ok {
-            self.serr(&s.tailnet, "tailnet", format!("`{}` is not a tailnet DNS name", s.tailnet.get_ref()), Some("use your tailnet's MagicDNS suffix, e.g. `tail12345.ts.net` (admin console → DNS)".into()));
+            self.serr(raw, "tailnet", format!("`{}` is not a tailnet DNS name", raw.get_ref()), Some("use your tailnet's MagicDNS suffix, e.g. `tail12345.ts.net` (admin console → DNS)".into()));
         }
         tailnet
     }

@@ -230,7 +230,7 @@ fn kubernetes_stack_validates_opens_and_leaves_cloud_stacks_alone() {
         .args(["-s", "dev", "destroy", "--yes", "--delete-volumes"])
         .run()
         .code(64)
-        .stderr_has("--delete-volumes applies to Kubernetes stacks only");
+        .stderr_has("--delete-volumes (--purge) applies to Kubernetes and Docker stacks only");
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod aws;
 mod bad_input;
 mod cli;
 mod conformance;
+mod docker;
 mod faults;
 mod hetzner;
 mod hetzner_status;

@@ -1,0 +1,471 @@
+//! Docker stacks: `plan`/`deploy` as a comparison of the wanted containers with what the
+//! engine has (found by label, so a lost or absent state adopts them), `destroy` by label,
+//! and the views `outputs` and `status` show. No server state is kept: the containers' labels
+//! carry the hashes a redeploy compares, and the data volume carries the gateway's port.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{Session, fleet};
+use crate::env::vars;
+use crate::error::Result;
+use crate::provider::docker::{Engine, Observed, ObservedContainer};
+use crate::render::Values;
+use crate::render::docker::{
+    self as spec, AgentContainers, ContainerSpec, LABEL_CONFIG, LABEL_PARTS, LABEL_PORT,
+    LABEL_ROLE, ROLE_DATA, ROLE_OPENCLAW, ROLE_SIDECAR,
+};
+use crate::secrets::Secret;
+use crate::stack::model::DockerSettings;
+use crate::stack::{Config, ProviderSettings};
+
+/// The stack's Docker settings, when it is a Docker stack.
+pub fn settings(config: &Config) -> Option<&DockerSettings> {
+    match &config.provider {
+        ProviderSettings::Docker(d) => Some(d),
+        _ => None,
+    }
+}
+
+/// The engine of the stack: `[docker] host`, else `DOCKER_HOST`, else the default socket.
+pub async fn connect(session: &Session) -> Result<Engine> {
+    let host = settings(&session.config).and_then(|d| d.host.clone());
+    let docker_host = session.env.get(vars::DOCKER_HOST);
+    Ok(Engine::connect(host.as_deref(), docker_host).await?)
+}
+
+/// What happens to one container.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Change {
+    Create,
+    /// Remove and create again, for these changed parts (`env`, `openclaw.json`, ...).
+    Recreate {
+        parts: Vec<String>,
+    },
+    /// Unchanged but not running.
+    Start,
+    Keep,
+}
+
+/// One agent's changes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentPlan {
+    pub agent: String,
+    pub openclaw: Change,
+    /// `None`: the stack has no sidecar for it.
+    pub sidecar: Option<Change>,
+}
+
+/// Everything `deploy` would do.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Plan {
+    pub create_network: bool,
+    pub agents: Vec<AgentPlan>,
+    /// Containers of the stack that no wanted container is (removed agents, a sidecar the
+    /// stack no longer has): removed. Their volumes stay.
+    pub remove: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_noop(&self) -> bool {
+        !self.create_network
+            && self.remove.is_empty()
+            && self.agents.iter().all(|a| {
+                a.openclaw == Change::Keep && a.sidecar.as_ref().is_none_or(|s| *s == Change::Keep)
+            })
+    }
+}
+
+fn change(want: &ContainerSpec, have: Option<&ObservedContainer>) -> Change {
+    match have {
+        None => Change::Create,
+        Some(h) if h.label(LABEL_CONFIG) != want.labels.get(LABEL_CONFIG).map(String::as_str) => {
+            Change::Recreate {
+                parts: spec::changed_parts(
+                    h.label(LABEL_PARTS),
+                    want.labels
+                        .get(LABEL_PARTS)
+                        .map(String::as_str)
+                        .unwrap_or(""),
+                ),
+            }
+        }
+        Some(h) if h.state != "running" => Change::Start,
+        Some(_) => Change::Keep,
+    }
+}
+
+/// Compare the wanted containers with the engine's (pure).
+pub fn diff(config: &Config, want: &[AgentContainers], observed: &Observed) -> Plan {
+    let by_name: BTreeMap<&str, &ObservedContainer> = observed
+        .containers
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
+    let mut wanted = Vec::new();
+    let mut plan = Plan {
+        create_network: !observed
+            .networks
+            .iter()
+            .any(|(_, n)| *n == spec::network_name(config)),
+        ..Default::default()
+    };
+    for a in want {
+        let sidecar = a.sidecar.as_ref().map(|s| {
+            wanted.push(s.name.as_str());
+            change(s, by_name.get(s.name.as_str()).copied())
+        });
+        wanted.push(a.openclaw.name.as_str());
+        let mut openclaw = change(&a.openclaw, by_name.get(a.openclaw.name.as_str()).copied());
+        // A new sidecar is a new network namespace: the gateway must join it.
+        if matches!(sidecar, Some(Change::Create | Change::Recreate { .. }))
+            && openclaw != Change::Create
+        {
+            openclaw = Change::Recreate {
+                parts: vec!["sidecar".into()],
+            };
+        }
+        plan.agents.push(AgentPlan {
+            agent: a.agent.clone(),
+            openclaw,
+            sidecar,
+        });
+    }
+    plan.remove = observed
+        .containers
+        .iter()
+        .filter(|c| !wanted.contains(&c.name.as_str()))
+        .map(|c| c.name.clone())
+        .collect();
+    plan
+}
+
+/// A free port on 127.0.0.1 (the kernel's pick).
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| crate::error::Error::Io {
+        path: "127.0.0.1:0".into(),
+        source: e,
+    })?;
+    Ok(l.local_addr()
+        .map_err(|e| crate::error::Error::Io {
+            path: "127.0.0.1:0".into(),
+            source: e,
+        })?
+        .port())
+}
+
+/// The gateway port of an agent without a sidecar: the one its container is published on,
+/// else the one its data volume records, else a free one.
+fn port_for(observed: &Observed, openclaw: &str, data_volume: &str) -> Result<u16> {
+    if let Some(p) = observed
+        .containers
+        .iter()
+        .find(|c| c.name == openclaw)
+        .and_then(|c| c.port)
+    {
+        return Ok(p);
+    }
+    if let Some(p) = observed
+        .volumes
+        .iter()
+        .find(|(n, _)| n == data_volume)
+        .and_then(|(_, l)| l.get(LABEL_PORT))
+        .and_then(|p| p.parse().ok())
+    {
+        return Ok(p);
+    }
+    free_port()
+}
+
+/// Every agent's containers with real values (secrets resolved, gateway keys from state or
+/// the seed, created under the lock when missing).
+pub fn desired(
+    session: &Session,
+    lock_wait: Duration,
+    observed: &Observed,
+) -> Result<Vec<AgentContainers>> {
+    let config = &session.config;
+    let Some(d) = settings(config) else {
+        return Ok(Vec::new());
+    };
+    let keys = session.gateway_keys("deploy", lock_wait)?;
+    let none = Secret::new(String::new());
+    let mut out = Vec::new();
+    for a in &config.agents {
+        let s = fleet::resolve_secrets(config, a, &session.keyring, &session.env)?;
+        let key = keys.get(&a.name);
+        let token = key.map(|k| k.token()).unwrap_or_default();
+        let key_id = key.map(|k| k.key_id()).unwrap_or_default();
+        let values = Values::Real {
+            tailscale_auth_key: s.auth_key.as_ref().unwrap_or(&none),
+            env: s.env.clone(),
+            gateway_token: &token,
+        };
+        let name = spec::container_name(config, a);
+        let port = if s.auth_key.is_some() {
+            None
+        } else {
+            Some(port_for(observed, &name, &format!("{name}-data"))?)
+        };
+        out.push(spec::agent_containers(config, d, a, &values, &key_id, port));
+    }
+    Ok(out)
+}
+
+/// What `deploy` did to one agent.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Done {
+    pub agent: String,
+    pub changed: Vec<String>,
+    /// Seconds from the container's start to a healthy gateway (changed agents only).
+    pub healthy_after_s: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// Carry out `plan`: images, network, then every agent at once (volumes, sidecar, OpenClaw),
+/// each waited for until its gateway is healthy.
+pub async fn apply(
+    engine: &Engine,
+    config: &Config,
+    want: &[AgentContainers],
+    plan: &Plan,
+    observed: &Observed,
+    health_timeout: Duration,
+) -> Result<Vec<Done>> {
+    let mut images: Vec<&str> = want
+        .iter()
+        .flat_map(|a| std::iter::once(&a.openclaw).chain(a.sidecar.as_ref()))
+        .map(|s| s.image.as_str())
+        .collect();
+    images.sort();
+    images.dedup();
+    for i in images {
+        engine.ensure_image(i).await?;
+    }
+    for name in &plan.remove {
+        engine.remove(name).await?;
+    }
+    engine.ensure_network(config, observed).await?;
+    let jobs = want.iter().zip(&plan.agents).map(|(a, p)| async move {
+        let r = apply_agent(engine, config, a, p, health_timeout).await;
+        let mut changed = Vec::new();
+        if let Some(s) = &p.sidecar
+            && *s != Change::Keep
+        {
+            changed.push(format!("{}: {}", ROLE_SIDECAR, describe(s)));
+        }
+        if p.openclaw != Change::Keep {
+            changed.push(format!("{}: {}", ROLE_OPENCLAW, describe(&p.openclaw)));
+        }
+        match r {
+            Ok(t) => Done {
+                agent: a.agent.clone(),
+                changed,
+                healthy_after_s: t.map(|d| (d.as_millis() as f64) / 1000.0),
+                error: None,
+            },
+            Err(e) => Done {
+                agent: a.agent.clone(),
+                changed,
+                healthy_after_s: None,
+                error: Some(e.render()),
+            },
+        }
+    });
+    Ok(futures_util::future::join_all(jobs).await)
+}
+
+async fn apply_agent(
+    engine: &Engine,
+    config: &Config,
+    a: &AgentContainers,
+    p: &AgentPlan,
+    health_timeout: Duration,
+) -> Result<Option<Duration>> {
+    let agent = config
+        .agent(&a.agent)
+        .ok_or_else(|| crate::error::Error::Input(format!("no agent {}", a.agent)))?;
+    for (name, role) in &a.volumes {
+        let mut labels = spec::volume_labels(config, agent, role);
+        if *role == ROLE_DATA
+            && let Some(port) = a.openclaw.publish
+        {
+            labels.insert(LABEL_PORT.into(), port.to_string());
+        }
+        engine.ensure_volume(name, &labels).await?;
+    }
+    if let (Some(s), Some(c)) = (&a.sidecar, &p.sidecar) {
+        converge(engine, s, c).await?;
+    }
+    converge(engine, &a.openclaw, &p.openclaw).await?;
+    if p.openclaw == Change::Keep {
+        return Ok(None);
+    }
+    Ok(Some(
+        engine
+            .wait_healthy(&a.openclaw.name, health_timeout)
+            .await?,
+    ))
+}
+
+async fn converge(engine: &Engine, s: &ContainerSpec, c: &Change) -> Result<()> {
+    match c {
+        Change::Keep => {}
+        Change::Start => engine.start(&s.name).await?,
+        Change::Create | Change::Recreate { .. } => {
+            engine.remove(&s.name).await?;
+            engine.create(s).await?;
+            engine.start(&s.name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `create`, `recreate (env, openclaw.json)`, `start`, `no change`.
+pub fn describe(c: &Change) -> String {
+    match c {
+        Change::Create => "create".into(),
+        Change::Recreate { parts } => format!("recreate ({} changed)", parts.join(", ")),
+        Change::Start => "start".into(),
+        Change::Keep => "no change".into(),
+    }
+}
+
+/// What `destroy` removed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Destroyed {
+    pub containers: Vec<String>,
+    pub networks: Vec<String>,
+    pub volumes_removed: Vec<String>,
+    pub volumes_kept: Vec<String>,
+}
+
+/// Remove the stack's containers (sidecars last: the gateways are in their namespaces) and
+/// network; its volumes only with `purge`.
+pub async fn destroy(engine: &Engine, observed: &Observed, purge: bool) -> Result<Destroyed> {
+    let mut out = Destroyed::default();
+    let mut containers: Vec<&ObservedContainer> = observed.containers.iter().collect();
+    containers.sort_by_key(|c| c.label(LABEL_ROLE) == Some(ROLE_SIDECAR));
+    for c in containers {
+        engine.remove(&c.name).await?;
+        out.containers.push(c.name.clone());
+    }
+    for (id, name) in &observed.networks {
+        engine.remove_network(id).await?;
+        out.networks.push(name.clone());
+    }
+    for (name, _) in &observed.volumes {
+        if purge {
+            engine.remove_volume(name).await?;
+            out.volumes_removed.push(name.clone());
+        } else {
+            out.volumes_kept.push(name.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// One agent as `outputs` and `status` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentView {
+    pub agent: String,
+    pub container: String,
+    /// `running (healthy)`, `exited`, `missing`.
+    pub openclaw: String,
+    pub healthy: bool,
+    pub sidecar: Option<String>,
+    /// The gateway's URL (token in the fragment, masked unless asked).
+    pub url: Option<String>,
+    /// `tailscale status --json` of the sidecar: BackendState and IPs.
+    pub tailscale: Option<serde_json::Value>,
+}
+
+fn state_of(c: Option<&ObservedContainer>) -> String {
+    match c {
+        None => "missing".into(),
+        Some(c) => match &c.health {
+            Some(h) => format!("{} ({h})", c.state),
+            None => c.state.clone(),
+        },
+    }
+}
+
+/// Each agent's containers, URL and (with `tailscale`) the sidecar's `tailscale status`.
+pub async fn views(
+    session: &Session,
+    engine: &Engine,
+    show_secrets: bool,
+    tailscale: bool,
+) -> Result<Vec<AgentView>> {
+    let config = &session.config;
+    let observed = engine.observe(&spec::stack_filters(config)).await?;
+    let keys = if show_secrets {
+        let state = session.read_state()?;
+        fleet::load_keys(
+            &state,
+            config,
+            &session.keyring,
+            &session.env,
+            config.agents.iter().map(|a| a.name.clone()),
+        )?
+    } else {
+        BTreeMap::new()
+    };
+    let mut out = Vec::new();
+    for a in &config.agents {
+        let name = spec::container_name(config, a);
+        let find = |n: &str| observed.containers.iter().find(|c| c.name == n);
+        let oc = find(&name);
+        let sc_name = format!("{name}-tailscale");
+        let sc = find(&sc_name);
+        let token = keys.get(&a.name).map(|k| k.token());
+        let url = match (sc, oc.and_then(|c| c.port)) {
+            (Some(_), _) => Some(fleet::gateway_url(&a.fqdn, token.as_deref())),
+            (None, Some(port)) => Some(format!(
+                "http://127.0.0.1:{port}/#token={}",
+                token.as_deref().unwrap_or(crate::secrets::MASK)
+            )),
+            (None, None) => None,
+        };
+        let ts = match sc {
+            Some(c) if tailscale && c.state == "running" => {
+                let r = engine
+                    .exec(
+                        &c.name,
+                        None,
+                        &[
+                            "tailscale",
+                            &format!("--socket={}", crate::render::kubernetes::TAILSCALE_SOCKET),
+                            "status",
+                            "--json",
+                        ],
+                    )
+                    .await?;
+                serde_json::from_str::<serde_json::Value>(&r.stdout)
+                    .ok()
+                    .map(|v| {
+                        serde_json::json!({
+                            "BackendState": v["BackendState"],
+                            "TailscaleIPs": v["TailscaleIPs"],
+                            "DNSName": v["Self"]["DNSName"],
+                            "Health": v["Health"],
+                        })
+                    })
+            }
+            _ => None,
+        };
+        out.push(AgentView {
+            agent: a.name.clone(),
+            container: name.clone(),
+            openclaw: state_of(oc),
+            healthy: oc
+                .is_some_and(|c| c.state == "running" && c.health.as_deref() == Some("healthy"))
+                && sc.is_none_or(|c| c.state == "running"),
+            sidecar: sc.map(|c| state_of(Some(c))),
+            url,
+            tailscale: ts,
+        });
+    }
+    Ok(out)
+}
