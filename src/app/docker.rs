@@ -141,6 +141,24 @@ pub fn diff(config: &Config, want: &[AgentContainers], observed: &Observed) -> P
     plan
 }
 
+/// `--replace AGENT`: that agent's containers are made again (its volumes, and so its data,
+/// Tailscale identity and port, stay), whatever changed.
+pub fn replace(plan: &mut Plan, agents: &[String]) {
+    let again = |c: &mut Change| {
+        if *c != Change::Create {
+            *c = Change::Recreate {
+                parts: vec!["--replace".into()],
+            };
+        }
+    };
+    for a in plan.agents.iter_mut().filter(|a| agents.contains(&a.agent)) {
+        again(&mut a.openclaw);
+        if let Some(s) = a.sidecar.as_mut() {
+            again(s);
+        }
+    }
+}
+
 /// A free port on 127.0.0.1 (the kernel's pick).
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| crate::error::Error::Io {
@@ -326,6 +344,9 @@ async fn converge(engine: &Engine, s: &ContainerSpec, c: &Change) -> Result<()> 
 pub fn describe(c: &Change) -> String {
     match c {
         Change::Create => "create".into(),
+        Change::Recreate { parts } if parts.iter().any(|p| p == "--replace") => {
+            "recreate (--replace)".into()
+        }
         Change::Recreate { parts } => format!("recreate ({} changed)", parts.join(", ")),
         Change::Start => "start".into(),
         Change::Keep => "no change".into(),
@@ -366,19 +387,49 @@ pub async fn destroy(engine: &Engine, observed: &Observed, purge: bool) -> Resul
     Ok(out)
 }
 
-/// One agent as `outputs` and `status` show it.
+/// One agent's containers, as the engine has them.
+#[derive(Debug, Clone, Copy)]
+pub struct Found<'a> {
+    pub openclaw: Option<&'a ObservedContainer>,
+    pub sidecar: Option<&'a ObservedContainer>,
+}
+
+/// The containers of `agent` among those observed.
+pub fn found<'a>(
+    config: &Config,
+    agent: &crate::stack::Agent,
+    observed: &'a Observed,
+) -> Found<'a> {
+    let find = |n: String| observed.containers.iter().find(|c| c.name == n);
+    Found {
+        openclaw: find(spec::container_name(config, agent)),
+        sidecar: find(spec::sidecar_name(config, agent)),
+    }
+}
+
+/// `tailscale ARGS` in a running sidecar, by exec (its socket is the one the sidecar's
+/// tailscaled listens on).
+pub async fn sidecar_exec(
+    engine: &Engine,
+    sidecar: &str,
+    args: &[&str],
+) -> Result<crate::provider::docker::ExecOutput> {
+    let socket = format!("--socket={}", crate::render::kubernetes::TAILSCALE_SOCKET);
+    let mut cmd = vec!["tailscale", socket.as_str()];
+    cmd.extend_from_slice(args);
+    Ok(engine.exec(sidecar, None, &cmd).await?)
+}
+
+/// One agent as `outputs` and `open` show it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AgentView {
     pub agent: String,
     pub container: String,
     /// `running (healthy)`, `exited`, `missing`.
     pub openclaw: String,
-    pub healthy: bool,
     pub sidecar: Option<String>,
     /// The gateway's URL (token in the fragment, masked unless asked).
     pub url: Option<String>,
-    /// `tailscale status --json` of the sidecar: BackendState and IPs.
-    pub tailscale: Option<serde_json::Value>,
 }
 
 fn state_of(c: Option<&ObservedContainer>) -> String {
@@ -391,12 +442,11 @@ fn state_of(c: Option<&ObservedContainer>) -> String {
     }
 }
 
-/// Each agent's containers, URL and (with `tailscale`) the sidecar's `tailscale status`.
+/// Each agent's containers and URL.
 pub async fn views(
     session: &Session,
     engine: &Engine,
     show_secrets: bool,
-    tailscale: bool,
 ) -> Result<Vec<AgentView>> {
     let config = &session.config;
     let observed = engine.observe(&spec::stack_filters(config)).await?;
@@ -414,13 +464,9 @@ pub async fn views(
     };
     let mut out = Vec::new();
     for a in &config.agents {
-        let name = spec::container_name(config, a);
-        let find = |n: &str| observed.containers.iter().find(|c| c.name == n);
-        let oc = find(&name);
-        let sc_name = format!("{name}-tailscale");
-        let sc = find(&sc_name);
+        let f = found(config, a, &observed);
         let token = keys.get(&a.name).map(|k| k.token());
-        let url = match (sc, oc.and_then(|c| c.port)) {
+        let url = match (f.sidecar, f.openclaw.and_then(|c| c.port)) {
             (Some(_), _) => Some(fleet::gateway_url(&a.fqdn, token.as_deref())),
             (None, Some(port)) => Some(format!(
                 "http://127.0.0.1:{port}/#token={}",
@@ -428,43 +474,12 @@ pub async fn views(
             )),
             (None, None) => None,
         };
-        let ts = match sc {
-            Some(c) if tailscale && c.state == "running" => {
-                let r = engine
-                    .exec(
-                        &c.name,
-                        None,
-                        &[
-                            "tailscale",
-                            &format!("--socket={}", crate::render::kubernetes::TAILSCALE_SOCKET),
-                            "status",
-                            "--json",
-                        ],
-                    )
-                    .await?;
-                serde_json::from_str::<serde_json::Value>(&r.stdout)
-                    .ok()
-                    .map(|v| {
-                        serde_json::json!({
-                            "BackendState": v["BackendState"],
-                            "TailscaleIPs": v["TailscaleIPs"],
-                            "DNSName": v["Self"]["DNSName"],
-                            "Health": v["Health"],
-                        })
-                    })
-            }
-            _ => None,
-        };
         out.push(AgentView {
             agent: a.name.clone(),
-            container: name.clone(),
-            openclaw: state_of(oc),
-            healthy: oc
-                .is_some_and(|c| c.state == "running" && c.health.as_deref() == Some("healthy"))
-                && sc.is_none_or(|c| c.state == "running"),
-            sidecar: sc.map(|c| state_of(Some(c))),
+            container: spec::container_name(config, a),
+            openclaw: state_of(f.openclaw),
+            sidecar: f.sidecar.map(|c| state_of(Some(c))),
             url,
-            tailscale: ts,
         });
     }
     Ok(out)

@@ -25,6 +25,16 @@ pub struct Netcheck {
     pub error: Option<String>,
 }
 
+impl Netcheck {
+    /// Why there is no report.
+    pub fn unread(e: impl Into<String>) -> Self {
+        Netcheck {
+            summary: None,
+            error: Some(e.into()),
+        }
+    }
+}
+
 /// The agent's first boot, as its VM recorded it (read over ssh).
 #[derive(Debug, Clone, Serialize)]
 pub struct BootView {
@@ -148,14 +158,23 @@ pub fn sidecar_tailnet(s: &Status, hostname: &str, fqdn: &str) -> AgentTailnet {
     view
 }
 
+/// Where a sidecar's user looks next: its log, and how its Tailscale state is reset so that
+/// it logs in again with a new auth key.
+pub struct SidecarHints {
+    /// `kubectl -n NS logs POD -c tailscale`, `agent-army logs AGENT --tailscale`.
+    pub logs: String,
+    /// What removes the sidecar's node state (a volume claim, a volume).
+    pub state: String,
+}
+
 /// What a sidecar that is not connected says about the agent.
-pub fn sidecar_finding(pod: &str, namespace: &str, v: &SidecarView) -> Option<Finding> {
-    let logs = format!("`kubectl -n {namespace} logs {pod} -c tailscale`");
+pub fn sidecar_finding(v: &SidecarView, hints: &SidecarHints) -> Option<Finding> {
+    let logs = &hints.logs;
     if let Some(e) = &v.error {
         return Some(Finding {
             unhealthy: true,
             message: format!("cannot read the Tailscale sidecar's status: {e}"),
-            help: format!("see {logs}"),
+            help: format!("see `{logs}`"),
         });
     }
     let state = v.backend_state.as_deref()?;
@@ -167,19 +186,97 @@ pub fn sidecar_finding(pod: &str, namespace: &str, v: &SidecarView) -> Option<Fi
         message: format!("the Tailscale sidecar is `{state}`, not connected to the tailnet"),
         help: match state {
             "NeedsLogin" => format!(
-                "the auth key was refused or has expired: set a new `tailscale_auth_key`, run `agent-army deploy`, then delete the pod's Tailscale state (volume claim `tailscale-{pod}`) so it logs in again; see {logs}"
+                "the auth key was refused or has expired: set a new `tailscale_auth_key`, run `agent-army deploy`, then {} so it logs in again; see `{logs}`",
+                hints.state
             ),
             "NeedsMachineAuth" => format!(
                 "approve the device in the admin console ({})",
                 crate::tailnet::ADMIN_CONSOLE
             ),
-            _ => format!("see {logs}"),
+            _ => format!("see `{logs}`"),
         },
     })
 }
 
+/// The last line a command wrote that says something.
+fn last_said(text: &str) -> &str {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim()
+}
+
+/// A sidecar's `tailscale status --json`, run by exec: the status, or why there is none
+/// (what the command said last, then how it ended). Pure.
+pub fn sidecar_status(
+    exit_code: Option<i64>,
+    stdout: &str,
+    stderr: &str,
+    message: Option<&str>,
+) -> Result<Status, String> {
+    if exit_code == Some(0) {
+        return crate::tailnet::parse_status(stdout);
+    }
+    let ended = match (message, exit_code) {
+        (Some(m), _) => m.to_string(),
+        (None, Some(c)) => format!("exit code {c}"),
+        (None, None) => String::new(),
+    };
+    Err([last_said(stderr), ended.as_str()]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(": "))
+}
+
+/// A sidecar's `tailscale netcheck --format=json`, run by exec: its summary, or what the
+/// command said when it printed no report (pure).
+pub fn netcheck_reading(stdout: &str, stderr: &str, message: Option<&str>) -> Netcheck {
+    match crate::tailnet::parse_netcheck(stdout) {
+        Ok(r) => Netcheck {
+            summary: Some(crate::tailnet::summarize(&r)),
+            error: None,
+        },
+        Err(e) => Netcheck::unread(
+            [last_said(stderr), message.unwrap_or_default()]
+                .into_iter()
+                .find(|s| !s.is_empty())
+                .map_or(e, str::to_string),
+        ),
+    }
+}
+
+/// Where a finding's help sends the user to look at a gateway: its log, and its process.
+pub struct Look {
+    pub logs: String,
+    pub process: String,
+    /// Why a gateway may be silent for now.
+    pub starting: &'static str,
+}
+
+impl Look {
+    /// A VM: the gateway's systemd unit, over ssh.
+    pub fn vm(agent: &str) -> Look {
+        Look {
+            logs: format!("agent-army ssh {agent} -- journalctl -u openclaw-gateway -n 50"),
+            process: format!("agent-army ssh {agent} -- systemctl status openclaw-gateway"),
+            starting: "it may still be installing after first boot",
+        }
+    }
+
+    /// A pod or a container: its output is the gateway's log.
+    pub fn container(agent: &str) -> Look {
+        Look {
+            logs: format!("agent-army logs {agent}"),
+            process: format!("agent-army logs {agent}"),
+            starting: "it may still be starting (a gateway takes a minute or two)",
+        }
+    }
+}
+
 /// What an answering gateway's status code says about it.
-pub fn gateway_finding(agent: &Agent, g: &Gateway) -> Option<Finding> {
+pub fn gateway_finding(agent: &Agent, g: &Gateway, look: &Look) -> Option<Finding> {
     let status = g.status?;
     let redeploy = format!(
         "redeploy the agent: `agent-army deploy --replace {}`",
@@ -217,7 +314,7 @@ pub fn gateway_finding(agent: &Agent, g: &Gateway) -> Option<Finding> {
         (other, _) => f(
             true,
             format!("the gateway answers {other} on {}", g.url),
-            format!("look with `agent-army ssh {} -- journalctl -u openclaw-gateway -n 50`", agent.name),
+            format!("look with `{}`", look.logs),
         ),
     }
 }
@@ -230,6 +327,7 @@ pub fn judge(
     view: Option<&AgentTailnet>,
     finding: Option<Finding>,
     gateway: Option<&Gateway>,
+    look: &Look,
 ) -> (bool, Vec<Finding>) {
     let mut problems: Vec<Finding> = finding.into_iter().collect();
     let explained = |p: &[Finding]| p.iter().any(|f| f.unhealthy);
@@ -256,7 +354,7 @@ pub fn judge(
     if let Some(g) = gateway
         && g.answers
         && !explained(&problems)
-        && let Some(f) = gateway_finding(agent, g)
+        && let Some(f) = gateway_finding(agent, g, look)
     {
         problems.push(f);
     }
@@ -265,21 +363,48 @@ pub fn judge(
         && view.is_some()
         && !explained(&problems)
     {
-        problems.push(Finding {
-            unhealthy: true,
-            message: format!(
-                "the gateway does not answer on {}: {}",
-                g.url,
-                g.error.as_deref().unwrap_or("no answer")
-            ),
-            help: format!(
-                "it may still be installing after first boot; otherwise look with `agent-army ssh {} -- systemctl status openclaw-gateway`",
-                agent.name
-            ),
-        });
+        problems.push(silent_gateway(g, look));
     }
     let healthy =
         cloud == "running" && online && gateway.is_some_and(|g| g.answers) && !explained(&problems);
+    (healthy, problems)
+}
+
+/// A gateway that does not answer.
+fn silent_gateway(g: &Gateway, look: &Look) -> Finding {
+    Finding {
+        unhealthy: true,
+        message: format!(
+            "the gateway does not answer on {}: {}",
+            g.url,
+            g.error.as_deref().unwrap_or("no answer")
+        ),
+        help: format!("{}; otherwise look with `{}`", look.starting, look.process),
+    }
+}
+
+/// An agent reached without a tailnet (a local container, its gateway published on
+/// 127.0.0.1): healthy when its container runs and its gateway answers; the container's own
+/// problem (`lead`), when there is one, explains the rest.
+pub fn judge_local(
+    agent: &Agent,
+    running: bool,
+    lead: Option<Finding>,
+    gateway: Option<&Gateway>,
+    look: &Look,
+) -> (bool, Vec<Finding>) {
+    let mut problems: Vec<Finding> = lead.into_iter().collect();
+    if !problems.iter().any(|f| f.unhealthy)
+        && let Some(g) = gateway
+    {
+        if g.answers {
+            problems.extend(gateway_finding(agent, g, look));
+        } else {
+            problems.push(silent_gateway(g, look));
+        }
+    }
+    let healthy =
+        running && gateway.is_some_and(|g| g.answers) && !problems.iter().any(|f| f.unhealthy);
     (healthy, problems)
 }
 
@@ -389,6 +514,7 @@ mod tests {
                 Some(&online()),
                 None,
                 Some(&answered(Some(status), auth)),
+                &Look::vm(&a.name),
             )
         };
         assert!(judged(200, true).0);
@@ -415,18 +541,46 @@ mod tests {
     #[test]
     fn healthy_needs_cloud_tailnet_and_gateway() {
         let a = agent();
-        let (ok, p) = judge(&a, "running", Some(&online()), None, Some(&gw(true)));
+        let (ok, p) = judge(
+            &a,
+            "running",
+            Some(&online()),
+            None,
+            Some(&gw(true)),
+            &Look::vm("agent-pm"),
+        );
         assert!(ok && p.is_empty());
-        let (ok, p) = judge(&a, "running", Some(&online()), None, Some(&gw(false)));
+        let (ok, p) = judge(
+            &a,
+            "running",
+            Some(&online()),
+            None,
+            Some(&gw(false)),
+            &Look::vm("agent-pm"),
+        );
         assert!(!ok);
         assert!(p[0].message.contains("gateway does not answer"));
-        let (ok, p) = judge(&a, "stopped", Some(&online()), None, Some(&gw(false)));
+        let (ok, p) = judge(
+            &a,
+            "stopped",
+            Some(&online()),
+            None,
+            Some(&gw(false)),
+            &Look::vm("agent-pm"),
+        );
         assert!(!ok);
         assert_eq!(p.len(), 1, "the stopped server explains the rest: {p:?}");
-        let (ok, p) = judge(&a, "not deployed", None, None, None);
+        let (ok, p) = judge(&a, "not deployed", None, None, None, &Look::vm("agent-pm"));
         assert!(!ok && p[0].help.contains("deploy"));
         // Unknown tailnet: unhealthy, explained once at the top.
-        let (ok, p) = judge(&a, "running", None, None, Some(&gw(false)));
+        let (ok, p) = judge(
+            &a,
+            "running",
+            None,
+            None,
+            Some(&gw(false)),
+            &Look::vm("agent-pm"),
+        );
         assert!(!ok && p.is_empty());
     }
 
@@ -443,8 +597,82 @@ mod tests {
             Some(&online()),
             Some(note),
             Some(&gw(true)),
+            &Look::vm("agent-pm"),
         );
         assert!(ok);
         assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn local_agents_need_no_tailnet() {
+        let a = agent();
+        let look = Look::container("agent-pm");
+        let (ok, p) = judge_local(&a, true, None, Some(&gw(true)), &look);
+        assert!(ok && p.is_empty(), "{p:?}");
+        let (ok, p) = judge_local(&a, true, None, Some(&gw(false)), &look);
+        assert!(!ok && p[0].message.contains("does not answer"), "{p:?}");
+        assert!(p[0].help.contains("`agent-army logs agent-pm`"), "{p:?}");
+        let (ok, p) = judge_local(&a, true, None, Some(&answered(Some(500), true)), &look);
+        assert!(
+            !ok && p[0].help.contains("`agent-army logs agent-pm`"),
+            "{p:?}"
+        );
+        // The container's own problem explains a silent gateway: it is the only finding.
+        let stopped = Finding {
+            unhealthy: true,
+            message: "its OpenClaw container is exited".into(),
+            help: "see logs".into(),
+        };
+        let (ok, p) = judge_local(&a, false, Some(stopped), None, &look);
+        assert!(!ok && p.len() == 1, "{p:?}");
+    }
+
+    #[test]
+    fn sidecar_readings() {
+        let status = sidecar_status(
+            Some(1),
+            "",
+            "\nfailed to connect to local tailscaled\n",
+            None,
+        );
+        assert_eq!(
+            status.unwrap_err(),
+            "failed to connect to local tailscaled: exit code 1"
+        );
+        let status = sidecar_status(None, "", "", Some("container not running"));
+        assert_eq!(status.unwrap_err(), "container not running");
+        let n = netcheck_reading(
+            "",
+            "tailscale-standin: `netcheck` is not implemented\n",
+            None,
+        );
+        assert_eq!(
+            n.error.as_deref(),
+            Some("tailscale-standin: `netcheck` is not implemented")
+        );
+        let n = netcheck_reading("", "", Some("exec refused"));
+        assert_eq!(n.error.as_deref(), Some("exec refused"));
+        let n = netcheck_reading("not json", "", None);
+        assert!(n.summary.is_none() && !n.error.unwrap_or_default().is_empty());
+        let v = SidecarView {
+            backend_state: Some("NeedsLogin".into()),
+            ips: vec![],
+            direct_peers: 0,
+            relayed_peers: 0,
+            health: vec![],
+            error: None,
+        };
+        let hints = SidecarHints {
+            logs: "agent-army logs agent-pm --tailscale".into(),
+            state: "remove its state volume".into(),
+        };
+        let f = sidecar_finding(&v, &hints).unwrap();
+        assert!(f.unhealthy && f.message.contains("NeedsLogin"), "{f:?}");
+        assert!(
+            f.help
+                .contains("remove its state volume so it logs in again")
+                && f.help.contains("`agent-army logs agent-pm --tailscale`"),
+            "{f:?}"
+        );
     }
 }

@@ -1,13 +1,12 @@
 //! `open` and `logs`: an agent's Control UI URL, and its gateway's journal.
 
-use clap::Args;
-
 use super::Ctx;
 use super::ssh::{exec_on, quote};
 use crate::app::fleet;
 use crate::env::vars;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
+use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct OpenArgs {
@@ -125,9 +124,14 @@ pub struct LogsArgs {
     /// How many of the latest lines to show first
     #[arg(long, short = 'n', default_value_t = 100)]
     pub lines: u32,
-    /// Only lines since this time (journalctl syntax, e.g. `1h ago`, `today`)
+    /// Only lines since this time (journalctl syntax, e.g. `1h ago`, `today`; on Kubernetes
+    /// and Docker stacks a duration such as `1h`)
     #[arg(long)]
     pub since: Option<String>,
+    /// Tailscale's log instead of the gateway's: the sidecar's on Kubernetes and Docker
+    /// stacks, tailscaled's unit on a VM
+    #[arg(long)]
+    pub tailscale: bool,
     /// Remote user for ssh
     #[arg(long, short = 'u', default_value = "ubuntu")]
     pub user: String,
@@ -140,7 +144,11 @@ pub struct LogsArgs {
 pub fn journal_command(args: &LogsArgs, json: bool) -> String {
     let mut words = vec![
         "journalctl".to_string(),
-        "--unit=openclaw-gateway".into(),
+        if args.tailscale {
+            "--unit=tailscaled".into()
+        } else {
+            "--unit=openclaw-gateway".into()
+        },
         "--no-pager".into(),
         if json {
             "--output=json".into()
@@ -156,6 +164,72 @@ pub fn journal_command(args: &LogsArgs, json: bool) -> String {
         words.push("--follow".into());
     }
     words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// `--since` as a container's log takes it: a duration (`1h`, `90m`; journalctl's `1h ago`
+/// reads the same), in seconds.
+pub fn since_seconds(since: Option<&str>) -> Result<Option<u64>> {
+    let Some(s) = since else { return Ok(None) };
+    let d = s.trim().trim_end_matches("ago").trim();
+    humantime::parse_duration(d)
+        .map(|d| Some(d.as_secs().max(1)))
+        .map_err(|_| {
+            crate::error::Error::Usage(format!(
+                "--since `{s}`: on a Kubernetes or Docker stack it is a duration, such as `1h` or `30m`"
+            ))
+        })
+}
+
+/// A container's log, timestamped (`<RFC 3339> <message>` a line), written as it comes:
+/// as it is, or (`--output json`) one `{"time", "message"}` object a line.
+pub struct TimedLines<W: std::io::Write> {
+    out: W,
+    json: bool,
+    pending: Vec<u8>,
+}
+
+impl<W: std::io::Write> TimedLines<W> {
+    pub fn new(out: W, json: bool) -> Self {
+        TimedLines {
+            out,
+            json,
+            pending: Vec::new(),
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches(['\n', '\r']);
+        let (time, message) = line.split_once(' ').unwrap_or(("", line));
+        let _ = writeln!(
+            self.out,
+            "{}",
+            serde_json::json!({ "time": time, "message": message })
+        );
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) {
+        if !self.json {
+            let _ = self.out.write_all(chunk);
+            let _ = self.out.flush();
+            return;
+        }
+        self.pending.extend_from_slice(chunk);
+        while let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=i).collect();
+            self.line(&line);
+        }
+        let _ = self.out.flush();
+    }
+
+    /// A last line without its newline.
+    pub fn finish(mut self) {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.line(&line);
+        }
+        let _ = self.out.flush();
+    }
 }
 
 pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<ExitStatus> {

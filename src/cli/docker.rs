@@ -9,7 +9,6 @@ use super::Ctx;
 use super::agent_access::{LogsArgs, OpenArgs};
 use super::apply::{DeployArgs, DestroyArgs, OutputsArgs, PlanArgs, approve};
 use super::ssh::SshArgs;
-use super::status::StatusArgs;
 use crate::app::docker::{self as local, Change, Plan};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
@@ -46,6 +45,7 @@ fn print_plan(ctx: &Ctx, socket: &str, plan: &Plan) {
 async fn planned(
     ctx: &Ctx,
     lock_timeout: Duration,
+    replace: &[String],
 ) -> Result<(
     crate::app::Session,
     crate::provider::docker::Engine,
@@ -58,13 +58,18 @@ async fn planned(
     let observed = engine
         .observe(&spec::stack_filters(&session.config))
         .await?;
+    let replace = replace
+        .iter()
+        .map(|r| super::find_agent(&session.config, r).map(|a| a.name.clone()))
+        .collect::<Result<Vec<_>>>()?;
     let want = local::desired(&session, lock_timeout, &observed)?;
-    let plan = local::diff(&session.config, &want, &observed);
+    let mut plan = local::diff(&session.config, &want, &observed);
+    local::replace(&mut plan, &replace);
     Ok((session, engine, want, plan, observed))
 }
 
 pub async fn plan(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
-    let (_, engine, _, plan, _) = planned(ctx, Duration::ZERO).await?;
+    let (_, engine, _, plan, _) = planned(ctx, Duration::ZERO, &args.replace).await?;
     print_plan(ctx, &engine.socket, &plan);
     if ctx.json() {
         println!(
@@ -83,7 +88,8 @@ pub async fn plan(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
 
 pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
     let started = Instant::now();
-    let (session, engine, want, plan, observed) = planned(ctx, args.lock_timeout).await?;
+    let (session, engine, want, plan, observed) =
+        planned(ctx, args.lock_timeout, &args.replace).await?;
     print_plan(ctx, &engine.socket, &plan);
     if plan.is_noop() {
         if ctx.json() {
@@ -188,7 +194,7 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
 pub async fn outputs(ctx: &Ctx, args: OutputsArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
     let engine = local::connect(&session).await?;
-    let views = local::views(&session, &engine, args.show_secrets, false).await?;
+    let views = local::views(&session, &engine, args.show_secrets).await?;
     if ctx.json() {
         println!(
             "{}",
@@ -208,69 +214,72 @@ pub async fn outputs(ctx: &Ctx, args: OutputsArgs) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-pub async fn status(ctx: &Ctx, _args: StatusArgs) -> Result<ExitStatus> {
-    let session = ctx.session()?;
-    let engine = local::connect(&session).await?;
-    let views = local::views(&session, &engine, false, true).await?;
-    let healthy = views.iter().all(|v| v.healthy);
-    if ctx.json() {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "agents": views, "healthy": healthy })
-            )
-            .unwrap_or_default()
-        );
-    } else {
-        println!(
-            "{:<16} {:<26} {:<22} TAILSCALE",
-            "AGENT", "OPENCLAW", "SIDECAR"
-        );
-        for v in &views {
-            let ts = v
-                .tailscale
-                .as_ref()
-                .map(|t| {
-                    format!(
-                        "{} {}",
-                        t["BackendState"].as_str().unwrap_or("?"),
-                        t["TailscaleIPs"][0].as_str().unwrap_or("")
-                    )
-                })
-                .unwrap_or_else(|| "-".into());
-            println!(
-                "{:<16} {:<26} {:<22} {}",
-                v.agent,
-                v.openclaw,
-                v.sidecar.as_deref().unwrap_or("- (127.0.0.1 only)"),
-                ts
-            );
-        }
-    }
-    Ok(if healthy {
-        ExitStatus::Success
-    } else {
-        ExitStatus::Failure
-    })
+/// The `docker` client's host argument for this stack's engine: `[docker] host`, else
+/// `DOCKER_HOST`, else the default socket.
+fn docker_host(ctx: &Ctx, config: &crate::stack::Config) -> String {
+    local::settings(config)
+        .and_then(|d| d.host.clone())
+        .or_else(|| {
+            ctx.env
+                .get(crate::env::vars::DOCKER_HOST)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| crate::provider::docker::DEFAULT_SOCKET.to_string())
 }
 
+fn shell_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| crate::render::escape::sh_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `logs`: the OpenClaw container's output (the gateway's log), or with `--tailscale` the
+/// sidecar's; `--output json` gives one `{"time", "message"}` object a line; `--print`
+/// prints the `docker logs` command instead.
 pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
-    let agent = super::find_agent(&session.config, &args.agent)?;
-    let name = spec::container_name(&session.config, agent);
-    let engine = local::connect(&session).await?;
-    let mut s = engine.logs(&name, args.lines, args.follow);
-    use std::io::Write;
-    let mut out = std::io::stdout();
-    while let Some(chunk) = s.next().await {
-        let chunk = chunk.map_err(|e| {
-            Error::from(crate::provider::docker::DockerError::Api {
-                what: format!("logs of {name}"),
-                detail: e.to_string(),
-            })
-        })?;
-        let _ = out.write_all(&chunk.into_bytes());
+    let config = &session.config;
+    let agent = super::find_agent(config, &args.agent)?;
+    let name = if args.tailscale {
+        spec::sidecar_name(config, agent)
+    } else {
+        spec::container_name(config, agent)
+    };
+    let since = super::agent_access::since_seconds(args.since.as_deref())?;
+    if args.print {
+        let mut argv: Vec<String> = vec![
+            "docker".into(),
+            "-H".into(),
+            docker_host(ctx, config),
+            "logs".into(),
+            format!("--tail={}", args.lines),
+        ];
+        if args.follow {
+            argv.push("--follow".into());
+        }
+        if let Some(s) = since {
+            argv.push(format!("--since={s}s"));
+        }
+        argv.push(name);
+        println!("{}", shell_line(&argv));
+        return Ok(ExitStatus::Success);
     }
+    let engine = local::connect(&session).await?;
+    let since_unix = since.map(|s| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        i64::try_from(now.saturating_sub(s)).unwrap_or_default()
+    });
+    let mut s = engine.logs(&name, args.lines, args.follow, since_unix, ctx.json());
+    let mut lines = super::agent_access::TimedLines::new(std::io::stdout().lock(), ctx.json());
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(Error::from)?;
+        lines.push(&chunk);
+    }
+    lines.finish();
     Ok(ExitStatus::Success)
 }
 
@@ -280,14 +289,7 @@ pub async fn ssh(ctx: &Ctx, args: SshArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
     let agent = super::find_agent(&session.config, &args.agent)?;
     let name = spec::container_name(&session.config, agent);
-    let host = local::settings(&session.config)
-        .and_then(|d| d.host.clone())
-        .or_else(|| {
-            ctx.env
-                .get(crate::env::vars::DOCKER_HOST)
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| crate::provider::docker::DEFAULT_SOCKET.to_string());
+    let host = docker_host(ctx, &session.config);
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
     let mut argv: Vec<String> = vec![
         "docker".into(),
@@ -306,13 +308,7 @@ pub async fn ssh(ctx: &Ctx, args: SshArgs) -> Result<ExitStatus> {
         _ => argv.extend(args.command.iter().cloned()),
     }
     if args.print {
-        println!(
-            "{}",
-            argv.iter()
-                .map(|a| crate::render::escape::sh_quote(a))
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
+        println!("{}", shell_line(&argv));
         return Ok(ExitStatus::Success);
     }
     let status = tokio::process::Command::new(&argv[0])
@@ -340,7 +336,7 @@ pub async fn open(ctx: &Ctx, args: OpenArgs) -> Result<ExitStatus> {
         .clone();
     let engine = local::connect(&session).await?;
     let with_token = args.show_secrets || args.browser;
-    let views = local::views(&session, &engine, with_token, false).await?;
+    let views = local::views(&session, &engine, with_token).await?;
     let url = views
         .into_iter()
         .find(|v| v.agent == agent)

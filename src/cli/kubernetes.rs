@@ -297,30 +297,20 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-/// `--since` as a Kubernetes log takes it: a duration (`1h`, `90m`; journalctl's `1h ago`
-/// reads the same).
-fn since_seconds(since: Option<&str>) -> Result<Option<u64>> {
-    let Some(s) = since else { return Ok(None) };
-    let d = s.trim().trim_end_matches("ago").trim();
-    humantime::parse_duration(d)
-        .map(|d| Some(d.as_secs().max(1)))
-        .map_err(|_| {
-            crate::error::Error::Usage(format!(
-                "--since `{s}`: on a Kubernetes stack it is a duration, such as `1h` or `30m`"
-            ))
-        })
-}
-
 /// `logs`: the gateway's log, the OpenClaw container's output, from the API server (`kubectl
 /// logs`); `--output json` gives one object a line with its time.
 pub async fn logs(ctx: &Ctx, args: super::agent_access::LogsArgs) -> Result<ExitStatus> {
-    use std::io::Write;
     let session = ctx.session()?;
     let config = &session.config;
     let agent = super::find_agent(config, &args.agent)?;
     let namespace = config.provider.place().to_string();
     let pod = format!("{}-0", agent.hostname);
-    let since = since_seconds(args.since.as_deref())?;
+    let since = super::agent_access::since_seconds(args.since.as_deref())?;
+    let container = if args.tailscale {
+        crate::render::kubernetes::SIDECAR
+    } else {
+        "openclaw"
+    };
     if args.print {
         let mut words = vec![
             "kubectl".to_string(),
@@ -329,7 +319,7 @@ pub async fn logs(ctx: &Ctx, args: super::agent_access::LogsArgs) -> Result<Exit
             "logs".into(),
             pod,
             "-c".into(),
-            "openclaw".into(),
+            container.into(),
             format!("--tail={}", args.lines),
         ];
         if args.follow {
@@ -345,45 +335,14 @@ pub async fn logs(ctx: &Ctx, args: super::agent_access::LogsArgs) -> Result<Exit
     let path = crate::provider::kubernetes::log_path(
         &namespace,
         &pod,
-        "openclaw",
+        container,
         args.lines,
         args.follow,
         since,
         ctx.json(),
     );
-    let json = ctx.json();
-    let mut pending = Vec::new();
-    let mut out = std::io::stdout().lock();
-    client
-        .stream(&path, |chunk| {
-            if !json {
-                let _ = out.write_all(chunk);
-                let _ = out.flush();
-                return;
-            }
-            pending.extend_from_slice(chunk);
-            while let Some(i) = pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=i).collect();
-                let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-                let (time, message) = line.split_once(' ').unwrap_or(("", line.as_str()));
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({ "time": time, "message": message })
-                );
-            }
-            let _ = out.flush();
-        })
-        .await?;
-    // A last line without its newline.
-    if json && !pending.is_empty() {
-        let line = String::from_utf8_lossy(&pending).into_owned();
-        let (time, message) = line.split_once(' ').unwrap_or(("", line.as_str()));
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::json!({ "time": time, "message": message })
-        );
-    }
+    let mut lines = super::agent_access::TimedLines::new(std::io::stdout().lock(), ctx.json());
+    client.stream(&path, |chunk| lines.push(chunk)).await?;
+    lines.finish();
     Ok(ExitStatus::Success)
 }

@@ -182,71 +182,44 @@ pub async fn run(cli: Cli, env: Env, cwd: PathBuf) -> Result<ExitStatus> {
         cwd,
         global: cli.global,
     };
-    if vm_only(&cli.command).is_some()
-        && provider_kind(&ctx) == Some(crate::stack::ProviderKind::Docker)
-    {
-        return match cli.command {
-            Command::Plan(a) => docker::plan(&ctx, a).await,
-            Command::Deploy(a) => docker::deploy(&ctx, a).await,
-            Command::Destroy(a) => docker::destroy(&ctx, a).await,
-            Command::Outputs(a) => docker::outputs(&ctx, a).await,
-            Command::Status(a) => docker::status(&ctx, a).await,
-            Command::Logs(a) => docker::logs(&ctx, a).await,
-            Command::Ssh(a) => docker::ssh(&ctx, a).await,
-            Command::Open(a) => docker::open(&ctx, a).await,
-            Command::Pair(a) => pair::run(&ctx, a).await,
-            other => Err(Error::Usage(format!(
-                "`{}` does not drive Docker stacks; use `outputs --show-secrets` for the URLs and `ssh`",
-                vm_only(&other).unwrap_or_default()
-            ))),
-        };
-    }
-    if let Some(command) = vm_only(&cli.command)
-        && let Some(stack) = kubernetes_stack(&ctx)
-    {
-        return match cli.command {
-            Command::Plan(a) => kubernetes::plan(&ctx, a).await,
-            Command::Deploy(a) => kubernetes::deploy(&ctx, a).await,
-            Command::Status(a) => status::run(&ctx, a).await,
-            Command::Ssh(a) => ssh::run(&ctx, a).await,
-            Command::Outputs(a) => kubernetes::outputs(&ctx, a).await,
-            Command::Logs(a) => kubernetes::logs(&ctx, a).await,
-            Command::Pair(a) => pair::run(&ctx, a).await,
-            Command::Open(a) => agent_access::open(&ctx, a),
-            Command::Destroy(a) => kubernetes::destroy(&ctx, a).await,
-            _ => Err(Error::NotOnKubernetes {
-                command: command.into(),
-                stack,
-            }),
-        };
-    }
-    if let Command::Destroy(a) = &cli.command
-        && a.delete_volumes
-    {
-        return Err(Error::Usage(
+    use Target::{Docker, Kubernetes, Vm};
+    let target = target(&ctx, &cli.command);
+    match (cli.command, target) {
+        (Command::Plan(a), Vm) => apply::plan(&ctx, a).await,
+        (Command::Plan(a), Kubernetes) => kubernetes::plan(&ctx, a).await,
+        (Command::Plan(a), Docker) => docker::plan(&ctx, a).await,
+        (Command::Deploy(a), Vm) => apply::deploy(&ctx, a).await,
+        (Command::Deploy(a), Kubernetes) => kubernetes::deploy(&ctx, a).await,
+        (Command::Deploy(a), Docker) => docker::deploy(&ctx, a).await,
+        (Command::Destroy(a), Vm) if a.delete_volumes => Err(Error::Usage(
             "--delete-volumes (--purge) applies to Kubernetes and Docker stacks only (a VM's disk goes with the VM)"
                 .into(),
-        ));
-    }
-    match cli.command {
-        Command::Init(a) => init::run(&ctx, a),
-        Command::Validate => validate::run(&ctx),
-        Command::Plan(a) => apply::plan(&ctx, a).await,
-        Command::Deploy(a) => apply::deploy(&ctx, a).await,
-        Command::Destroy(a) => apply::destroy(&ctx, a).await,
-        Command::Outputs(a) => apply::outputs(&ctx, a),
-        Command::ForceUnlock(a) => apply::force_unlock(&ctx, a),
-        Command::Render(a) => render::run(&ctx, a),
-        Command::Secrets(c) => secrets::run(&ctx, c),
-        Command::Ssh(a) => ssh::run(&ctx, a).await,
-        Command::State(c) => state::run(&ctx, c),
-        Command::Pair(a) => pair::run(&ctx, a).await,
-        Command::Open(a) => agent_access::open(&ctx, a),
-        Command::Logs(a) => agent_access::logs(&ctx, a).await,
-        Command::Stacks => stacks::run(&ctx),
-        Command::Completions(a) => docs::completions(a),
-        Command::Man(a) => docs::man(&ctx, a),
-        Command::Status(a) => status::run(&ctx, a).await,
+        )),
+        (Command::Destroy(a), Vm) => apply::destroy(&ctx, a).await,
+        (Command::Destroy(a), Kubernetes) => kubernetes::destroy(&ctx, a).await,
+        (Command::Destroy(a), Docker) => docker::destroy(&ctx, a).await,
+        (Command::Outputs(a), Vm) => apply::outputs(&ctx, a),
+        (Command::Outputs(a), Kubernetes) => kubernetes::outputs(&ctx, a).await,
+        (Command::Outputs(a), Docker) => docker::outputs(&ctx, a).await,
+        (Command::Logs(a), Vm) => agent_access::logs(&ctx, a).await,
+        (Command::Logs(a), Kubernetes) => kubernetes::logs(&ctx, a).await,
+        (Command::Logs(a), Docker) => docker::logs(&ctx, a).await,
+        (Command::Ssh(a), Vm | Kubernetes) => ssh::run(&ctx, a).await,
+        (Command::Ssh(a), Docker) => docker::ssh(&ctx, a).await,
+        (Command::Open(a), Vm | Kubernetes) => agent_access::open(&ctx, a),
+        (Command::Open(a), Docker) => docker::open(&ctx, a).await,
+        // These look at the stack's target themselves.
+        (Command::Status(a), _) => status::run(&ctx, a).await,
+        (Command::Pair(a), _) => pair::run(&ctx, a).await,
+        (Command::Init(a), _) => init::run(&ctx, a),
+        (Command::Validate, _) => validate::run(&ctx),
+        (Command::ForceUnlock(a), _) => apply::force_unlock(&ctx, a),
+        (Command::Render(a), _) => render::run(&ctx, a),
+        (Command::Secrets(c), _) => secrets::run(&ctx, c),
+        (Command::State(c), _) => state::run(&ctx, c),
+        (Command::Stacks, _) => stacks::run(&ctx),
+        (Command::Completions(a), _) => docs::completions(a),
+        (Command::Man(a), _) => docs::man(&ctx, a),
     }
 }
 
@@ -262,34 +235,36 @@ pub fn find_agent<'a>(config: &'a Config, name: &str) -> Result<&'a Agent> {
         })
 }
 
-/// The commands that drive servers (the cloud's API, state of servers, ssh to a VM): on a
-/// Kubernetes stack each goes to its Kubernetes form; one without a form is refused rather than
-/// let reach cloud code.
-fn vm_only(command: &Command) -> Option<&'static str> {
-    Some(match command {
-        Command::Plan(_) => "plan",
-        Command::Deploy(_) => "deploy",
-        Command::Destroy(_) => "destroy",
-        Command::Outputs(_) => "outputs",
-        Command::Open(_) => "open",
-        Command::Logs(_) => "logs",
-        Command::Pair(_) => "pair",
-        Command::Ssh(_) => "ssh",
-        Command::Status(_) => "status",
-        _ => return None,
-    })
+/// Where a stack's agents run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Vm,
+    Kubernetes,
+    Docker,
 }
 
-/// The stack's provider, when the stack loads.
-fn provider_kind(ctx: &Ctx) -> Option<crate::stack::ProviderKind> {
-    let project = ctx.project().ok()?;
-    Some(crate::stack::load(&project).ok()?.provider.kind())
-}
-
-/// The stack's name when it is a Kubernetes stack, so that a VM-only command never reaches
-/// cloud code with it. A stack that does not load is left to the command, which reports it.
-fn kubernetes_stack(ctx: &Ctx) -> Option<String> {
-    let project = ctx.project().ok()?;
-    let config = crate::stack::load(&project).ok()?;
-    (config.provider.kind() == crate::stack::ProviderKind::Kubernetes).then_some(config.stack)
+/// The target of the stack a command works on. A stack that does not load (and a command
+/// that needs none) is a VM stack here: the command then reports what is wrong with it.
+fn target(ctx: &Ctx, command: &Command) -> Target {
+    let by_target = matches!(
+        command,
+        Command::Plan(_)
+            | Command::Deploy(_)
+            | Command::Destroy(_)
+            | Command::Outputs(_)
+            | Command::Logs(_)
+            | Command::Ssh(_)
+            | Command::Open(_)
+    );
+    let kind = by_target
+        .then(|| {
+            let project = ctx.project().ok()?;
+            Some(crate::stack::load(&project).ok()?.provider.kind())
+        })
+        .flatten();
+    match kind {
+        Some(crate::stack::ProviderKind::Kubernetes) => Target::Kubernetes,
+        Some(crate::stack::ProviderKind::Docker) => Target::Docker,
+        _ => Target::Vm,
+    }
 }

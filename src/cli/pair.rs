@@ -31,7 +31,8 @@ pub struct PairArgs {
     /// Approve the only pending request (refused when there are several)
     #[arg(long, short = 'y', conflicts_with = "request_id")]
     pub yes: bool,
-    /// Remote user for ssh
+    /// Remote user for ssh (VM stacks; on Kubernetes and Docker the CLI runs by exec as the
+    /// OpenClaw container's own user)
     #[arg(long, short = 'u', default_value = "ubuntu")]
     pub user: String,
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::Ctx;
 use super::ssh::{self, Client, Overrides, SshCommand, Target};
 use crate::app::health::{
-    AgentReport, BootView, Gateway, Netcheck, judge, judge_boot, unreachable,
+    AgentReport, BootView, Gateway, Look, Netcheck, judge, judge_boot, unreachable,
 };
 use crate::boot::Boot;
 use crate::env::vars;
@@ -75,6 +75,9 @@ struct Doc<'a> {
     agents: Vec<AgentReport>,
     healthy: bool,
     unhealthy: usize,
+    /// False for a Docker stack without a tailnet: its gateways are on 127.0.0.1.
+    #[serde(skip)]
+    tailnet_used: bool,
 }
 
 fn probe_url(template: &str, fqdn: &str) -> String {
@@ -181,10 +184,7 @@ async fn remote_output(
 }
 
 async fn netcheck(cmd: SshCommand) -> Netcheck {
-    let fail = |e: String| Netcheck {
-        summary: None,
-        error: Some(e),
-    };
+    let fail = Netcheck::unread;
     let display = cmd.display();
     let stdout = match remote_output(cmd, NETCHECK_TIMEOUT).await {
         Err(e) => return fail(e),
@@ -263,8 +263,10 @@ fn local_view(local: &Local) -> LocalView {
 pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
     let config = &session.config;
-    if config.provider.kind() == ProviderKind::Kubernetes {
-        return run_kubernetes(ctx, &session, args).await;
+    match config.provider.kind() {
+        ProviderKind::Kubernetes => return run_kubernetes(ctx, &session, args).await,
+        ProviderKind::Docker => return run_docker(ctx, &session, args).await,
+        _ => {}
     }
     let state = session.read_state()?;
 
@@ -347,7 +349,14 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<ExitStatus> {
         let view = status.map(|s| tailnet::classify(s, &a.hostname, &a.fqdn));
         let finding = diagnose(config, a, view.as_ref(), status, &cloud);
         let gateway = gateways.get(&a.name).cloned();
-        let (healthy, problems) = judge(a, &cloud, view.as_ref(), finding, gateway.as_ref());
+        let (healthy, problems) = judge(
+            a,
+            &cloud,
+            view.as_ref(),
+            finding,
+            gateway.as_ref(),
+            &Look::vm(&a.name),
+        );
         agents.push(AgentReport {
             agent: a.name.clone(),
             hostname: a.fqdn.clone(),
@@ -410,6 +419,11 @@ fn report(ctx: &Ctx, config: &Config, local: &Local, agents: Vec<AgentReport>) -
         stack: &config.stack,
         provider: config.provider.kind(),
         tailnet: local_view(local),
+        tailnet_used: config.provider.kind() != ProviderKind::Docker
+            || config
+                .secrets
+                .contains_key(crate::stack::model::TAILSCALE_AUTH_KEY)
+            || agents.iter().any(|a| a.sidecar.is_some()),
         agents,
         healthy: unhealthy == 0,
         unhealthy,
@@ -464,7 +478,7 @@ async fn run_kubernetes(
     session: &crate::app::Session,
     args: StatusArgs,
 ) -> Result<ExitStatus> {
-    use crate::app::health::{SidecarView, sidecar_finding, sidecar_tailnet};
+    use crate::app::health::{SidecarHints, netcheck_reading, sidecar_status};
     use crate::app::kubernetes as kube;
     let config = &session.config;
     let namespace = config.provider.place().to_string();
@@ -501,46 +515,24 @@ async fn run_kubernetes(
                     match kube::sidecar_exec(session, client, &pod, &["netcheck", "--format=json"])
                         .await
                     {
-                        Err(e) => Netcheck {
-                            summary: None,
-                            error: Some(e.to_string()),
-                        },
-                        Ok(out) => {
-                            match tailnet::parse_netcheck(&String::from_utf8_lossy(&out.stdout)) {
-                                Ok(r) => Netcheck {
-                                    summary: Some(tailnet::summarize(&r)),
-                                    error: None,
-                                },
-                                Err(e) => Netcheck {
-                                    summary: None,
-                                    error: Some(out.message.unwrap_or(e)),
-                                },
-                            }
-                        }
+                        Err(e) => Netcheck::unread(e.to_string()),
+                        Ok(out) => netcheck_reading(
+                            &String::from_utf8_lossy(&out.stdout),
+                            &String::from_utf8_lossy(&out.stderr),
+                            out.message.as_deref(),
+                        ),
                     },
                 )
             };
             let (gateway, status, check) = tokio::join!(gateway, status, check);
             let status = match status {
                 Err(e) => Err(e.to_string()),
-                Ok(out) if out.exit_code == Some(0) => {
-                    tailnet::parse_status(&String::from_utf8_lossy(&out.stdout))
-                }
-                // What the command said last, then how it ended.
-                Ok(out) => Err([
-                    String::from_utf8_lossy(&out.stderr)
-                        .lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string(),
-                    out.message.unwrap_or_default(),
-                ]
-                .into_iter()
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join(": ")),
+                Ok(out) => sidecar_status(
+                    out.exit_code.map(i64::from),
+                    &String::from_utf8_lossy(&out.stdout),
+                    &String::from_utf8_lossy(&out.stderr),
+                    out.message.as_deref(),
+                ),
             };
             (a.name.clone(), (gateway, status, check))
         }
@@ -560,15 +552,6 @@ async fn run_kubernetes(
             Some((g, s, n)) => (Some(g), Some(s), n),
             None => (None, None, None),
         };
-        let sidecar = sidecar_status.as_ref().map(|s| match s {
-            Ok(st) => SidecarView::from_status(st),
-            Err(e) => SidecarView::unread(e.clone()),
-        });
-        let view = match (local_status, &sidecar_status) {
-            (Some(s), _) => Some(tailnet::classify(s, &a.hostname, &a.fqdn)),
-            (None, Some(Ok(st))) => Some(sidecar_tailnet(st, &a.hostname, &a.fqdn)),
-            _ => None,
-        };
         let mut problems = Vec::new();
         if let Some(p) = pod.filter(|p| p.word != "running") {
             problems.push(tailnet::Finding {
@@ -580,36 +563,274 @@ async fn run_kubernetes(
                 ),
             });
         }
-        if let (Some(p), Some(v)) = (pod, &sidecar)
-            && let Some(f) = sidecar_finding(&p.name, &namespace, v)
-        {
-            problems.push(f);
-        }
-        let finding = diagnose(config, a, view.as_ref(), local_status, &word);
-        // The pod's or the sidecar's problem, when there is one, is the root cause that
-        // `judge` puts first; it then adds only what that does not explain.
-        let lead = match problems.iter().position(|p| p.unhealthy) {
-            Some(i) => Some(problems.remove(i)),
-            None => finding,
+        let pod_name = pod.map(|p| p.name.clone()).unwrap_or_default();
+        agents.push(sidecar_report(
+            config,
+            a,
+            Reading {
+                word,
+                server_id: pod.map(|p| p.name.clone()),
+                local_status,
+                sidecar_status,
+                problems,
+                gateway,
+                netcheck,
+            },
+            &SidecarHints {
+                logs: format!("kubectl -n {namespace} logs {pod_name} -c tailscale"),
+                state: format!(
+                    "delete the pod's Tailscale state (volume claim `tailscale-{pod_name}`)"
+                ),
+            },
+        ));
+    }
+    Ok(report(ctx, config, &local, agents))
+}
+
+/// What was read about an agent whose Tailscale runs in a sidecar (a pod's, a container's).
+struct Reading<'a> {
+    /// The pod's or the OpenClaw container's state: `running`, `exited`, `not deployed`.
+    word: String,
+    server_id: Option<String>,
+    local_status: Option<&'a tailnet::Status>,
+    /// The sidecar's own `tailscale status --json`, when it was asked.
+    sidecar_status: Option<std::result::Result<tailnet::Status, String>>,
+    /// What the pod or the containers say, root causes first.
+    problems: Vec<tailnet::Finding>,
+    gateway: Option<Gateway>,
+    netcheck: Option<Netcheck>,
+}
+
+/// Judge an agent behind a sidecar. The tailnet columns come from this machine's Tailscale
+/// when it runs, as on the VMs, otherwise from the sidecar's view of itself. The pod's, the
+/// containers' or the sidecar's problem, when there is one, is the root cause `judge` puts
+/// first; it then adds only what that does not explain.
+fn sidecar_report(
+    config: &Config,
+    a: &crate::stack::Agent,
+    r: Reading,
+    hints: &crate::app::health::SidecarHints,
+) -> AgentReport {
+    use crate::app::health::{SidecarView, sidecar_finding, sidecar_tailnet};
+    let Reading {
+        word,
+        server_id,
+        local_status,
+        sidecar_status,
+        mut problems,
+        gateway,
+        netcheck,
+    } = r;
+    let sidecar = sidecar_status.as_ref().map(|s| match s {
+        Ok(st) => SidecarView::from_status(st),
+        Err(e) => SidecarView::unread(e.clone()),
+    });
+    let view = match (local_status, &sidecar_status) {
+        (Some(s), _) => Some(tailnet::classify(s, &a.hostname, &a.fqdn)),
+        (None, Some(Ok(st))) => Some(sidecar_tailnet(st, &a.hostname, &a.fqdn)),
+        _ => None,
+    };
+    if let Some(v) = &sidecar
+        && let Some(f) = sidecar_finding(v, hints)
+    {
+        problems.push(f);
+    }
+    let lead = match problems.iter().position(|p| p.unhealthy) {
+        Some(i) => Some(problems.remove(i)),
+        None => diagnose(config, a, view.as_ref(), local_status, &word),
+    };
+    let (healthy, mut judged) = judge(
+        a,
+        &word,
+        view.as_ref(),
+        lead,
+        gateway.as_ref(),
+        &Look::container(&a.name),
+    );
+    judged.extend(problems);
+    AgentReport {
+        agent: a.name.clone(),
+        hostname: a.fqdn.clone(),
+        server_id,
+        cloud: word,
+        tailnet: view,
+        gateway,
+        boot: None,
+        netcheck,
+        sidecar,
+        healthy: healthy && !judged.iter().any(|p| p.unhealthy),
+        problems: judged,
+    }
+}
+
+/// A Docker stack: each agent's containers (from the engine) instead of a server. An agent
+/// with a Tailscale sidecar is judged as on Kubernetes: the sidecar's own `tailscale status
+/// --json` and, with `--netcheck`, `tailscale netcheck`, both by `docker exec`, and the
+/// gateway probed over the tailnet. An agent without one (no auth key) is reached on the
+/// 127.0.0.1 port its gateway is published on, and no tailnet is asked about it.
+async fn run_docker(
+    ctx: &Ctx,
+    session: &crate::app::Session,
+    args: StatusArgs,
+) -> Result<ExitStatus> {
+    use crate::app::docker as local;
+    use crate::app::health::{SidecarHints, judge_local, netcheck_reading, sidecar_status};
+    let config = &session.config;
+    let engine = local::connect(session).await?;
+    let observed = engine
+        .observe(&crate::render::docker::stack_filters(config))
+        .await?;
+    let state = session.read_state()?;
+    let tokens = tokens(ctx, session, &state);
+    let http = http_client(args.timeout)?;
+    let template = ctx
+        .env
+        .get(vars::GATEWAY_PROBE_URL)
+        .unwrap_or("https://{host}/control-ui-config.json")
+        .to_string();
+    let running = |c: Option<&crate::provider::docker::ObservedContainer>| {
+        c.is_some_and(|c| c.state == "running")
+    };
+
+    // Per agent whose gateway runs, at once: the probe, the sidecar's status, its netcheck.
+    let reads = config.agents.iter().filter_map(|a| {
+        let f = local::found(config, a, &observed);
+        let openclaw = f.openclaw.filter(|c| c.state == "running")?;
+        let url = match (f.sidecar, openclaw.port) {
+            (Some(_), _) => probe_url(&template, &a.fqdn),
+            (None, Some(port)) => format!("http://127.0.0.1:{port}/control-ui-config.json"),
+            (None, None) => return None,
         };
-        let (healthy, mut judged) = judge(a, &word, view.as_ref(), lead, gateway.as_ref());
+        let sidecar = f
+            .sidecar
+            .filter(|c| c.state == "running")
+            .map(|c| c.name.clone());
+        let (engine, http, token) = (&engine, http.clone(), tokens.get(&a.name).cloned());
+        let netcheck = args.netcheck;
+        Some(async move {
+            let gateway = probe(http, url, token, args.timeout);
+            let status = async {
+                let sidecar = sidecar.as_deref()?;
+                Some(
+                    match local::sidecar_exec(engine, sidecar, &["status", "--json"]).await {
+                        Err(e) => Err(e.render()),
+                        Ok(out) => sidecar_status(Some(out.code), &out.stdout, &out.stderr, None),
+                    },
+                )
+            };
+            let check = async {
+                let sidecar = sidecar.as_deref().filter(|_| netcheck)?;
+                Some(
+                    match local::sidecar_exec(engine, sidecar, &["netcheck", "--format=json"]).await
+                    {
+                        Err(e) => Netcheck::unread(e.render()),
+                        Ok(out) => netcheck_reading(&out.stdout, &out.stderr, None),
+                    },
+                )
+            };
+            let (gateway, status, check) = tokio::join!(gateway, status, check);
+            (a.name.clone(), (gateway, status, check))
+        })
+    });
+    let mut read: BTreeMap<String, _> = futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .collect();
+    let local_tailnet = tailnet::local(&ctx.env).await;
+    let local_status = local_tailnet.status();
+
+    let mut agents = Vec::new();
+    for a in &config.agents {
+        let f = local::found(config, a, &observed);
+        let look = Look::container(&a.name);
+        let word = match f.openclaw {
+            None if f.sidecar.is_none() => "not deployed".to_string(),
+            None => "missing".to_string(),
+            Some(c) => c.state.clone(),
+        };
+        let (gateway, sidecar_status, netcheck) = match read.remove(&a.name) {
+            Some((g, s, n)) => (Some(g), s, n),
+            None => (None, None, None),
+        };
+        let mut problems = Vec::new();
+        let container = |what: &str, c: &crate::provider::docker::ObservedContainer, logs: &str| {
+            tailnet::Finding {
+                unhealthy: true,
+                message: format!("{what} {} is {}", c.name, c.state),
+                help: format!("see `{logs}`; `agent-army deploy` starts it again"),
+            }
+        };
+        match f.openclaw {
+            None if f.sidecar.is_none() => {}
+            None => problems.push(tailnet::Finding {
+                unhealthy: true,
+                message: format!(
+                    "its OpenClaw container {} is missing",
+                    crate::render::docker::container_name(config, a)
+                ),
+                help: "run `agent-army deploy`".into(),
+            }),
+            Some(c) if c.state != "running" => {
+                problems.push(container("its OpenClaw container", c, &look.logs))
+            }
+            Some(_) => {}
+        }
+        if let Some(c) = f.sidecar.filter(|c| c.state != "running") {
+            problems.push(container(
+                "its Tailscale sidecar",
+                c,
+                &format!("agent-army logs {} --tailscale", a.name),
+            ));
+        }
+        let server_id = f.openclaw.or(f.sidecar).map(|c| c.name.clone());
+        if f.sidecar.is_some() {
+            agents.push(sidecar_report(
+                config,
+                a,
+                Reading {
+                    word,
+                    server_id,
+                    local_status,
+                    sidecar_status,
+                    problems,
+                    gateway,
+                    netcheck,
+                },
+                &SidecarHints {
+                    logs: format!("agent-army logs {} --tailscale", a.name),
+                    state: format!(
+                        "remove its Tailscale state (`agent-army destroy`, then `docker volume rm {}`)",
+                        crate::render::docker::state_volume_name(config, a)
+                    ),
+                },
+            ));
+            continue;
+        }
+        let lead = problems
+            .iter()
+            .position(|p| p.unhealthy)
+            .map(|i| problems.remove(i));
+        let (healthy, mut judged) = if word == "not deployed" {
+            judge(a, &word, None, None, None, &look)
+        } else {
+            judge_local(a, running(f.openclaw), lead, gateway.as_ref(), &look)
+        };
         judged.extend(problems);
-        let problems = judged;
         agents.push(AgentReport {
             agent: a.name.clone(),
             hostname: a.fqdn.clone(),
-            server_id: pod.map(|p| p.name.clone()),
+            server_id,
             cloud: word,
-            tailnet: view,
+            tailnet: None,
             gateway,
             boot: None,
             netcheck,
-            sidecar,
-            healthy: healthy && !problems.iter().any(|p| p.unhealthy),
-            problems,
+            sidecar: None,
+            healthy: healthy && !judged.iter().any(|p| p.unhealthy),
+            problems: judged,
         });
     }
-    Ok(report(ctx, config, &local, agents))
+    Ok(report(ctx, config, &local_tailnet, agents))
 }
 
 /// How `status` reaches the agents over ssh: the same client, overrides and known_hosts as
@@ -667,10 +888,7 @@ async fn run_netchecks(remote: &Remote, user: &str, agents: &mut [AgentReport]) 
     let mut set = tokio::task::JoinSet::new();
     for (i, r) in agents.iter_mut().enumerate() {
         if let Some(reason) = unreachable(r) {
-            r.netcheck = Some(Netcheck {
-                summary: None,
-                error: Some(reason),
-            });
+            r.netcheck = Some(Netcheck::unread(reason));
             continue;
         }
         let cmd = remote.command(
@@ -720,6 +938,9 @@ fn text(config: &Config, doc: &Doc) -> String {
         config.tailnet
     );
     match &doc.tailnet {
+        _ if !doc.tailnet_used => {
+            out.push_str("No tailnet: each gateway is published on 127.0.0.1 of this machine\n")
+        }
         LocalView { error: Some(e), .. } => {
             out.push_str(&format!(
                 "error: {e}: the agents' tailnet state is unknown\n  help: {}\n",
@@ -753,9 +974,11 @@ fn text(config: &Config, doc: &Doc) -> String {
             vec![
                 a.agent.clone(),
                 a.cloud.clone(),
-                a.tailnet
-                    .as_ref()
-                    .map_or("unknown".into(), |t| t.presence.to_string()),
+                match &a.tailnet {
+                    Some(t) => t.presence.to_string(),
+                    None if !doc.tailnet_used => "not used".into(),
+                    None => "unknown".into(),
+                },
                 dev.map_or("-".into(), |d| {
                     if d.ips.is_empty() {
                         "-".into()

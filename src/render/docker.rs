@@ -122,6 +122,16 @@ pub fn container_name(config: &Config, agent: &Agent) -> String {
     format!("{}-{}", config.project, agent.hostname)
 }
 
+/// The agent's Tailscale sidecar: `<project>-<stack>-<agent>-tailscale`.
+pub fn sidecar_name(config: &Config, agent: &Agent) -> String {
+    format!("{}-tailscale", container_name(config, agent))
+}
+
+/// The volume of the sidecar's node state (and auth key).
+pub fn state_volume_name(config: &Config, agent: &Agent) -> String {
+    format!("{}-tailscale-state", container_name(config, agent))
+}
+
 /// The stack's bridge network.
 pub fn network_name(config: &Config) -> String {
     format!("agent-army-{}-{}", config.project, config.stack)
@@ -199,8 +209,8 @@ pub fn agent_containers(
 ) -> AgentContainers {
     let name = container_name(config, agent);
     let data_volume = format!("{name}-data");
-    let state_volume = format!("{name}-tailscale-state");
-    let sidecar_name = format!("{name}-tailscale");
+    let state_volume = state_volume_name(config, agent);
+    let sidecar_name = sidecar_name(config, agent);
     // Masked (render, plan): whether the stack names a key; real: whether it resolved to one.
     let tailnet = match values {
         Values::Masked => has_auth_key(config),

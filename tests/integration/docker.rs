@@ -328,8 +328,86 @@ fn docker_target_end_to_end() {
     // A redeploy changes nothing.
     let out = run(&["-s", "local", "deploy", "--yes"]);
     out.success().stdout_has("No changes.");
-    // A changed env value: only agent-eng is recreated, on the same data volume.
+    // `status`: the same report as on VMs; no tailnet is asked about; each gateway is asked
+    // an authenticated question where it is published.
+    let out = run(&["-s", "local", "-o", "json", "status"]);
+    out.success();
+    let doc = out.json();
+    assert_eq!(doc["provider"], "docker", "{doc}");
+    for a in doc["agents"].as_array().unwrap() {
+        assert_eq!(a["cloud"], "running", "{a}");
+        assert_eq!(a["healthy"], true, "{a}");
+        assert_eq!(a["gateway"]["status"], 200, "{a}");
+        assert_eq!(a["gateway"]["authenticated"], true, "{a}");
+        let url = a["gateway"]["url"].as_str().unwrap();
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        assert_eq!(a["problems"], serde_json::json!([]), "{a}");
+    }
+    run(&["-s", "local", "status"])
+        .success()
+        .stdout_has("No tailnet: each gateway is published on 127.0.0.1")
+        .stdout_has("not used")
+        .stdout_has("All 3 agents are healthy.");
+    // `logs`: the gateway's output; JSON lines with their time; the `docker logs` command.
+    let out = run(&["-s", "local", "logs", "pm", "-n", "20"]);
+    out.success();
+    assert!(out.stdout.contains("[gateway]"), "{}", out.stdout);
+    let out = run(&[
+        "-s", "local", "-o", "json", "logs", "pm", "-n", "5", "--since", "1h",
+    ]);
+    out.success();
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 5, "{}", out.stdout);
+    for l in &lines {
+        assert!(l["time"].as_str().unwrap().starts_with("20"), "{l}");
+        assert!(l["message"].is_string(), "{l}");
+    }
+    run(&[
+        "-s", "local", "logs", "pm", "--print", "-f", "--since", "30m",
+    ])
+    .success()
+    .stdout_has(&format!(
+        "docker -H {host} logs --tail=100 --follow --since=1800s {project}-local-agent-pm"
+    ));
+    run(&["-s", "local", "logs", "pm", "--tailscale"])
+        .code(1)
+        .stderr_has(&format!("no container {project}-local-agent-pm-tailscale"))
+        .stderr_has("the agent has no Tailscale sidecar");
+    // A stopped gateway: unhealthy, with where to look (the env change below recreates it).
     let eng = format!("{project}-local-agent-eng");
+    d.ok(&["stop", "-t", "5", &eng]);
+    let out = run(&["-s", "local", "-o", "json", "status"]);
+    out.code(1);
+    let doc = out.json();
+    let a = doc["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent"] == "agent-eng")
+        .unwrap();
+    assert_eq!(a["cloud"], "exited", "{a}");
+    assert_eq!(a["healthy"], false, "{a}");
+    assert!(
+        a["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("its OpenClaw container {eng} is exited")),
+        "{a}"
+    );
+    assert!(
+        a["problems"][0]["help"]
+            .as_str()
+            .unwrap()
+            .contains("agent-army logs agent-eng"),
+        "{a}"
+    );
+    assert_eq!(doc["unhealthy"], 1, "{doc}");
+    d.ok(&["start", &eng]);
+    // A changed env value: only agent-eng is recreated, on the same data volume.
     d.ok(&["exec", &eng, "sh", "-c", "echo kept > \"$HOME/marker\""]);
     let before: Vec<String> = agents
         .iter()
@@ -464,11 +542,78 @@ fn docker_target_end_to_end() {
     run(&["-s", "tailnet", "-o", "json", "pair", "pm"])
         .success()
         .stdout_has("\"pending\":[]");
-    let out = run(&["-s", "tailnet", "-o", "json", "status"]);
-    out.success();
+    // `status`: each sidecar's own `tailscale status --json` (by exec); the gateways are
+    // probed over the tailnet, which this machine is not on: unhealthy, and said so.
+    let out = run(&["-s", "tailnet", "-o", "json", "status", "--netcheck"]);
+    out.code(1);
     for a in out.json()["agents"].as_array().unwrap() {
-        assert_eq!(a["tailscale"]["BackendState"], "Running", "{a}");
+        let agent = a["agent"].as_str().unwrap();
+        assert_eq!(a["cloud"], "running", "{a}");
+        assert_eq!(a["sidecar"]["backend_state"], "Running", "{a}");
+        assert!(
+            a["sidecar"]["ips"][0].as_str().unwrap().starts_with("100."),
+            "{a}"
+        );
+        assert!(
+            a["sidecar"]["health"][0]
+                .as_str()
+                .unwrap()
+                .contains("STAND-IN"),
+            "{a}"
+        );
+        assert_eq!(
+            a["gateway"]["url"],
+            format!("https://tailnet-{agent}.tail12345.ts.net/control-ui-config.json"),
+            "{a}"
+        );
+        assert_eq!(a["gateway"]["answers"], false, "{a}");
+        // The stand-in has no netcheck, and says so: what the command said is reported.
+        assert!(
+            a["netcheck"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("not implemented by the stand-in"),
+            "{a}"
+        );
     }
+    // The sidecar's log.
+    run(&["-s", "tailnet", "logs", "pm", "--tailscale"])
+        .success()
+        .stdout_has("STAND-IN for tailscale/containerboot");
+    // `--replace pm`: both of pm's containers made again, on the same volumes: the sidecar
+    // keeps its node identity (its addresses), the others are untouched.
+    let ips = |agent: &str| {
+        let out = run(&["-s", "tailnet", "-o", "json", "status"]);
+        out.json()["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["agent"] == agent)
+            .map(|a| a["sidecar"]["ips"].clone())
+            .unwrap()
+    };
+    let pm_ips = ips("agent-pm");
+    run(&[
+        "-s",
+        "tailnet",
+        "plan",
+        "--replace",
+        "pm",
+        "--detailed-exitcode",
+    ])
+    .code(2)
+    .stderr_has("~ agent-pm (openclaw: recreate (--replace); tailscale: recreate (--replace))")
+    .stderr_has("  agent-eng (openclaw: no change; tailscale: no change)");
+    let eng_id = d.inspect(&format!("{project}-tailnet-agent-eng"))["Id"].clone();
+    run(&["-s", "tailnet", "deploy", "--yes", "--replace", "agent-pm"]).success();
+    assert_eq!(ips("agent-pm"), pm_ips);
+    assert_eq!(
+        d.inspect(&format!("{project}-tailnet-agent-eng"))["Id"],
+        eng_id
+    );
+    run(&["-s", "tailnet", "logs", "pm", "--tailscale"])
+        .success()
+        .stdout_has("node state found: keeping identity");
     run(&["-s", "tailnet", "deploy", "--yes"])
         .success()
         .stdout_has("No changes.");

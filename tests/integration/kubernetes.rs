@@ -982,7 +982,13 @@ fn logs_come_from_the_openclaw_container_through_the_api_server() {
         .args(["-s", "k8s", "logs", "pm", "--since", "yesterday"])
         .run()
         .code(64)
-        .stderr_has("on a Kubernetes stack it is a duration");
+        .stderr_has("on a Kubernetes or Docker stack it is a duration");
+    // The Tailscale sidecar's log.
+    run()
+        .args(["-s", "k8s", "logs", "eng", "--tailscale", "--print"])
+        .run()
+        .success()
+        .stdout_has("kubectl -n acme-agents logs k8s-agent-eng-0 -c tailscale --tail=100");
 }
 
 #[test]

@@ -1207,4 +1207,8 @@ async fn open_prints_or_opens_the_url_and_logs_reads_the_gateway_journal() {
     printed.success().stdout_has(
         "'journalctl --unit=openclaw-gateway --no-pager --output=short-iso --lines=100 --follow'",
     );
+    // Tailscale's own log: tailscaled's unit.
+    logs(&["--tailscale", "-n", "3"])
+        .success()
+        .stdout_has("journal args: --unit=tailscaled --no-pager --output=short-iso --lines=3");
 }

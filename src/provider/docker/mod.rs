@@ -30,6 +30,8 @@ pub enum DockerError {
     NoImage { image: String, detail: String },
     #[error("Docker: {what}: {detail}")]
     Api { what: String, detail: String },
+    #[error("no container {container} on this engine")]
+    NoContainer { container: String },
     #[error("{container} did not become healthy within {secs} s ({state}){log}")]
     Unhealthy {
         container: String,
@@ -45,6 +47,8 @@ impl DockerError {
             DockerError::Unreachable { .. } => "start Docker (on Debian: `apt-get install docker.io`, then `systemctl start docker`; or `scripts/docker-setup`, which starts one for this checkout and prints its DOCKER_HOST), or set `[docker] host` / DOCKER_HOST to its socket".into(),
             DockerError::NoImage { .. } => "build the local images with `scripts/docker-setup` (no registry needed), or `docker pull` the image, or set `[docker] openclaw_image` / `tailscale_image`".into(),
             DockerError::Api { .. } => return None,
+            DockerError::NoContainer { container } if container.ends_with("-tailscale") => "the agent has no Tailscale sidecar: its stack has no `tailscale_auth_key`, or it is not deployed (`agent-army deploy`)".into(),
+            DockerError::NoContainer { .. } => "the agent is not deployed: run `agent-army deploy`".into(),
             DockerError::Unhealthy { container, .. } => format!("see `docker logs {container}` (or `agent-army logs AGENT`); a deploy again picks up where this one stopped"),
         })
     }
@@ -409,9 +413,9 @@ impl Engine {
     /// The last `n` lines of a container's output.
     pub async fn tail(&self, name: &str, n: u32) -> String {
         let mut out = String::new();
-        let mut s = self.logs(name, n, false);
+        let mut s = self.logs(name, n, false, None, false);
         while let Some(Ok(chunk)) = s.next().await {
-            out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            out.push_str(&String::from_utf8_lossy(&chunk));
         }
         out.trim_end().to_string()
     }
@@ -422,19 +426,37 @@ impl Engine {
         name: &str,
         tail: u32,
         follow: bool,
-    ) -> impl futures_util::Stream<
-        Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
-    > + use<> {
-        self.docker.logs(
-            name,
-            Some(LogsOptions {
-                stdout: true,
-                stderr: true,
-                follow,
-                tail: tail.to_string(),
-                ..Default::default()
-            }),
-        )
+        since_unix: Option<i64>,
+        timestamps: bool,
+    ) -> impl futures_util::Stream<Item = Result<Vec<u8>, DockerError>> + use<> {
+        use futures_util::StreamExt;
+        let container = name.to_string();
+        self.docker
+            .logs(
+                name,
+                Some(LogsOptions {
+                    stdout: true,
+                    stderr: true,
+                    follow,
+                    tail: tail.to_string(),
+                    since: since_unix
+                        .and_then(|s| i32::try_from(s).ok())
+                        .unwrap_or_default(),
+                    timestamps,
+                    ..Default::default()
+                }),
+            )
+            .map(move |r| {
+                r.map(|o| o.into_bytes().to_vec()).map_err(|e| {
+                    if not_found(&e) {
+                        DockerError::NoContainer {
+                            container: container.clone(),
+                        }
+                    } else {
+                        api(format!("logs of {container}"))(e)
+                    }
+                })
+            })
     }
 
     /// Run `cmd` in a running container as `user` and collect its output.
