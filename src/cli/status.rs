@@ -930,13 +930,16 @@ async fn run_boots(remote: &Remote, user: &str, direct: bool, agents: &mut [Agen
 
 fn text(config: &Config, doc: &Doc) -> String {
     let mut out = format!(
-        "Stack `{}` of project `{}` on {} {}, tailnet {}\n",
+        "Stack `{}` of project `{}` on {} {}",
         config.stack,
         config.project,
         config.provider.kind(),
         config.provider.place(),
-        config.tailnet
     );
+    if doc.tailnet_used {
+        out.push_str(&format!(", tailnet {}", config.tailnet));
+    }
+    out.push('\n');
     match &doc.tailnet {
         _ if !doc.tailnet_used => {
             out.push_str("No tailnet: each gateway is published on 127.0.0.1 of this machine\n")
