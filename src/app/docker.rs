@@ -91,6 +91,10 @@ fn change(want: &ContainerSpec, have: Option<&ObservedContainer>) -> Change {
                 ),
             }
         }
+        // A gateway that failed its health check (a deploy that stopped there): made again.
+        Some(h) if h.health.as_deref() == Some("unhealthy") => Change::Recreate {
+            parts: vec!["unhealthy".into()],
+        },
         Some(h) if h.state != "running" => Change::Start,
         Some(_) => Change::Keep,
     }
@@ -118,9 +122,11 @@ pub fn diff(config: &Config, want: &[AgentContainers], observed: &Observed) -> P
         });
         wanted.push(a.openclaw.name.as_str());
         let mut openclaw = change(&a.openclaw, by_name.get(a.openclaw.name.as_str()).copied());
-        // A new sidecar is a new network namespace: the gateway must join it.
-        if matches!(sidecar, Some(Change::Create | Change::Recreate { .. }))
-            && openclaw != Change::Create
+        // A new or restarted sidecar is a new network namespace: the gateway must join it.
+        if matches!(
+            sidecar,
+            Some(Change::Create | Change::Recreate { .. } | Change::Start)
+        ) && openclaw != Change::Create
         {
             openclaw = Change::Recreate {
                 parts: vec!["sidecar".into()],
@@ -139,6 +145,41 @@ pub fn diff(config: &Config, want: &[AgentContainers], observed: &Observed) -> P
         .map(|c| c.name.clone())
         .collect();
     plan
+}
+
+/// Refuse a plan that would make a container or volume whose name the engine already gives
+/// to something the stack's labels did not find (another project or stack whose names run
+/// together, or something made by hand): before anything is changed or asked.
+pub async fn refuse_foreign(
+    engine: &Engine,
+    want: &[AgentContainers],
+    plan: &Plan,
+    observed: &Observed,
+) -> Result<()> {
+    let ours = |name: &str| observed.volumes.iter().any(|(n, _)| n == name);
+    let mut asks = Vec::new();
+    for (a, p) in want.iter().zip(&plan.agents) {
+        if p.openclaw == Change::Create {
+            asks.push(("container", a.openclaw.name.as_str()));
+        }
+        if let (Some(s), Some(Change::Create)) = (&a.sidecar, &p.sidecar) {
+            asks.push(("container", s.name.as_str()));
+        }
+        for (v, _) in &a.volumes {
+            if !ours(v) {
+                asks.push(("volume", v.as_str()));
+            }
+        }
+    }
+    let found =
+        futures_util::future::join_all(asks.iter().map(|(kind, name)| engine.not_ours(kind, name)))
+            .await;
+    for f in found {
+        if let Some(e) = f? {
+            return Err(e.into());
+        }
+    }
+    Ok(())
 }
 
 /// `--replace AGENT`: that agent's containers are made again (its volumes, and so its data,
@@ -196,18 +237,16 @@ fn port_for(observed: &Observed, openclaw: &str, data_volume: &str) -> Result<u1
     free_port()
 }
 
-/// Every agent's containers with real values (secrets resolved, gateway keys from state or
-/// the seed, created under the lock when missing).
+/// Every agent's containers with real values (secrets resolved, the agents' gateway keys).
 pub fn desired(
     session: &Session,
-    lock_wait: Duration,
+    keys: &BTreeMap<String, crate::token::GatewayKey>,
     observed: &Observed,
 ) -> Result<Vec<AgentContainers>> {
     let config = &session.config;
     let Some(d) = settings(config) else {
         return Ok(Vec::new());
     };
-    let keys = session.gateway_keys("deploy", lock_wait)?;
     let none = Secret::new(String::new());
     let mut out = Vec::new();
     for a in &config.agents {
@@ -331,7 +370,12 @@ async fn converge(engine: &Engine, s: &ContainerSpec, c: &Change) -> Result<()> 
     match c {
         Change::Keep => {}
         Change::Start => engine.start(&s.name).await?,
-        Change::Create | Change::Recreate { .. } => {
+        // A name the stack's labels did not find is someone else's: create refuses it.
+        Change::Create => {
+            engine.create(s).await?;
+            engine.start(&s.name).await?;
+        }
+        Change::Recreate { .. } => {
             engine.remove(&s.name).await?;
             engine.create(s).await?;
             engine.start(&s.name).await?;
@@ -414,10 +458,19 @@ pub async fn sidecar_exec(
     sidecar: &str,
     args: &[&str],
 ) -> Result<crate::provider::docker::ExecOutput> {
+    /// `tailscale netcheck` takes a few seconds; a sidecar that hangs must not hang `status`.
+    const DEADLINE: Duration = Duration::from_secs(60);
     let socket = format!("--socket={}", crate::render::kubernetes::TAILSCALE_SOCKET);
     let mut cmd = vec!["tailscale", socket.as_str()];
     cmd.extend_from_slice(args);
-    Ok(engine.exec(sidecar, None, &cmd).await?)
+    match tokio::time::timeout(DEADLINE, engine.exec(sidecar, None, &cmd)).await {
+        Ok(out) => Ok(out?),
+        Err(_) => Err(crate::provider::docker::DockerError::Api {
+            what: format!("exec `tailscale {}` in {sidecar}", args.join(" ")),
+            detail: format!("no answer within {} s", DEADLINE.as_secs()),
+        }
+        .into()),
+    }
 }
 
 /// One agent as `outputs` and `open` show it.
@@ -483,4 +536,128 @@ pub async fn views(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::docker::agent_containers;
+    use crate::stack::load_from_strs;
+
+    const PROJECT: &str =
+        "[project]\nname = \"demo\"\n\n[[agents]]\nname = \"agent-pm\"\nrole = \"PM\"\n";
+
+    /// The wanted containers of one agent, with (`auth`) or without a sidecar.
+    fn wanted(auth: &str) -> (Config, Vec<AgentContainers>) {
+        let d = tempfile::tempdir().unwrap();
+        let c = load_from_strs(d.path(), "local", PROJECT, "provider = \"docker\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let auth = Secret::new(auth.to_string());
+        let token = "t".repeat(48);
+        let values = Values::Real {
+            tailscale_auth_key: &auth,
+            env: BTreeMap::new(),
+            gateway_token: &token,
+        };
+        let ProviderSettings::Docker(ds) = &c.provider else {
+            panic!("not a docker stack")
+        };
+        let port = auth.expose().is_empty().then_some(41000);
+        let a = agent_containers(&c, ds, &c.agents[0], &values, "kid", port);
+        (c, vec![a])
+    }
+
+    /// What the engine would list for `spec`, in `state` and `health`.
+    fn seen(spec: &ContainerSpec, state: &str, health: Option<&str>) -> ObservedContainer {
+        ObservedContainer {
+            id: format!("id-{}", spec.name),
+            name: spec.name.clone(),
+            labels: spec.labels.clone(),
+            state: state.into(),
+            health: health.map(str::to_string),
+            port: spec.publish,
+        }
+    }
+
+    fn observed(config: &Config, containers: Vec<ObservedContainer>) -> Observed {
+        Observed {
+            containers,
+            networks: vec![("n1".into(), spec::network_name(config))],
+            volumes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_plan_compares_labels_and_states() {
+        let (c, want) = wanted("");
+        let oc = &want[0].openclaw;
+        // Nothing there: the network and the container are made.
+        let plan = diff(&c, &want, &Observed::default());
+        assert!(plan.create_network);
+        assert_eq!(plan.agents[0].openclaw, Change::Create);
+        assert_eq!(plan.agents[0].sidecar, None);
+        // Running and healthy with the same hash: nothing to do.
+        let plan = diff(
+            &c,
+            &want,
+            &observed(&c, vec![seen(oc, "running", Some("healthy"))]),
+        );
+        assert!(plan.is_noop(), "{plan:?}");
+        // Stopped: started. Failed its health check: made again.
+        let plan = diff(&c, &want, &observed(&c, vec![seen(oc, "exited", None)]));
+        assert_eq!(plan.agents[0].openclaw, Change::Start);
+        let plan = diff(
+            &c,
+            &want,
+            &observed(&c, vec![seen(oc, "running", Some("unhealthy"))]),
+        );
+        assert_eq!(
+            plan.agents[0].openclaw,
+            Change::Recreate {
+                parts: vec!["unhealthy".into()]
+            }
+        );
+        // Another hash: made again; a container the stack no longer wants: removed.
+        let mut old = seen(oc, "running", Some("healthy"));
+        old.labels.insert(LABEL_CONFIG.into(), "other".into());
+        let mut gone = seen(oc, "running", None);
+        gone.name = "demo-local-agent-old".into();
+        let plan = diff(&c, &want, &observed(&c, vec![old, gone]));
+        assert!(matches!(plan.agents[0].openclaw, Change::Recreate { .. }));
+        assert_eq!(plan.remove, vec!["demo-local-agent-old".to_string()]);
+    }
+
+    #[test]
+    fn a_new_or_restarted_sidecar_takes_the_gateway_with_it() {
+        let (c, want) = wanted("tskey-auth-x");
+        let (oc, sc) = (&want[0].openclaw, want[0].sidecar.as_ref().unwrap());
+        let running = |sidecar_state: &str| {
+            observed(
+                &c,
+                vec![
+                    seen(oc, "running", Some("healthy")),
+                    seen(sc, sidecar_state, None),
+                ],
+            )
+        };
+        assert!(diff(&c, &want, &running("running")).is_noop());
+        // A stopped sidecar starts in a new network namespace: the gateway must join it.
+        let plan = diff(&c, &want, &running("exited"));
+        assert_eq!(plan.agents[0].sidecar, Some(Change::Start));
+        assert_eq!(
+            plan.agents[0].openclaw,
+            Change::Recreate {
+                parts: vec!["sidecar".into()]
+            }
+        );
+        // --replace: both made again, whatever changed.
+        let mut plan = diff(&c, &want, &running("running"));
+        replace(&mut plan, &["agent-pm".into()]);
+        let again = Change::Recreate {
+            parts: vec!["--replace".into()],
+        };
+        assert_eq!(plan.agents[0].openclaw, again);
+        assert_eq!(plan.agents[0].sidecar, Some(again.clone()));
+        assert_eq!(describe(&again), "recreate (--replace)");
+    }
 }

@@ -64,7 +64,13 @@ pub fn documents(
         .map(|a| fleet::resolve_secrets(config, a, &session.keyring, &session.env))
         .collect::<Result<Vec<_>>>()?;
     let keys = session.gateway_keys("render", lock_wait)?;
-    let placeholder = fleet::minted_placeholder();
+    // A VM or pod without a key gets one minted at deploy; a Docker agent without one has no
+    // sidecar: render what deploy makes.
+    let placeholder = if config.provider.kind() == crate::stack::ProviderKind::Docker {
+        crate::secrets::Secret::new(String::new())
+    } else {
+        fleet::minted_placeholder()
+    };
     let docs = agents
         .iter()
         .zip(&secrets)

@@ -97,11 +97,17 @@ impl Session {
             return Ok(keys);
         }
         let lock = self.lock(operation, wait)?;
+        self.gateway_keys_locked(&lock)
+    }
+
+    /// Every agent's gateway key, for a run that already holds the stack's lock: missing
+    /// keys are created and state is written.
+    pub fn gateway_keys_locked(&self, lock: &LockGuard) -> Result<BTreeMap<String, GatewayKey>> {
         let mut state = self.read_state()?;
         let (keys, changed) =
             fleet::ensure_keys(&mut state, &self.config, &self.keyring, &self.env, false)?;
         if changed {
-            self.write_state(&lock, &mut state)?;
+            self.write_state(lock, &mut state)?;
         }
         Ok(keys)
     }

@@ -42,34 +42,41 @@ fn print_plan(ctx: &Ctx, socket: &str, plan: &Plan) {
     }
 }
 
+/// The plan, with the engine's objects it was made from. `lock`: deploy's hold on the
+/// stack (missing gateway keys are made under it); plan takes the lock only when keys are
+/// missing.
 async fn planned(
-    ctx: &Ctx,
-    lock_timeout: Duration,
+    session: &crate::app::Session,
+    lock: Option<&crate::lock::LockGuard>,
     replace: &[String],
 ) -> Result<(
-    crate::app::Session,
     crate::provider::docker::Engine,
     Vec<spec::AgentContainers>,
     local::Plan,
     crate::provider::docker::Observed,
 )> {
-    let session = ctx.session()?;
-    let engine = local::connect(&session).await?;
-    let observed = engine
-        .observe(&spec::stack_filters(&session.config))
-        .await?;
     let replace = replace
         .iter()
         .map(|r| super::find_agent(&session.config, r).map(|a| a.name.clone()))
         .collect::<Result<Vec<_>>>()?;
-    let want = local::desired(&session, lock_timeout, &observed)?;
+    let keys = match lock {
+        Some(lock) => session.gateway_keys_locked(lock)?,
+        None => session.gateway_keys("plan", Duration::ZERO)?,
+    };
+    let engine = local::connect(session).await?;
+    let observed = engine
+        .observe(&spec::stack_filters(&session.config))
+        .await?;
+    let want = local::desired(session, &keys, &observed)?;
     let mut plan = local::diff(&session.config, &want, &observed);
     local::replace(&mut plan, &replace);
-    Ok((session, engine, want, plan, observed))
+    local::refuse_foreign(&engine, &want, &plan, &observed).await?;
+    Ok((engine, want, plan, observed))
 }
 
 pub async fn plan(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
-    let (_, engine, _, plan, _) = planned(ctx, Duration::ZERO, &args.replace).await?;
+    let session = ctx.session()?;
+    let (engine, _, plan, _) = planned(&session, None, &args.replace).await?;
     print_plan(ctx, &engine.socket, &plan);
     if ctx.json() {
         println!(
@@ -88,8 +95,10 @@ pub async fn plan(ctx: &Ctx, args: PlanArgs) -> Result<ExitStatus> {
 
 pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
     let started = Instant::now();
-    let (session, engine, want, plan, observed) =
-        planned(ctx, args.lock_timeout, &args.replace).await?;
+    let session = ctx.session()?;
+    // Held until the end: two runs never remove and create the same containers at once.
+    let lock = session.lock("deploy", args.lock_timeout)?;
+    let (engine, want, plan, observed) = planned(&session, Some(&lock), &args.replace).await?;
     print_plan(ctx, &engine.socket, &plan);
     if plan.is_noop() {
         if ctx.json() {
@@ -145,6 +154,7 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<ExitStatus> {
 
 pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
+    let _lock = session.lock("destroy", args.lock_timeout)?;
     let engine = local::connect(&session).await?;
     let stack = session.config.stack.clone();
     let observed = engine

@@ -149,6 +149,8 @@ impl Validator<'_> {
                 &stack,
                 matches!(provider.settings, ProviderSettings::Kubernetes(_)),
             );
+        } else {
+            self.docker_tailnet(s, &secrets, &stack);
         }
         let (mut agents, model_sources) = self.agents(&AgentContext {
             p,
@@ -776,6 +778,34 @@ impl Validator<'_> {
     /// Agents join the tailnet with `tailscale_auth_key` or keys minted by an OAuth client.
     /// A Kubernetes stack needs the key itself: its Secrets are applied as rendered, and no
     /// key is minted for them.
+    /// A Docker stack is on a tailnet exactly when it names an auth key; then it needs the
+    /// tailnet's name, and an OAuth client alone (which mints keys for VMs) does not do.
+    fn docker_tailnet(&mut self, s: &RawStack, secrets: &BTreeMap<String, SecretRef>, stack: &str) {
+        let key = secrets.contains_key(TAILSCALE_AUTH_KEY);
+        if key && s.tailnet.is_none() {
+            self.serr(
+                &s.provider,
+                "tailnet",
+                "missing key `tailnet`: this Docker stack has `tailscale_auth_key`, so its agents join a tailnet and their URLs are `https://<stack>-<agent>.<tailnet>/`".into(),
+                Some("add `tailnet = \"tail12345.ts.net\"` (admin console → DNS), or remove `tailscale_auth_key` to keep the gateways on 127.0.0.1".into()),
+            );
+        }
+        if !key
+            && (secrets.contains_key(TAILSCALE_OAUTH_ID)
+                || secrets.contains_key(TAILSCALE_OAUTH_SECRET))
+        {
+            self.diags.push(Diagnostic {
+                file: self.ssrc.path.to_path_buf(),
+                line: 1,
+                col: 1,
+                field: format!("secrets.{TAILSCALE_AUTH_KEY}"),
+                message: "an OAuth client without `tailscale_auth_key`: a Docker stack's sidecars log in with an auth key (keys minted by an OAuth client are not supported on Docker), so this stack would run off the tailnet".into(),
+                help: Some(format!("set `{TAILSCALE_AUTH_KEY}` (`agent-army secrets set {TAILSCALE_AUTH_KEY} --stack {stack}`, or `env:TS_AUTHKEY`), or remove the OAuth client to run the gateways on 127.0.0.1")),
+                snippet: None,
+            });
+        }
+    }
+
     fn tailscale_auth_key(
         &mut self,
         secrets: &BTreeMap<String, SecretRef>,

@@ -190,6 +190,37 @@ fn docker_stack_renders_create_bodies_and_validates_without_an_engine() {
     ])
     .success();
     assert!(p.read("ts-shown/agent-pm.yaml").contains(TS_SENTINEL));
+    // Without a key, `render --show-secrets` shows what deploy makes: no sidecar.
+    p.write("stacks/local.toml", &local);
+    run(&[
+        "-s",
+        "local",
+        "render",
+        "--out",
+        "plain-shown",
+        "--show-secrets",
+    ])
+    .success();
+    let plain = p.read("plain-shown/agent-pm.yaml");
+    assert!(!plain.contains("-tailscale"), "{plain}");
+    // An auth key needs the tailnet's name; an OAuth client alone is refused.
+    p.write(
+        "stacks/local.toml",
+        &local.replace("# tailscale_auth_key", "tailscale_auth_key"),
+    );
+    run(&["-s", "local", "validate"])
+        .code(3)
+        .stderr_has("missing key `tailnet`: this Docker stack has `tailscale_auth_key`");
+    p.write(
+        "stacks/local.toml",
+        &local.replace(
+            "# tailscale_auth_key = \"env:TS_AUTHKEY\"",
+            "tailscale_oauth_client_id = \"env:TS_AUTHKEY\"\ntailscale_oauth_client_secret = \"env:TS_AUTHKEY\"",
+        ),
+    );
+    run(&["-s", "local", "validate"])
+        .code(3)
+        .stderr_has("an OAuth client without `tailscale_auth_key`");
 }
 
 #[test]
@@ -222,6 +253,24 @@ fn docker_target_end_to_end() {
     let label = format!("label=agent-army/project={project}");
 
     // --- 1. no tailnet: gateways on 127.0.0.1 --------------------------------------------
+    // A volume with a name the stack wants but not its labels (made by hand here): plan and
+    // deploy refuse before changing anything, and leave it alone.
+    let foreign = format!("{project}-local-agent-pm-data");
+    d.ok(&["volume", "create", &foreign]);
+    for args in [
+        &["-s", "local", "plan"][..],
+        &["-s", "local", "deploy", "--yes"],
+    ] {
+        run(args)
+            .code(1)
+            .stderr_has(&format!(
+                "a volume named {foreign} is on this engine, but this stack did not make it (it has no agent-army labels)"
+            ))
+            .stderr_has(&format!("docker volume rm {foreign}"));
+    }
+    assert!(d.ids(&label, &["ps", "-a"]).is_empty());
+    assert!(d.ids(&label, &["network", "ls"]).is_empty());
+    d.ok(&["volume", "rm", &foreign]);
     let t = std::time::Instant::now();
     let out = run(&["-s", "local", "deploy", "--yes"]);
     out.success();

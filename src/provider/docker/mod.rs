@@ -32,6 +32,12 @@ pub enum DockerError {
     Api { what: String, detail: String },
     #[error("no container {container} on this engine")]
     NoContainer { container: String },
+    #[error("a {kind} named {name} is on this engine, but this stack did not make it ({owner})")]
+    NotOurs {
+        kind: &'static str,
+        name: String,
+        owner: String,
+    },
     #[error("{container} did not become healthy within {secs} s ({state}){log}")]
     Unhealthy {
         container: String,
@@ -47,6 +53,7 @@ impl DockerError {
             DockerError::Unreachable { .. } => "start Docker (on Debian: `apt-get install docker.io`, then `systemctl start docker`; or `scripts/docker-setup`, which starts one for this checkout and prints its DOCKER_HOST), or set `[docker] host` / DOCKER_HOST to its socket".into(),
             DockerError::NoImage { .. } => "build the local images with `scripts/docker-setup` (no registry needed), or `docker pull` the image, or set `[docker] openclaw_image` / `tailscale_image`".into(),
             DockerError::Api { .. } => return None,
+            DockerError::NotOurs { kind, name, .. } => format!("agent-army never removes or reuses what it did not make: remove or rename that {kind} (`docker {kind} rm {name}`) if you do not need it, or give this project or stack another name"),
             DockerError::NoContainer { container } if container.ends_with("-tailscale") => "the agent has no Tailscale sidecar: its stack has no `tailscale_auth_key`, or it is not deployed (`agent-army deploy`)".into(),
             DockerError::NoContainer { .. } => "the agent is not deployed: run `agent-army deploy`".into(),
             DockerError::Unhealthy { container, .. } => format!("see `docker logs {container}` (or `agent-army logs AGENT`); a deploy again picks up where this one stopped"),
@@ -60,6 +67,27 @@ fn api(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Docker
         what,
         detail: e.to_string(),
     }
+}
+
+/// Who made an object, by its labels: `project p, stack s, agent a`, or `no agent-army labels`.
+fn owner(labels: Option<&HashMap<String, String>>) -> String {
+    let get = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+    match (get(LABEL_PROJECT), get(LABEL_STACK), get(LABEL_AGENT)) {
+        (None, None, None) => "it has no agent-army labels".into(),
+        (p, s, a) => format!(
+            "its labels say project `{}`, stack `{}`, agent `{}`",
+            p.unwrap_or("?"),
+            s.unwrap_or("?"),
+            a.unwrap_or("?")
+        ),
+    }
+}
+
+/// Whether `labels` name the same project, stack and agent as `want`.
+fn same_owner(labels: Option<&HashMap<String, String>>, want: &BTreeMap<String, String>) -> bool {
+    [LABEL_PROJECT, LABEL_STACK, LABEL_AGENT]
+        .iter()
+        .all(|k| labels.and_then(|l| l.get(*k)) == want.get(*k))
 }
 
 fn not_found(e: &bollard::errors::Error) -> bool {
@@ -265,6 +293,18 @@ impl Engine {
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), DockerError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(v) if same_owner(Some(&v.labels), labels) => return Ok(()),
+            Ok(v) => {
+                return Err(DockerError::NotOurs {
+                    kind: "volume",
+                    name: name.to_string(),
+                    owner: owner(Some(&v.labels)),
+                });
+            }
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(api(format!("inspect volume {name}"))(e)),
+        }
         self.docker
             .create_volume(VolumeCreateRequest {
                 name: Some(name.to_string()),
@@ -280,6 +320,11 @@ impl Engine {
     /// [`crate::render::docker::create_body`], the one `render` prints.
     pub async fn create(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
         let body = engine_body(spec)?;
+        // One tar per parent directory of the files, extracted at `/`.
+        let tar = tar_of(&spec.files).map_err(|e| DockerError::Api {
+            what: format!("pack the files of {}", spec.name),
+            detail: e.to_string(),
+        })?;
         let created = self
             .docker
             .create_container(
@@ -289,15 +334,31 @@ impl Engine {
                 }),
                 body,
             )
-            .await
-            .map_err(api(format!("create container {}", spec.name)))?;
-        // One tar per parent directory of the files, extracted at `/`.
-        let tar = tar_of(&spec.files).map_err(|e| DockerError::Api {
-            what: format!("pack the files of {}", spec.name),
-            detail: e.to_string(),
-        })?;
+            .await;
+        let created = match created {
+            Ok(c) => c,
+            // The name is taken by a container the stack's labels did not find.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {
+                let labels = self
+                    .docker
+                    .inspect_container(&spec.name, None)
+                    .await
+                    .ok()
+                    .and_then(|c| c.config)
+                    .and_then(|c| c.labels);
+                return Err(DockerError::NotOurs {
+                    kind: "container",
+                    name: spec.name.clone(),
+                    owner: owner(labels.as_ref()),
+                });
+            }
+            Err(e) => return Err(api(format!("create container {}", spec.name))(e)),
+        };
         if !spec.files.is_empty() {
-            self.docker
+            let copied = self
+                .docker
                 .upload_to_container(
                     &created.id,
                     Some(UploadToContainerOptions {
@@ -307,9 +368,41 @@ impl Engine {
                     bollard::body_full(tar.into()),
                 )
                 .await
-                .map_err(api(format!("copy the configuration into {}", spec.name)))?;
+                .map_err(api(format!("copy the configuration into {}", spec.name)));
+            // A container without its files must not stay: its labels say it is complete.
+            if let Err(e) = copied {
+                let _ = self.remove(&created.id).await;
+                return Err(e);
+            }
         }
         Ok(created.id)
+    }
+
+    /// The container or volume called `name` that the stack's labels did not find, if the
+    /// engine has one: someone else's.
+    pub async fn not_ours(
+        &self,
+        kind: &'static str,
+        name: &str,
+    ) -> Result<Option<DockerError>, DockerError> {
+        let labels = if kind == "volume" {
+            match self.docker.inspect_volume(name).await {
+                Ok(v) => Some(v.labels),
+                Err(e) if not_found(&e) => return Ok(None),
+                Err(e) => return Err(api(format!("inspect volume {name}"))(e)),
+            }
+        } else {
+            match self.docker.inspect_container(name, None).await {
+                Ok(c) => c.config.and_then(|c| c.labels),
+                Err(e) if not_found(&e) => return Ok(None),
+                Err(e) => return Err(api(format!("inspect container {name}"))(e)),
+            }
+        };
+        Ok(Some(DockerError::NotOurs {
+            kind,
+            name: name.to_string(),
+            owner: owner(labels.as_ref()),
+        }))
     }
 
     pub async fn start(&self, name: &str) -> Result<(), DockerError> {
