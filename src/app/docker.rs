@@ -541,29 +541,14 @@ pub async fn views(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::docker::agent_containers;
-    use crate::stack::load_from_strs;
 
     const PROJECT: &str =
         "[project]\nname = \"demo\"\n\n[[agents]]\nname = \"agent-pm\"\nrole = \"PM\"\n";
 
     /// The wanted containers of one agent, with (`auth`) or without a sidecar.
     fn wanted(auth: &str) -> (Config, Vec<AgentContainers>) {
-        let d = tempfile::tempdir().unwrap();
-        let c = load_from_strs(d.path(), "local", PROJECT, "provider = \"docker\"\n")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let auth = Secret::new(auth.to_string());
-        let token = "t".repeat(48);
-        let values = Values::Real {
-            tailscale_auth_key: &auth,
-            env: BTreeMap::new(),
-            gateway_token: &token,
-        };
-        let ProviderSettings::Docker(ds) = &c.provider else {
-            panic!("not a docker stack")
-        };
-        let port = auth.expose().is_empty().then_some(41000);
-        let a = agent_containers(&c, ds, &c.agents[0], &values, "kid", port);
+        let port = auth.is_empty().then_some(41000);
+        let (c, a) = crate::render::docker::fixture(PROJECT, "provider = \"docker\"\n", auth, port);
         (c, vec![a])
     }
 

@@ -210,6 +210,16 @@ pub(super) fn approve(ctx: &Ctx, yes: bool, prompt: &str, expected: &str) -> Res
     }
 }
 
+/// `destroy`'s confirmation: the stack's name, typed (unless `--yes`).
+pub(super) fn approve_destroy(ctx: &Ctx, yes: bool, stack: &str) -> Result<()> {
+    approve(
+        ctx,
+        yes,
+        &format!("Type the stack name (`{stack}`) to confirm:"),
+        stack,
+    )
+}
+
 pub fn force_unlock(ctx: &Ctx, args: ForceUnlockArgs) -> Result<ExitStatus> {
     let session = ctx.session()?;
     let project = &session.config;

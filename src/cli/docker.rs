@@ -177,12 +177,7 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
             observed.volumes.len()
         );
     }
-    approve(
-        ctx,
-        args.yes,
-        &format!("Type the stack name (`{stack}`) to confirm:"),
-        &stack,
-    )?;
+    super::apply::approve_destroy(ctx, args.yes, &stack)?;
     let done = local::destroy(&engine, &observed, args.delete_volumes).await?;
     if ctx.json() {
         println!(

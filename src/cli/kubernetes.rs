@@ -286,12 +286,7 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<ExitStatus> {
             d.shared_namespace.join(", ")
         );
     }
-    approve(
-        ctx,
-        args.yes,
-        &format!("Type the stack name (`{stack}`) to confirm:"),
-        &stack,
-    )?;
+    super::apply::approve_destroy(ctx, args.yes, &stack)?;
     let done = kube::send(&session, &d.client, d.requests).await?;
     report(ctx, "deleted", &done);
     Ok(ExitStatus::Success)

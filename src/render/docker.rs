@@ -615,6 +615,32 @@ pub fn changed_parts(have: Option<&str>, want: &str) -> Vec<String> {
     names
 }
 
+/// One agent's containers from literal project and stack files, with real values (`auth`:
+/// the auth key, empty for none; a fixed token), for tests.
+#[cfg(test)]
+pub(crate) fn fixture(
+    project: &str,
+    stack: &str,
+    auth: &str,
+    port: Option<u16>,
+) -> (Config, AgentContainers) {
+    let d = tempfile::tempdir().unwrap();
+    let c = crate::stack::load_from_strs(d.path(), "local", project, stack)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let auth = crate::secrets::Secret::new(auth.to_string());
+    let token = "t".repeat(48);
+    let values = Values::Real {
+        tailscale_auth_key: &auth,
+        env: BTreeMap::new(),
+        gateway_token: &token,
+    };
+    let crate::stack::ProviderSettings::Docker(ds) = &c.provider else {
+        panic!("not a docker stack")
+    };
+    let a = agent_containers(&c, ds, &c.agents[0], &values, "kid", port);
+    (c, a)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -626,21 +652,7 @@ mod tests {
     const PROJECT: &str = "[project]\nname = \"demo\"\n\n[[agents]]\nname = \"agent-pm\"\nrole = \"PM\"\n\n[agents.env]\nTZ = \"UTC\"\n";
 
     fn containers(stack: &str, auth: &str, env_tz: &str) -> (Config, AgentContainers) {
-        let d = tempfile::tempdir().unwrap();
-        let c = load_from_strs(d.path(), "local", &PROJECT.replace("UTC", env_tz), stack)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let auth = Secret::new(auth.to_string());
-        let token = "t".repeat(48);
-        let values = Values::Real {
-            tailscale_auth_key: &auth,
-            env: BTreeMap::new(),
-            gateway_token: &token,
-        };
-        let ProviderSettings::Docker(ds) = &c.provider else {
-            panic!("not a docker stack")
-        };
-        let a = agent_containers(&c, ds, &c.agents[0], &values, "kid", Some(41000));
-        (c, a)
+        fixture(&PROJECT.replace("UTC", env_tz), stack, auth, Some(41000))
     }
     use crate::stack::ProviderSettings;
 
