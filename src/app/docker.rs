@@ -122,6 +122,20 @@ pub fn diff(config: &Config, want: &[AgentContainers], observed: &Observed) -> P
         });
         wanted.push(a.openclaw.name.as_str());
         let mut openclaw = change(&a.openclaw, by_name.get(a.openclaw.name.as_str()).copied());
+        // A sidecar that Docker restarted after the gateway started (a crash, an engine
+        // restart) left the gateway in its old network namespace: off the tailnet.
+        let found = Found {
+            openclaw: by_name.get(a.openclaw.name.as_str()).copied(),
+            sidecar: a
+                .sidecar
+                .as_ref()
+                .and_then(|s| by_name.get(s.name.as_str()).copied()),
+        };
+        if stale_namespace(found) && openclaw == Change::Keep {
+            openclaw = Change::Recreate {
+                parts: vec!["sidecar restarted".into()],
+            };
+        }
         // A new or restarted sidecar is a new network namespace: the gateway must join it.
         if matches!(
             sidecar,
@@ -391,6 +405,12 @@ pub fn describe(c: &Change) -> String {
         Change::Recreate { parts } if parts.iter().any(|p| p == "--replace") => {
             "recreate (--replace)".into()
         }
+        Change::Recreate { parts } if parts.iter().any(|p| p == "unhealthy") => {
+            "recreate (its health check fails)".into()
+        }
+        Change::Recreate { parts } if parts.iter().any(|p| p == "sidecar restarted") => {
+            "recreate (its sidecar restarted after it)".into()
+        }
         Change::Recreate { parts } => format!("recreate ({} changed)", parts.join(", ")),
         Change::Start => "start".into(),
         Change::Keep => "no change".into(),
@@ -448,6 +468,17 @@ pub fn found<'a>(
     Found {
         openclaw: find(spec::container_name(config, agent)),
         sidecar: find(spec::sidecar_name(config, agent)),
+    }
+}
+
+/// Whether the gateway runs in a network namespace its sidecar has left: both run, and the
+/// sidecar's process started after the gateway's (pure).
+pub fn stale_namespace(f: Found) -> bool {
+    match (f.openclaw, f.sidecar) {
+        (Some(o), Some(s)) if o.state == "running" && s.state == "running" => {
+            matches!((o.started_at, s.started_at), (Some(o), Some(s)) if s > o)
+        }
+        _ => false,
     }
 }
 
@@ -561,6 +592,7 @@ mod tests {
             state: state.into(),
             health: health.map(str::to_string),
             port: spec.publish,
+            started_at: Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(100)),
         }
     }
 
@@ -634,6 +666,17 @@ mod tests {
             Change::Recreate {
                 parts: vec!["sidecar".into()]
             }
+        );
+        // A sidecar that Docker restarted after the gateway: the gateway is made again.
+        let mut restarted = running("running");
+        restarted.containers[1].started_at =
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(200));
+        assert!(stale_namespace(found(&c, &c.agents[0], &restarted)));
+        let plan = diff(&c, &want, &restarted);
+        assert_eq!(plan.agents[0].sidecar, Some(Change::Keep));
+        assert_eq!(
+            describe(&plan.agents[0].openclaw),
+            "recreate (its sidecar restarted after it)"
         );
         // --replace: both made again, whatever changed.
         let mut plan = diff(&c, &want, &running("running"));

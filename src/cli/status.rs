@@ -775,6 +775,13 @@ async fn run_docker(
             }
             Some(_) => {}
         }
+        if local::stale_namespace(f) {
+            problems.push(tailnet::Finding {
+                unhealthy: true,
+                message: "its Tailscale sidecar restarted after the gateway: the gateway is left in the sidecar's old network namespace, off the tailnet".into(),
+                help: "run `agent-army deploy`: it makes the OpenClaw container again, in the sidecar's namespace".into(),
+            });
+        }
         if let Some(c) = f.sidecar.filter(|c| c.state != "running") {
             problems.push(container(
                 "its Tailscale sidecar",

@@ -642,6 +642,34 @@ fn docker_target_end_to_end() {
             .unwrap()
     };
     let pm_ips = ips("agent-pm");
+    // A sidecar restarted under its gateway (as Docker's restart policy does after a crash):
+    // the gateway is left in the old network namespace. `status` says so and `plan` makes
+    // the gateway again.
+    d.ok(&[
+        "restart",
+        "-t",
+        "2",
+        &format!("{project}-tailnet-agent-pm-tailscale"),
+    ]);
+    let out = run(&["-s", "tailnet", "-o", "json", "status"]);
+    out.code(1);
+    let doc = out.json();
+    let pm = doc["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent"] == "agent-pm")
+        .unwrap();
+    assert!(
+        pm["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("its Tailscale sidecar restarted after the gateway"),
+        "{pm}"
+    );
+    run(&["-s", "tailnet", "plan"]).success().stderr_has(
+        "~ agent-pm (openclaw: recreate (its sidecar restarted after it); tailscale: no change)",
+    );
     run(&[
         "-s",
         "tailnet",

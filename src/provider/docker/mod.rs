@@ -112,6 +112,9 @@ pub struct ObservedContainer {
     pub health: Option<String>,
     /// The 127.0.0.1 port published for the gateway, if any.
     pub port: Option<u16>,
+    /// When its process last started (running containers).
+    #[serde(skip)]
+    pub started_at: Option<std::time::SystemTime>,
 }
 
 impl ObservedContainer {
@@ -227,7 +230,32 @@ impl Engine {
                 state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                 health,
                 port,
+                started_at: None,
             });
+        }
+        // When each running container started: a sidecar that started after its gateway
+        // left the gateway in its old network namespace.
+        let started = futures_util::future::join_all(
+            out.containers
+                .iter()
+                .filter(|c| c.state == "running")
+                .map(|c| async move {
+                    let at = self
+                        .docker
+                        .inspect_container(&c.id, None)
+                        .await
+                        .ok()
+                        .and_then(|i| i.state)
+                        .and_then(|s| s.started_at)
+                        .and_then(|t| humantime::parse_rfc3339_weak(&t).ok());
+                    (c.id.clone(), at)
+                }),
+        )
+        .await;
+        for (id, at) in started {
+            if let Some(c) = out.containers.iter_mut().find(|c| c.id == id) {
+                c.started_at = at;
+            }
         }
         out.containers.sort_by(|a, b| a.name.cmp(&b.name));
         for n in networks.map_err(api("list networks"))? {
