@@ -214,23 +214,36 @@ pub fn replace(plan: &mut Plan, agents: &[String]) {
     }
 }
 
-/// A free port on 127.0.0.1 (the kernel's pick).
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| crate::error::Error::Io {
+/// A free port on 127.0.0.1 (the kernel's pick), none of `taken`.
+fn free_port(taken: &std::collections::BTreeSet<u16>) -> Result<u16> {
+    let io = |e| crate::error::Error::Io {
         path: "127.0.0.1:0".into(),
         source: e,
-    })?;
-    Ok(l.local_addr()
-        .map_err(|e| crate::error::Error::Io {
-            path: "127.0.0.1:0".into(),
-            source: e,
-        })?
-        .port())
+    };
+    // Held until all are picked, so that the kernel gives each try another port.
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(io)?;
+        let port = l.local_addr().map_err(io)?.port();
+        if !taken.contains(&port) {
+            return Ok(port);
+        }
+        held.push(l);
+    }
+    Err(crate::error::Error::Input(
+        "no free port on 127.0.0.1 that no agent-army volume records".into(),
+    ))
 }
 
 /// The gateway port of an agent without a sidecar: the one its container is published on,
-/// else the one its data volume records, else a free one.
-fn port_for(observed: &Observed, openclaw: &str, data_volume: &str) -> Result<u16> {
+/// else the one its data volume records, else a free one that no other agent has (`taken`:
+/// the ports recorded on the engine and those picked in this run).
+fn port_for(
+    observed: &Observed,
+    openclaw: &str,
+    data_volume: &str,
+    taken: &std::collections::BTreeSet<u16>,
+) -> Result<u16> {
     if let Some(p) = observed
         .containers
         .iter()
@@ -248,7 +261,7 @@ fn port_for(observed: &Observed, openclaw: &str, data_volume: &str) -> Result<u1
     {
         return Ok(p);
     }
-    free_port()
+    free_port(taken)
 }
 
 /// Every agent's containers with real values (secrets resolved, the agents' gateway keys).
@@ -262,6 +275,7 @@ pub fn desired(
         return Ok(Vec::new());
     };
     let none = Secret::new(String::new());
+    let mut taken = observed.ports_taken.clone();
     let mut out = Vec::new();
     for a in &config.agents {
         let s = fleet::resolve_secrets(config, a, &session.keyring, &session.env)?;
@@ -277,7 +291,9 @@ pub fn desired(
         let port = if s.auth_key.is_some() {
             None
         } else {
-            Some(port_for(observed, &name, &format!("{name}-data"))?)
+            let port = port_for(observed, &name, &format!("{name}-data"), &taken)?;
+            taken.insert(port);
+            Some(port)
         };
         out.push(spec::agent_containers(config, d, a, &values, &key_id, port));
     }
@@ -600,7 +616,7 @@ mod tests {
         Observed {
             containers,
             networks: vec![("n1".into(), spec::network_name(config))],
-            volumes: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -642,6 +658,33 @@ mod tests {
         let plan = diff(&c, &want, &observed(&c, vec![old, gone]));
         assert!(matches!(plan.agents[0].openclaw, Change::Recreate { .. }));
         assert_eq!(plan.remove, vec!["demo-local-agent-old".to_string()]);
+    }
+
+    #[test]
+    fn a_new_port_is_none_recorded_on_the_engine() {
+        let taken: std::collections::BTreeSet<u16> =
+            (1..=u16::MAX).filter(|p| p % 2 == 0).collect();
+        for _ in 0..8 {
+            let p = free_port(&taken).unwrap();
+            assert!(!taken.contains(&p), "{p}");
+        }
+        // A port the data volume records wins over a free one.
+        let (c, _) = wanted("");
+        let mut o = observed(&c, Vec::new());
+        o.volumes.push((
+            "demo-local-agent-pm-data".into(),
+            BTreeMap::from([(LABEL_PORT.to_string(), "41234".to_string())]),
+        ));
+        assert_eq!(
+            port_for(
+                &o,
+                "demo-local-agent-pm",
+                "demo-local-agent-pm-data",
+                &taken
+            )
+            .unwrap(),
+            41234
+        );
     }
 
     #[test]

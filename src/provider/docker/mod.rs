@@ -137,6 +137,9 @@ pub struct Observed {
     pub networks: Vec<(String, String)>,
     /// (name, labels)
     pub volumes: Vec<(String, BTreeMap<String, String>)>,
+    /// The gateway ports recorded on any agent-army data volume of the engine, every
+    /// project's and stack's: a new port is never one of them.
+    pub ports_taken: std::collections::BTreeSet<u16>,
 }
 
 /// What an exec printed, and its exit code.
@@ -203,7 +206,14 @@ impl Engine {
         let volumes = self.docker.list_volumes(Some(ListVolumesOptions {
             filters: Some(f.clone()),
         }));
-        let (containers, networks, volumes) = tokio::join!(containers, networks, volumes);
+        let recorded = self.docker.list_volumes(Some(ListVolumesOptions {
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![crate::render::docker::LABEL_PORT.to_string()],
+            )])),
+        }));
+        let (containers, networks, volumes, recorded) =
+            tokio::join!(containers, networks, volumes, recorded);
         let containers = containers.map_err(api("list containers"))?;
         let mut out = Observed::default();
         for c in containers {
@@ -270,6 +280,18 @@ impl Engine {
             out.volumes.push((v.name, v.labels.into_iter().collect()));
         }
         out.volumes.sort();
+        out.ports_taken = recorded
+            .map_err(api("list volumes"))?
+            .volumes
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| {
+                v.labels
+                    .get(crate::render::docker::LABEL_PORT)?
+                    .parse()
+                    .ok()
+            })
+            .collect();
         Ok(out)
     }
 
