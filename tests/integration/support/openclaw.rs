@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::servers::{Server, free_port, start_ready, support_script};
+use super::servers::{Server, quiet_port, start_ready, support_script};
 use super::{Project, repo};
 
 pub const VM_HOME: &str = "/var/lib/openclaw";
@@ -158,7 +158,7 @@ impl AgentVm {
         let dir = tempfile::tempdir().expect("tempdir");
         let home = dir.path().join("home");
         let env_file = dir.path().join("openclaw-agent.env");
-        let port = free_port();
+        let port = quiet_port();
         let vm = AgentVm {
             home: home.clone(),
             env_file: env_file.clone(),

@@ -75,6 +75,29 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A free port for a server that binds it itself, later (an OpenClaw gateway takes seconds
+/// to listen): one below the kernel's ephemeral range (32768–60999), so that no other
+/// test's `bind(0)` and no outgoing connection can take it in between, as one did in a CI
+/// run (`EADDRINUSE` at the gateway's start).
+pub fn quiet_port() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let mut x = u64::from(nanos) ^ (u64::from(std::process::id()) << 20);
+    for _ in 0..256 {
+        // xorshift: a different candidate each try.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20000 + (x % 12000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    free_port()
+}
+
 /// Wait until something accepts connections on `port`.
 pub fn wait_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
