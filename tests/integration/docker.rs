@@ -118,6 +118,14 @@ fn urls(p: &Project, host: &str, stack: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One agent of a `status -o json` document.
+fn agent_in<'a>(doc: &'a serde_json::Value, agent: &str) -> &'a serde_json::Value {
+    doc["agents"]
+        .as_array()
+        .and_then(|agents| agents.iter().find(|a| a["agent"] == agent))
+        .unwrap_or_else(|| panic!("no {agent} in {doc}"))
+}
+
 fn split_url(url: &str) -> (String, String) {
     let (base, token) = url.split_once("/#token=").expect("url with a token");
     (base.to_string(), token.to_string())
@@ -432,12 +440,7 @@ fn docker_target_end_to_end() {
     let out = run(&["-s", "local", "-o", "json", "status"]);
     out.code(1);
     let doc = out.json();
-    let a = doc["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["agent"] == "agent-eng")
-        .unwrap();
+    let a = agent_in(&doc, "agent-eng");
     assert_eq!(a["cloud"], "exited", "{a}");
     assert_eq!(a["healthy"], false, "{a}");
     assert!(
@@ -633,13 +636,7 @@ fn docker_target_end_to_end() {
     // keeps its node identity (its addresses), the others are untouched.
     let ips = |agent: &str| {
         let out = run(&["-s", "tailnet", "-o", "json", "status"]);
-        out.json()["agents"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["agent"] == agent)
-            .map(|a| a["sidecar"]["ips"].clone())
-            .unwrap()
+        agent_in(&out.json(), agent)["sidecar"]["ips"].clone()
     };
     let pm_ips = ips("agent-pm");
     // A sidecar restarted under its gateway (as Docker's restart policy does after a crash):
@@ -654,12 +651,7 @@ fn docker_target_end_to_end() {
     let out = run(&["-s", "tailnet", "-o", "json", "status"]);
     out.code(1);
     let doc = out.json();
-    let pm = doc["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["agent"] == "agent-pm")
-        .unwrap();
+    let pm = agent_in(&doc, "agent-pm");
     assert!(
         pm["problems"][0]["message"]
             .as_str()
