@@ -794,16 +794,24 @@ impl Validator<'_> {
             && (secrets.contains_key(TAILSCALE_OAUTH_ID)
                 || secrets.contains_key(TAILSCALE_OAUTH_SECRET))
         {
-            self.diags.push(Diagnostic {
-                file: self.ssrc.path.to_path_buf(),
-                line: 1,
-                col: 1,
-                field: format!("secrets.{TAILSCALE_AUTH_KEY}"),
-                message: "an OAuth client without `tailscale_auth_key`: a Docker stack's sidecars log in with an auth key (keys minted by an OAuth client are not supported on Docker), so this stack would run off the tailnet".into(),
-                help: Some(format!("set `{TAILSCALE_AUTH_KEY}` (`agent-army secrets set {TAILSCALE_AUTH_KEY} --stack {stack}`, or `env:TS_AUTHKEY`), or remove the OAuth client to run the gateways on 127.0.0.1")),
-                snippet: None,
-            });
+            self.auth_key_diag(
+                "an OAuth client without `tailscale_auth_key`: a Docker stack's sidecars log in with an auth key (keys minted by an OAuth client are not supported on Docker), so this stack would run off the tailnet".into(),
+                format!("set `{TAILSCALE_AUTH_KEY}` (`agent-army secrets set {TAILSCALE_AUTH_KEY} --stack {stack}`, or `env:TS_AUTHKEY`), or remove the OAuth client to run the gateways on 127.0.0.1"),
+            );
         }
+    }
+
+    /// A problem with the stack's `tailscale_auth_key` (no line to point at: it may be absent).
+    fn auth_key_diag(&mut self, message: String, help: String) {
+        self.diags.push(Diagnostic {
+            file: self.ssrc.path.to_path_buf(),
+            line: 1,
+            col: 1,
+            field: format!("secrets.{TAILSCALE_AUTH_KEY}"),
+            message,
+            help: Some(help),
+            snippet: None,
+        });
     }
 
     fn tailscale_auth_key(
@@ -813,29 +821,19 @@ impl Validator<'_> {
         kubernetes: bool,
     ) {
         if kubernetes && !secrets.contains_key(TAILSCALE_AUTH_KEY) {
-            self.diags.push(Diagnostic {
-                file: self.ssrc.path.to_path_buf(),
-                line: 1,
-                col: 1,
-                field: format!("secrets.{TAILSCALE_AUTH_KEY}"),
-                message: "missing required secret `tailscale_auth_key`: a Kubernetes stack's sidecars log in with it (keys minted by an OAuth client are not supported on Kubernetes)".into(),
-                help: Some(format!("create a reusable, pre-authorized key in the Tailscale admin console and run `agent-army secrets set {TAILSCALE_AUTH_KEY} --stack {stack}` (reads it from stdin), or set it to `env:TS_AUTHKEY`")),
-                snippet: None,
-            });
+            self.auth_key_diag(
+                "missing required secret `tailscale_auth_key`: a Kubernetes stack's sidecars log in with it (keys minted by an OAuth client are not supported on Kubernetes)".into(),
+                format!("create a reusable, pre-authorized key in the Tailscale admin console and run `agent-army secrets set {TAILSCALE_AUTH_KEY} --stack {stack}` (reads it from stdin), or set it to `env:TS_AUTHKEY`"),
+            );
             return;
         }
         let oauth = secrets.contains_key(TAILSCALE_OAUTH_ID)
             && secrets.contains_key(TAILSCALE_OAUTH_SECRET);
         if !secrets.contains_key(TAILSCALE_AUTH_KEY) && !oauth {
-            self.diags.push(Diagnostic {
-                file: self.ssrc.path.to_path_buf(),
-                line: 1,
-                col: 1,
-                field: format!("secrets.{TAILSCALE_AUTH_KEY}"),
-                message: "missing required secret `tailscale_auth_key`".into(),
-                help: Some(format!("run `agent-army secrets set {TAILSCALE_AUTH_KEY} --stack {stack}` (reads the key from stdin), set it to `env:TS_AUTHKEY`, or give an OAuth client (`{TAILSCALE_OAUTH_ID}` and `{TAILSCALE_OAUTH_SECRET}`) so deploy mints one key per agent")),
-                snippet: None,
-            });
+            self.auth_key_diag(
+                "missing required secret `tailscale_auth_key`".into(),
+                format!("run `agent-army secrets set {TAILSCALE_AUTH_KEY} --stack {stack}` (reads the key from stdin), set it to `env:TS_AUTHKEY`, or give an OAuth client (`{TAILSCALE_OAUTH_ID}` and `{TAILSCALE_OAUTH_SECRET}`) so deploy mints one key per agent"),
+            );
         }
     }
 
